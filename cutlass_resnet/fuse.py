@@ -77,8 +77,7 @@ def fuse_bn(model: ResNet) -> ResNet:
         return model
     if model.training:
         raise RuntimeError(
-            "fuse_bn folds BatchNorm running statistics into the convs and is inference-only; "
-            "call model.eval() first"
+            "fuse_bn folds BatchNorm running statistics into the convs and is inference-only; call model.eval() first"
         )
     for conv_name, norm_name, relu in conv_norm_pairs(model):
         conv = model.get_submodule(conv_name)

@@ -34,8 +34,7 @@ def _check_shape(key: str, tensor: Tensor, expected: torch.Size) -> None:
     if key.startswith("fc."):
         hint = f"the weights have {tensor.shape[0]} classes: build the model with num_classes={tensor.shape[0]}"
     raise ValueError(
-        f"state_dict key '{key}' has shape {tuple(tensor.shape)} but the model expects "
-        f"{tuple(expected)}; {hint}"
+        f"state_dict key '{key}' has shape {tuple(tensor.shape)} but the model expects {tuple(expected)}; {hint}"
     )
 
 

@@ -62,4 +62,3 @@ class Conv2d(nn.Conv2d):
             self.groups,
             self.relu,
         )
-

@@ -166,8 +166,17 @@ def _backward(ctx, grad_y: Tensor):
     grad_x = grad_w = grad_b = grad_r = None
     if need_x or need_w:
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad, x.to(acc), weight.to(acc), None, stride, padding, dilation,
-            False, [0, 0], groups, [need_x, need_w, False],
+            grad,
+            x.to(acc),
+            weight.to(acc),
+            None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            [need_x, need_w, False],
         )
         grad_x = None if grad_x is None else grad_x.to(x.dtype)
         grad_w = None if grad_w is None else grad_w.to(weight.dtype)

@@ -98,8 +98,7 @@ def parity(arch: str, *, image_size: int = 64, batch_size: int = 2, seed: int = 
         model = fuse_bn(builder().eval())
         load_torchvision_state_dict(model, state_dict)
         fused_on_load = relative_error(model(x), expected)
-    return Parity(arch, relative_error(yardstick, expected), unfused, fused, fused_on_load,
-                  time.perf_counter() - start)
+    return Parity(arch, relative_error(yardstick, expected), unfused, fused, fused_on_load, time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--image-size and --batch-size must be >= 1")
 
     torch.set_grad_enabled(False)
-    print(f"cutlass-resnet parity with torchvision {torchvision.__version__}, torch {torch.__version__}, "
-          f"fp32, CPU reference conv (no CUTLASS kernel runs here), input "
-          f"{args.batch_size}x3x{args.image_size}x{args.image_size}.\nMax relative error of the fp32 logits "
-          f"against torchvision in float64; each must be at most twice torchvision's own fp32 error.")
+    print(
+        f"cutlass-resnet parity with torchvision {torchvision.__version__}, torch {torch.__version__}, "
+        f"fp32, CPU reference conv (no CUTLASS kernel runs here), input "
+        f"{args.batch_size}x3x{args.image_size}x{args.image_size}.\nMax relative error of the fp32 logits "
+        f"against torchvision in float64; each must be at most twice torchvision's own fp32 error."
+    )
     header = f"{'model':<18} {'torchvision':>11} {'unfused':>10} {'fused':>10} {'fused-load':>10} {'time':>7}  result"
     print(header)
     print("-" * len(header))
@@ -127,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     for arch in args.arch:
         p = parity(arch, image_size=args.image_size, batch_size=args.batch_size)
         failures += not p.ok
-        print(f"{arch:<18} {p.torchvision:>11.2e} {p.unfused:>10.2e} {p.fused:>10.2e} {p.fused_on_load:>10.2e} {p.seconds:>6.1f}s  "
-              f"{'ok' if p.ok else 'FAIL'}", flush=True)
+        print(
+            f"{arch:<18} {p.torchvision:>11.2e} {p.unfused:>10.2e} {p.fused:>10.2e} {p.fused_on_load:>10.2e} "
+            f"{p.seconds:>6.1f}s  {'ok' if p.ok else 'FAIL'}",
+            flush=True,
+        )
     print(f"{len(args.arch) - failures} passed, {failures} failed")
     return 1 if failures else 0
 

@@ -51,7 +51,13 @@ __all__ = [
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> Conv2d:
     """3x3 convolution with padding"""
     return Conv2d(
-        in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation, groups=groups, bias=False,
+        in_planes,
+        out_planes,
+        kernel_size=3,
+        stride=stride,
+        padding=dilation,
+        groups=groups,
+        bias=False,
         dilation=dilation,
     )
 
@@ -167,8 +173,7 @@ class ResNet(nn.Module):
             replace_stride_with_dilation = [False, False, False]
         if len(replace_stride_with_dilation) != 3:
             raise ValueError(
-                "replace_stride_with_dilation should be None "
-                f"or a 3-element tuple, got {replace_stride_with_dilation}"
+                f"replace_stride_with_dilation should be None or a 3-element tuple, got {replace_stride_with_dilation}"
             )
         self.groups = groups
         self.base_width = width_per_group
@@ -218,8 +223,9 @@ class ResNet(nn.Module):
                 norm_layer(planes * block.expansion),
             )
         layers = [
-            block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
-                  norm_layer)
+            block(
+                self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation, norm_layer
+            )
         ]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
