@@ -73,15 +73,18 @@ def fuse_bn(model: ResNet) -> ResNet:
     into its convs' epilogues: a fused Bottleneck is three op calls (four with a downsample).
     Inference only: the model must be in eval mode. Fusing a fused model does nothing.
     """
+    pairs = conv_norm_pairs(model)
     if model.fused:
         return model
     if model.training:
         raise RuntimeError(
             "fuse_bn folds BatchNorm running statistics into the convs and is inference-only; call model.eval() first"
         )
-    for conv_name, norm_name, relu in conv_norm_pairs(model):
+    # Check every norm before changing anything, so a failure leaves the model as it was.
+    stats = [_norm_stats(norm, model.get_submodule(norm)) for _, norm, _ in pairs]
+    for (conv_name, norm_name, relu), norm_stats in zip(pairs, stats, strict=True):
         conv = model.get_submodule(conv_name)
-        w, b = fold_bn(conv.weight, conv.bias, *_norm_stats(norm_name, model.get_submodule(norm_name)))
+        w, b = fold_bn(conv.weight, conv.bias, *norm_stats)
         requires_grad = conv.weight.requires_grad
         conv.weight = nn.Parameter(w.to(conv.weight.dtype), requires_grad=requires_grad)
         conv.bias = nn.Parameter(b.to(conv.weight.dtype), requires_grad=requires_grad)

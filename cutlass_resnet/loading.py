@@ -45,11 +45,12 @@ def _fold_state_dict(model: ResNet, sd: dict[str, Tensor]) -> tuple[dict[str, Te
     for conv, norm, _ in conv_norm_pairs(model):
         keys = [f"{conv}.weight"] + [f"{norm}.{k}" for k in _NORM_KEYS]
         absent = [k for k in keys if k not in sd]
-        if absent:
+        present = [sd.pop(k) for k in keys if k in sd]
+        sd.pop(f"{norm}.num_batches_tracked", None)
+        if absent:  # the pair's other entries are used up, not unexpected
             missing += absent
             continue
-        weight, mean, var, gamma, beta = (sd.pop(k) for k in keys)
-        sd.pop(f"{norm}.num_batches_tracked", None)
+        weight, mean, var, gamma, beta = present
         _check_shape(keys[0], weight, params[f"{conv}.weight"].shape)
         for key, t in zip(keys[1:], (mean, var, gamma, beta), strict=True):
             _check_shape(key, t, torch.Size([weight.shape[0]]))

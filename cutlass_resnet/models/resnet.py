@@ -274,6 +274,14 @@ class ResNet(nn.Module):
         return self._forward_impl(x)
 
 
+def _verify(enum: type[WeightsEnum], weights: WeightsEnum | str | None) -> WeightsEnum | None:
+    """torchvision's ``Weights.verify``, with a ValueError naming the choices for an unknown name."""
+    try:
+        return enum.verify(weights)
+    except KeyError:
+        raise ValueError(f"unknown weights {weights!r}: {enum.__name__} has {', '.join(enum.__members__)}") from None
+
+
 def _resnet(
     block: type[BasicBlock | Bottleneck],
     layers: list[int],
@@ -296,35 +304,35 @@ def _resnet(
 @handle_legacy_interface(weights=("pretrained", ResNet18_Weights.IMAGENET1K_V1))
 def resnet18(*, weights: ResNet18_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-18 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
-    weights = ResNet18_Weights.verify(weights)
+    weights = _verify(ResNet18_Weights, weights)
     return _resnet(BasicBlock, [2, 2, 2, 2], weights, progress, **kwargs)
 
 
 @handle_legacy_interface(weights=("pretrained", ResNet34_Weights.IMAGENET1K_V1))
 def resnet34(*, weights: ResNet34_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-34 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
-    weights = ResNet34_Weights.verify(weights)
+    weights = _verify(ResNet34_Weights, weights)
     return _resnet(BasicBlock, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
 @handle_legacy_interface(weights=("pretrained", ResNet50_Weights.IMAGENET1K_V1))
 def resnet50(*, weights: ResNet50_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-50 (V1.5, stride on the 3x3 conv), as torchvision's."""
-    weights = ResNet50_Weights.verify(weights)
+    weights = _verify(ResNet50_Weights, weights)
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
 @handle_legacy_interface(weights=("pretrained", ResNet101_Weights.IMAGENET1K_V1))
 def resnet101(*, weights: ResNet101_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-101 (V1.5), as torchvision's."""
-    weights = ResNet101_Weights.verify(weights)
+    weights = _verify(ResNet101_Weights, weights)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
 
 
 @handle_legacy_interface(weights=("pretrained", ResNet152_Weights.IMAGENET1K_V1))
 def resnet152(*, weights: ResNet152_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-152 (V1.5), as torchvision's."""
-    weights = ResNet152_Weights.verify(weights)
+    weights = _verify(ResNet152_Weights, weights)
     return _resnet(Bottleneck, [3, 8, 36, 3], weights, progress, **kwargs)
 
 
@@ -333,7 +341,7 @@ def resnext50_32x4d(
     *, weights: ResNeXt50_32X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """ResNeXt-50 32x4d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
-    weights = ResNeXt50_32X4D_Weights.verify(weights)
+    weights = _verify(ResNeXt50_32X4D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 32)
     _ovewrite_named_param(kwargs, "width_per_group", 4)
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
@@ -344,7 +352,7 @@ def resnext101_32x8d(
     *, weights: ResNeXt101_32X8D_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """ResNeXt-101 32x8d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
-    weights = ResNeXt101_32X8D_Weights.verify(weights)
+    weights = _verify(ResNeXt101_32X8D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 32)
     _ovewrite_named_param(kwargs, "width_per_group", 8)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
@@ -355,7 +363,7 @@ def resnext101_64x4d(
     *, weights: ResNeXt101_64X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """ResNeXt-101 64x4d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
-    weights = ResNeXt101_64X4D_Weights.verify(weights)
+    weights = _verify(ResNeXt101_64X4D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 64)
     _ovewrite_named_param(kwargs, "width_per_group", 4)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
@@ -366,7 +374,7 @@ def wide_resnet50_2(
     *, weights: Wide_ResNet50_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """Wide ResNet-50-2 from `Wide Residual Networks <https://arxiv.org/abs/1605.07146>`_."""
-    weights = Wide_ResNet50_2_Weights.verify(weights)
+    weights = _verify(Wide_ResNet50_2_Weights, weights)
     _ovewrite_named_param(kwargs, "width_per_group", 64 * 2)
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
 
@@ -376,6 +384,6 @@ def wide_resnet101_2(
     *, weights: Wide_ResNet101_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """Wide ResNet-101-2 from `Wide Residual Networks <https://arxiv.org/abs/1605.07146>`_."""
-    weights = Wide_ResNet101_2_Weights.verify(weights)
+    weights = _verify(Wide_ResNet101_2_Weights, weights)
     _ovewrite_named_param(kwargs, "width_per_group", 64 * 2)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
