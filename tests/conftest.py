@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
+import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from cutlass_resnet.selftest import ARCHS, torchvision_model_with_statistics
 
 
 def max_error(actual: Tensor, expected: Tensor) -> float:
@@ -24,3 +30,26 @@ def assert_within_twice_aten(ours: Tensor, aten: Tensor, reference: Tensor) -> N
     assert ours_err <= 2 * aten_err + floor, (
         f"{ours.dtype}: error {ours_err:.3e} against float64 exceeds twice aten's {aten_err:.3e} (+{floor:.1e})"
     )
+
+
+@dataclass
+class TorchvisionReference:
+    """A torchvision model with random weights and BatchNorm statistics, and its outputs."""
+
+    arch: str
+    model: nn.Module  #: torchvision, fp32, eval mode
+    x: Tensor  #: fp32 input batch
+    expected: Tensor  #: torchvision's logits computed in float64: the reference
+    fp32_error: float  #: max error of torchvision's own fp32 logits against ``expected``
+
+
+@pytest.fixture(scope="session", params=ARCHS)
+def tv_reference(request) -> TorchvisionReference:
+    """One torchvision model per architecture, shared by every test of that architecture."""
+    arch = request.param
+    model = torchvision_model_with_statistics(arch, seed=1)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(x.double())
+        fp32_error = max_error(model(x), expected)
+    return TorchvisionReference(arch, model, x, expected, fp32_error)
