@@ -4,8 +4,8 @@
 tensors), KRSC filters (channels_last weights), accumulated in fp32 (fp64 for fp64 inputs)
 and rounded once to the output dtype, exactly as a CUTLASS epilogue does.
 
-The reference implementation below, built on aten's convolution, is registered for CPU and,
-until the CUDA kernels land, for CUDA too.
+The reference implementation below, built on aten's convolution, is registered for CPU, and for
+CUDA where no CUTLASS kernel can run a problem.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["conv2d_fprop", "output_size", "SUPPORTED_DTYPES"]
+__all__ = ["conv2d_fprop", "reference_conv2d_fprop", "output_size", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _CL = torch.channels_last
@@ -108,13 +108,7 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-@torch.library.custom_op(
-    "cutlass_resnet::conv2d_fprop",
-    mutates_args=(),
-    device_types=("cpu", "cuda"),
-    tags=(torch.Tag.needs_exact_strides,),
-)
-def conv2d_fprop(
+def reference_conv2d_fprop(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None,
@@ -137,6 +131,16 @@ def conv2d_fprop(
         y = y.relu_()
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_CL)
     return out.copy_(y)
+
+
+# The reference is the CPU implementation, and the CUDA one wherever no CUTLASS kernel can run
+# (cutlass_resnet.kernels registers the CUDA implementation that dispatches to the kernels).
+conv2d_fprop = torch.library.custom_op(
+    "cutlass_resnet::conv2d_fprop",
+    mutates_args=(),
+    device_types=("cpu", "cuda"),
+    tags=(torch.Tag.needs_exact_strides,),
+)(reference_conv2d_fprop)
 
 
 @conv2d_fprop.register_fake

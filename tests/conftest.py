@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -53,3 +54,28 @@ def tv_reference(request) -> TorchvisionReference:
         expected = copy.deepcopy(model).double()(x.double())
         fp32_error = max_error(model(x), expected)
     return TorchvisionReference(arch, model, x, expected, fp32_error)
+
+
+@pytest.fixture(scope="session")
+def extension(tmp_path_factory):
+    """The CUTLASS extension built for sm_80 and sm_90a (compiled, linked and loaded; no GPU needed).
+
+    Built into a fresh folder, so every run compiles it (a few minutes on 2 cores), unless
+    CUTLASS_RESNET_TEST_CACHE names a folder to reuse.
+    """
+    from cutlass_resnet import build
+
+    if build.cuda_home() is None and os.environ.get("CI") != "true":
+        pytest.skip("nvcc is not installed")
+    previous = os.environ.get("CUTLASS_RESNET_CACHE")
+    os.environ["CUTLASS_RESNET_CACHE"] = os.environ.get("CUTLASS_RESNET_TEST_CACHE") or str(
+        tmp_path_factory.mktemp("kernel-cache")
+    )
+    try:
+        assert build.load(["8.0", "9.0a"]), build._state["error"]
+        yield build
+    finally:
+        if previous is None:
+            os.environ.pop("CUTLASS_RESNET_CACHE", None)
+        else:
+            os.environ["CUTLASS_RESNET_CACHE"] = previous

@@ -1,0 +1,188 @@
+"""Build and load the CUTLASS extension: JIT on first use, or ahead of time.
+
+``python -m cutlass_resnet.build [--arch 8.0 9.0a]`` builds into the cache what a later
+process loads without compiling. The cache is keyed by package, CUTLASS, torch and CUDA
+versions and the target archs; a file lock keeps two processes building at once from
+corrupting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import warnings
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+__all__ = ["CSRC", "cache_dir", "default_archs", "load", "loaded", "sources"]
+
+CSRC = Path(__file__).with_name("csrc")
+_state: dict[str, object] = {"path": None, "error": None}
+
+
+def cache_root() -> Path:
+    """``$CUTLASS_RESNET_CACHE``, else ``$XDG_CACHE_HOME/cutlass_resnet``, else ``~/.cache/cutlass_resnet``."""
+    if os.environ.get("CUTLASS_RESNET_CACHE"):
+        return Path(os.environ["CUTLASS_RESNET_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cutlass_resnet"
+
+
+def arch_of(capability: tuple[int, int]) -> str:
+    """The nvcc arch for a compute capability: Hopper needs ``9.0a`` for its wgmma/TMA kernels."""
+    major, minor = capability
+    return f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "")
+
+
+def default_archs() -> list[str]:
+    """The archs of the visible GPUs; empty when there is none."""
+    if not torch.cuda.is_available():
+        return []
+    return sorted({arch_of(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())})
+
+
+def sources() -> list[Path]:
+    return [CSRC / "binding.cpp", CSRC / "registry.cu", *sorted(CSRC.glob("k80_*.cu"))]
+
+
+def _cutlass_include() -> Path:
+    import cutlass_library
+
+    return Path(cutlass_library.source_path) / "include"
+
+
+def _cutlass_version() -> str:
+    try:
+        return version("nvidia-cutlass")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cache_dir(archs: list[str]) -> Path:
+    """The build folder for these archs, keyed by everything that changes the binary."""
+    from . import __version__
+
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources())).hexdigest()[:12]
+    key = (
+        f"cr{__version__}-cutlass{_cutlass_version()}-torch{torch.__version__}-cuda{torch.version.cuda}"
+        f"-sm{'_'.join(a.replace('.', '') for a in archs)}-{digest}"
+    )
+    return cache_root() / "kernels" / key.replace("+", "_")
+
+
+def cuda_home() -> str | None:
+    """The first CUDA toolkit with an nvcc among CUDA_HOME, CUDA_PATH, nvcc on PATH and /usr/local/cuda."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:  # may be a wrapper script: resolve it to the toolkit it runs
+        candidates.append(str(Path(os.path.realpath(nvcc)).parents[1]))
+    candidates.append("/usr/local/cuda")
+    for home in filter(None, candidates):
+        if (Path(home) / "bin" / "nvcc").exists() and (Path(home) / "include" / "cuda_runtime.h").exists():
+            return home
+    return None
+
+
+def loaded() -> bool:
+    return _state["path"] is not None
+
+
+def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
+    """Build (first time only) and load the extension; return whether its ops are available.
+
+    On failure (no nvcc, no CUDA build of torch, a compile error) warn once, saying why, and
+    return False: callers then use the reference implementation.
+    """
+    if _state["path"] is not None:
+        return True
+    if _state["error"] is not None:
+        return False
+    try:
+        _state["path"] = _build_and_load(archs or default_archs(), verbose)
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the reference path
+        _state["error"] = str(exc)
+        warnings.warn(
+            f"cutlass_resnet: CUTLASS kernels unavailable, using the reference convolution: {exc}", stacklevel=2
+        )
+        return False
+
+
+def _build_and_load(archs: list[str], verbose: bool) -> str:
+    if not archs:
+        raise RuntimeError("no GPU is visible and no arch was given (e.g. archs=['8.0', '9.0a'])")
+    if torch.version.cuda is None:
+        raise RuntimeError(f"torch {torch.__version__} is not a CUDA build")
+    home = cuda_home()
+    if home is None:
+        raise RuntimeError("nvcc not found: install the CUDA toolkit and set CUDA_HOME")
+    os.environ["CUDA_HOME"] = home  # before torch.utils.cpp_extension reads it at import
+    import torch.utils.cpp_extension as cpp_extension
+    from filelock import FileLock
+
+    cpp_extension.CUDA_HOME = home
+    build_dir = cache_dir(archs)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    name = "cutlass_resnet_C"
+    with FileLock(str(build_dir / "build.lock")):
+        library = build_dir / f"{name}.so"
+        if not library.exists():
+            targets = ", ".join(f"sm_{a.replace('.', '')}" for a in archs)
+            print(
+                f"cutlass_resnet: compiling CUTLASS kernels for {targets} into {build_dir} "
+                "(first run only, a few minutes)",
+                file=sys.stderr,
+                flush=True,
+            )
+        previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
+        try:
+            cpp_extension.load(
+                name=name,
+                sources=[str(p) for p in sources()],
+                extra_include_paths=[str(_cutlass_include()), str(CSRC)],
+                extra_cflags=["-O3", "-DNDEBUG"],
+                extra_cuda_cflags=["-O3", "-DNDEBUG", "--expt-relaxed-constexpr"],
+                build_directory=str(build_dir),
+                is_python_module=False,
+                verbose=verbose,
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+            else:
+                os.environ["TORCH_CUDA_ARCH_LIST"] = previous
+    return str(library)
+
+
+@cache
+def kernel_table() -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(name, info) of every compiled kernel; info as the binding's ``kernel_info``."""
+    ops = torch.ops.cutlass_resnet_C
+    return tuple((name, tuple(ops.kernel_info(i))) for i, name in enumerate(ops.kernels()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cutlass_resnet.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", help="nvcc archs, e.g. 8.0 9.0a (default: the visible GPUs)")
+    parser.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
+    args = parser.parse_args(argv)
+    archs = args.arch or default_archs()
+    if not archs:
+        parser.error("no GPU is visible: name the targets with --arch, e.g. --arch 8.0 9.0a")
+    try:
+        path = _build_and_load(archs, args.verbose)
+    except Exception as exc:  # noqa: BLE001
+        print(f"cutlass_resnet: build failed: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

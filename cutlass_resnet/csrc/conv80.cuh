@@ -1,0 +1,89 @@
+// CUTLASS 2.x implicit-GEMM fprop, Sm80 tag (cp.async + mma.sync: runs on sm_80 and newer), NHWC,
+// fp16 or bf16 in and out, fp32 accumulation, epilogue with broadcast:
+//   y = LeakyReLU(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
+// rounded once to the output type.
+#pragma once
+#include "conv_api.h"
+#include "cutlass/cutlass.h"
+#include "cutlass/conv/conv2d_problem_size.h"
+#include "cutlass/conv/device/implicit_gemm_convolution.h"
+#include "cutlass/conv/kernel/default_conv2d_fprop_with_broadcast.h"
+#include "cutlass/epilogue/thread/activation.h"
+#include "cutlass/epilogue/thread/linear_combination_bias_elementwise.h"
+
+template <typename Element, int TbM, int TbN, int TbK, int WM, int WN, int WK, int Stages,
+          cutlass::conv::IteratorAlgorithm Iterator = cutlass::conv::IteratorAlgorithm::kOptimized,
+          int Alignment = 8>
+struct Conv80 {
+  using Layout = cutlass::layout::TensorNHWC;
+  static constexpr int kOutputAlignment = 8;  // 128-bit stores of y and loads of residual and bias
+  using EpilogueOp = cutlass::epilogue::thread::LinearCombinationBiasElementwise<
+      Element,  // residual
+      float,    // accumulator
+      float,    // compute
+      Element,  // y
+      Element,  // pre-activation (not stored)
+      kOutputAlignment,
+      cutlass::epilogue::thread::LeakyReLU<float>,
+      cutlass::plus<float>,
+      false,     // do not store the pre-activation
+      Element>;  // bias
+  using Kernel = typename cutlass::conv::kernel::DefaultConv2dFpropWithBroadcast<
+      Element, Layout, Element, Layout, Element, Layout, float,
+      cutlass::arch::OpClassTensorOp, cutlass::arch::Sm80,
+      cutlass::gemm::GemmShape<TbM, TbN, TbK>,
+      cutlass::gemm::GemmShape<WM, WN, WK>,
+      cutlass::gemm::GemmShape<16, 8, 16>,
+      EpilogueOp,
+      cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<4>,
+      Stages,
+      cutlass::arch::OpMultiplyAdd,
+      Iterator,
+      cutlass::conv::StrideSupport::kStrided,
+      Alignment, Alignment>::Kernel;
+  using Op = cutlass::conv::device::ImplicitGemmConvolution<Kernel>;
+  using Ref = cutlass::TensorRef<Element, Layout>;
+
+  static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o) {
+    cutlass::conv::Conv2dProblemSize ps(
+        p.N, p.H, p.W, p.C, p.K, p.R, p.S, p.P, p.Q,
+        p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dil_h, p.dil_w,
+        cutlass::conv::Mode::kCrossCorrelation, 1 /*split_k_slices*/, 1 /*groups*/);
+    Element* x = o ? (Element*)o->x : nullptr;
+    Element* w = o ? (Element*)o->w : nullptr;
+    Element* y = o ? (Element*)o->y : nullptr;
+    Element* r = (o && o->residual) ? (Element*)o->residual : y;
+    Ref rx(x, Layout::packed({p.N, p.H, p.W, p.C}));
+    Ref rw(w, Layout::packed({p.K, p.R, p.S, p.C}));
+    Ref ry(y, Layout::packed({p.N, p.P, p.Q, p.K}));
+    Ref rr(r, Layout::packed({p.N, p.P, p.Q, p.K}));
+    float beta = (o && o->residual) ? 1.f : 0.f;
+    typename EpilogueOp::Params epilogue(1.f, beta, {o ? o->leaky_alpha : 0.f});
+    return typename Op::Arguments(ps, rx, rw, rr, ry, epilogue, cutlass::conv::SplitKMode::kSerial,
+                                  o ? const_cast<void*>(o->bias) : nullptr, nullptr, 0, p.K);
+  }
+
+  static int can_implement(const CrProblem* p) {
+    typename Op::Arguments args = arguments(*p, nullptr);
+    cutlass::Status st = Op::can_implement(args);
+    if (st != cutlass::Status::kSuccess) return int(st);
+    return Op::get_workspace_size(args) == 0 ? 0 : CR_STATUS_WORKSPACE_NEEDED;
+  }
+
+  static int run(const CrProblem* p, const CrOperands* o) {
+    int st = can_implement(p);
+    if (st != 0) return st;
+    Op op;
+    cutlass::Status s = op.initialize(arguments(*p, o), nullptr, o->stream);
+    if (s != cutlass::Status::kSuccess) return int(s);
+    s = op.run(o->stream);
+    if (s != cutlass::Status::kSuccess) return int(s);
+    return cudaPeekAtLastError() == cudaSuccess ? 0 : CR_STATUS_CUDA_ERROR;
+  }
+};
+
+// One translation unit per instantiation: NAME is the kernel's registry entry.
+#define CR_DEFINE_KERNEL80(NAME, STR, ELEMENT, DTYPE, FIXED, ALIGN, TM, TN, TK, WM, WN, WK, STAGES, ITER) \
+  using NAME##_t = Conv80<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES, ITER, ALIGN>;                          \
+  extern "C" const CrKernel NAME = {STR,          DTYPE, 80, ALIGN, FIXED, TM, TN, TK, STAGES,         \
+                                    &NAME##_t::can_implement, &NAME##_t::run};

@@ -1,0 +1,27 @@
+// The table of kernels the binding can dispatch to, and status names. No kernel templates here.
+#include "conv_api.h"
+#include "cutlass/cutlass.h"
+
+extern "C" {
+extern const CrKernel sm80_f16_t128x128_64x3, sm80_f16_t128x64_64x4, sm80_f16_t64x64_64x5,
+    sm80_f16_stem_t128x64_64x3;
+extern const CrKernel sm80_bf16_t128x128_64x3, sm80_bf16_t128x64_64x4, sm80_bf16_t64x64_64x5,
+    sm80_bf16_stem_t128x64_64x3;
+}
+
+static const CrKernel* const kKernels[] = {
+    &sm80_f16_t128x128_64x3,  &sm80_f16_t128x64_64x4,  &sm80_f16_t64x64_64x5,  &sm80_f16_stem_t128x64_64x3,
+    &sm80_bf16_t128x128_64x3, &sm80_bf16_t128x64_64x4, &sm80_bf16_t64x64_64x5, &sm80_bf16_stem_t128x64_64x3,
+};
+
+extern "C" int cr_kernel_count(void) { return int(sizeof(kKernels) / sizeof(kKernels[0])); }
+
+extern "C" const CrKernel* cr_kernel(int index) {
+  return (index >= 0 && index < cr_kernel_count()) ? kKernels[index] : nullptr;
+}
+
+extern "C" const char* cr_status_string(int status) {
+  if (status == CR_STATUS_WORKSPACE_NEEDED) return "needs a workspace (split-k), which is not supported";
+  if (status == CR_STATUS_CUDA_ERROR) return "CUDA error at launch";
+  return cutlassGetStatusString(cutlass::Status(status));
+}

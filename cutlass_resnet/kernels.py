@@ -1,0 +1,324 @@
+"""Which CUTLASS kernel runs each convolution, and the CUDA implementation of the op.
+
+Selection is host-side and needs no GPU: :func:`select` picks a kernel by dtype, arch, channel
+alignment and a tile heuristic on the GEMM shape (M = N*P*Q, N = K), pads the 3-channel stem to
+4 channels for the fixed-channels kernel, splits batches whose tensors CUTLASS 2.x cannot index
+(2^31 bytes), and asks CUTLASS's ``can_implement``. :func:`plan` does that for every conv of a
+model. Whatever has no kernel runs the reference implementation, with a one-time warning (or
+raises, with ``CUTLASS_RESNET_STRICT=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, replace
+from functools import cache
+
+import torch
+from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .ops import _check_args, conv2d_fprop, output_size, reference_conv2d_fprop
+
+__all__ = ["Problem", "Choice", "PlanEntry", "select", "plan", "STRICT"]
+
+#: Raise instead of falling back to the reference when a CUDA conv has no kernel.
+STRICT = os.environ.get("CUTLASS_RESNET_STRICT", "") == "1"
+_DTYPES = {torch.float16: 0, torch.bfloat16: 1}
+_MAX_BYTES = 2**31  # CUTLASS 2.x indexes each tensor with 32-bit offsets
+_STEM_CHANNELS = 4  # the fixed-channels kernel's C (8-byte loads)
+# SMs of the usual part of each arch, for the tile heuristic when no device is given.
+_SM_COUNTS = {(8, 0): 108, (8, 6): 84, (8, 7): 16, (8, 9): 128, (9, 0): 132, (10, 0): 148, (12, 0): 170}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One convolution as the kernels see it: NHWC x, KRSC w, NPQK y."""
+
+    n: int
+    h: int
+    w: int
+    c: int
+    k: int
+    r: int
+    s: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @property
+    def p(self) -> int:
+        return output_size(self.h, self.r, self.stride[0], self.padding[0], self.dilation[0])
+
+    @property
+    def q(self) -> int:
+        return output_size(self.w, self.s, self.stride[1], self.padding[1], self.dilation[1])
+
+    def as_list(self) -> list[int]:
+        """The 15 integers of the binding's ``can_implement``."""
+        return [
+            self.n,
+            self.h,
+            self.w,
+            self.c,
+            self.k,
+            self.r,
+            self.s,
+            self.p,
+            self.q,
+            *self.padding,
+            *self.stride,
+            *self.dilation,
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.n}x{self.h}x{self.w}x{self.c} * {self.k}x{self.r}x{self.s} s{self.stride[0]} "
+            f"p{self.padding[0]} d{self.dilation[0]} g{self.groups}"
+        )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The kernel for a problem, or why there is none (``kernel`` None and ``reason`` set)."""
+
+    kernel: str | None
+    reason: str | None = None
+    pad_channels: int = 0  #: C the input and weight are zero-padded to (the stem), 0 for none
+    batch_chunk: int = 0  #: images per launch, when the batch must be split
+
+
+def _sm_count(arch: tuple[int, int]) -> int:
+    return _SM_COUNTS.get(tuple(arch), 108)
+
+
+def _fallback(reason: str) -> Choice:
+    return Choice(kernel=None, reason=reason)
+
+
+def _batch_chunk(problem: Problem, itemsize: int) -> int:
+    per_image = max(problem.h * problem.w * problem.c, problem.p * problem.q * problem.k) * itemsize
+    return max(1, (_MAX_BYTES - 1) // per_image)
+
+
+def _pick_tile(candidates: list[tuple[str, tuple[int, ...]]], problem: Problem, sm_count: int) -> str:
+    """Largest tile that still gives every SM a CTA; the smallest one otherwise."""
+    m = problem.n * problem.p * problem.q
+    by_area = sorted(candidates, key=lambda kv: kv[1][4] * kv[1][5], reverse=True)
+    for name, info in by_area:
+        ctas = -(-m // info[4]) * -(-problem.k // info[5])
+        if ctas >= sm_count:
+            return name
+    return by_area[-1][0]
+
+
+def select(
+    problem: Problem,
+    dtype: torch.dtype,
+    arch: tuple[int, int],
+    sm_count: int | None = None,
+) -> Choice:
+    """Choose a kernel for ``problem`` on a GPU of compute capability ``arch`` (host-only)."""
+    if dtype not in _DTYPES:
+        return _fallback(f"{dtype} has no CUTLASS kernel (fp16 and bf16 only)")
+    if tuple(arch) < (8, 0):
+        return _fallback(f"compute capability {arch[0]}.{arch[1]} is older than the kernels' 8.0")
+    if problem.groups != 1:
+        return _fallback("grouped convolution (groups > 1) has no CUTLASS kernel yet")
+    if problem.k % 8:
+        return _fallback(f"K={problem.k} output channels is not a multiple of 8 (128-bit epilogue)")
+    pad_channels = 0
+    if problem.c < _STEM_CHANNELS:
+        pad_channels = _STEM_CHANNELS
+        problem = replace(problem, c=_STEM_CHANNELS)
+    elif problem.c % 8:
+        return _fallback(f"C={problem.c} input channels is not a multiple of 8 (128-bit loads)")
+    from . import build  # not at import time: `python -m cutlass_resnet.build` runs it as __main__
+
+    if not build.load():
+        return _fallback(f"the CUTLASS extension is unavailable: {build._state['error']}")
+    table = [
+        (i, name, info)
+        for i, (name, info) in enumerate(build.kernel_table())
+        if info[0] == _DTYPES[dtype] and info[1] <= arch[0] * 10 + arch[1] and info[3] == bool(pad_channels)
+    ]
+    if not table:
+        return _fallback(f"no compiled kernel for {dtype} on sm_{arch[0]}{arch[1]}")
+    chunk = _batch_chunk(problem, 2)
+    launch = replace(problem, n=min(problem.n, chunk)) if problem.n else replace(problem, n=1)
+    name = _pick_tile([(n, info) for _, n, info in table], launch, sm_count or _sm_count(arch))
+    index = next(i for i, n, _ in table if n == name)
+    status = torch.ops.cutlass_resnet_C.can_implement(index, launch.as_list())
+    if status != 0:
+        return _fallback(f"CUTLASS rejected it ({name}): {torch.ops.cutlass_resnet_C.status_string(status)}")
+    return Choice(name, None, pad_channels, chunk if problem.n > chunk else 0)
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """What one conv of a model would run."""
+
+    module: str
+    problem: Problem
+    choice: Choice
+
+    def __str__(self) -> str:
+        what = self.choice.kernel or f"reference: {self.choice.reason}"
+        extras = []
+        if self.choice.pad_channels:
+            extras.append(f"C padded to {self.choice.pad_channels}")
+        if self.choice.batch_chunk:
+            extras.append(f"batch split by {self.choice.batch_chunk}")
+        return f"{self.module:<28} {self.problem!s:<44} {what}" + (f" ({', '.join(extras)})" if extras else "")
+
+
+def plan(
+    model: nn.Module,
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224),
+    dtype: torch.dtype = torch.float16,
+    arch: tuple[int, int] = (8, 0),
+    sm_count: int | None = None,
+) -> list[PlanEntry]:
+    """For every conv of ``model`` at ``input_shape``, the kernel that would run on ``arch``.
+
+    Host-only: the model runs on fake tensors to find each conv's problem, and each problem
+    goes through :func:`select` (so CUTLASS's ``can_implement``), with no GPU needed.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .nn import Conv2d
+
+    problems: list[tuple[str, Problem]] = []
+
+    def record(name: str, module: Conv2d, args: tuple) -> None:
+        n, c, h, w = args[0].shape
+        pads = module._reversed_padding_repeated_twice
+        if module._pad_input:
+            h, w, padding = h + pads[2] + pads[3], w + pads[0] + pads[1], (0, 0)
+        else:
+            padding = (pads[2], pads[0])
+        k, _, r, s = module.weight.shape
+        problems.append(
+            (
+                name,
+                Problem(
+                    int(n),
+                    int(h),
+                    int(w),
+                    int(c),
+                    k,
+                    r,
+                    s,
+                    tuple(module.stride),
+                    padding,
+                    tuple(module.dilation),
+                    module.groups,
+                ),
+            )
+        )
+
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: record(name, mod, args))
+        for name, m in model.named_modules()
+        if isinstance(m, Conv2d)
+    ]
+    param_dtype = next(model.parameters()).dtype
+    try:
+        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
+            model(torch.empty(input_shape, dtype=param_dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    from . import build
+
+    build.load(build.default_archs() or [build.arch_of(arch)])
+    return [PlanEntry(name, p, select(p, dtype, arch, sm_count)) for name, p in problems]
+
+
+# --- the CUDA implementation of the op ----------------------------------------------------------
+
+_warned: set[str] = set()
+_padded_weights = WeakIdKeyDictionary()  # weight -> (its _version when padded, padded copy)
+
+
+@cache
+def _device_info(index: int) -> tuple[tuple[int, int], int]:
+    props = torch.cuda.get_device_properties(index)
+    return (props.major, props.minor), props.multi_processor_count
+
+
+@cache
+def _cached_select(problem: Problem, dtype: torch.dtype, device_index: int) -> Choice:
+    arch, sm_count = _device_info(device_index)
+    return select(problem, dtype, arch, sm_count)
+
+
+def _pad_channels(t: Tensor, channels: int) -> Tensor:
+    shape = (t.shape[0], channels, *t.shape[2:])
+    padded = torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=torch.channels_last).zero_()
+    padded[:, : t.shape[1]] = t
+    return padded
+
+
+def _padded_weight(weight: Tensor, channels: int) -> Tensor:
+    """The stem weight zero-padded to ``channels``, cached until the weight changes."""
+    try:
+        current = weight._version
+    except RuntimeError:  # an inference-mode tensor has no version counter: do not cache
+        return _pad_channels(weight.detach(), channels)
+    version, padded = _padded_weights.get(weight, (None, None))
+    if version != current:
+        padded = _pad_channels(weight.detach(), channels)
+        _padded_weights[weight] = (current, padded)
+    return padded
+
+
+@conv2d_fprop.register_kernel("cuda")
+def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu):
+    n, k, p, q = _check_args(x, weight, bias, residual, stride, padding, dilation, groups)
+    problem = Problem(
+        n,
+        x.shape[2],
+        x.shape[3],
+        x.shape[1],
+        k,
+        weight.shape[2],
+        weight.shape[3],
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        groups,
+    )
+    choice = _cached_select(problem, x.dtype, x.device.index or 0)
+    if choice.kernel is None:
+        message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {choice.reason}"
+        if STRICT:
+            raise RuntimeError(message + "; unset CUTLASS_RESNET_STRICT to fall back to the reference")
+        if choice.reason not in _warned:
+            _warned.add(choice.reason)
+            warnings.warn(message + "; running the reference convolution (warned once per reason)", stacklevel=2)
+        return reference_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
+    if choice.pad_channels:
+        x = _pad_channels(x, choice.pad_channels)
+        weight = _padded_weight(weight, choice.pad_channels)
+    conv = (list(stride), list(padding), list(dilation), relu)
+    if not choice.batch_chunk:
+        return _launch(choice.kernel, x, weight, bias, residual, *conv)
+    step = choice.batch_chunk
+    parts = [
+        _launch(
+            choice.kernel, x[i : i + step], weight, bias, None if residual is None else residual[i : i + step], *conv
+        )
+        for i in range(0, n, step)
+    ]
+    return torch.cat(parts).contiguous(memory_format=torch.channels_last)
+
+
+def _launch(kernel, x, weight, bias, residual, stride, padding, dilation, relu):
+    """One checked kernel launch through the binding."""
+    from . import build
+
+    index = [name for name, _ in build.kernel_table()].index(kernel)
+    return torch.ops.cutlass_resnet_C.fprop(x, weight, bias, residual, stride, padding, dilation, relu, index)

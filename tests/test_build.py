@@ -1,0 +1,55 @@
+"""The extension compiles and links for sm_80 and sm_90a here, with no GPU, and fails soft without nvcc."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from cutlass_resnet import build, kernels
+from cutlass_resnet.kernels import Problem
+
+
+def test_extension_compiled_for_sm80_and_sm90a(extension):
+    library = Path(extension._state["path"])
+    assert library.is_relative_to(build.cache_root()) and library.name == "cutlass_resnet_C.so"
+    data = library.read_bytes()
+    units = len(build.sources()) - 1  # every .cu; binding.cpp is host code
+    assert len(re.findall(rb"sm_80\b", data)) >= units
+    assert len(re.findall(rb"sm_90a", data)) >= units
+    names = [name for name, _ in extension.kernel_table()]
+    assert sorted(names) == sorted(p.stem.replace("k80_", "sm80_") for p in build.CSRC.glob("k80_*.cu"))
+
+
+def test_cache_key_names_what_changes_the_binary(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
+    key = build.cache_dir(["8.0", "9.0a"]).name
+    assert build.cache_dir(["8.0", "9.0a"]).parent == tmp_path / "kernels"
+    for part in ("cr0.", "cutlass4.", f"torch{torch.__version__}".replace("+", "_"), "sm80_90a"):
+        assert part in key
+    assert build.cache_dir(["9.0a"]) != build.cache_dir(["8.0", "9.0a"])
+
+
+def test_arch_of_hopper_is_90a():
+    assert build.arch_of((9, 0)) == "9.0a" and build.arch_of((8, 6)) == "8.6" and build.arch_of((10, 0)) == "10.0"
+
+
+def test_no_nvcc_means_the_reference_path_with_a_clear_message(monkeypatch):
+    monkeypatch.setitem(build._state, "path", None)
+    monkeypatch.setitem(build._state, "error", None)
+    monkeypatch.setattr(build, "cuda_home", lambda: None)
+    with pytest.warns(
+        UserWarning, match="CUTLASS kernels unavailable, using the reference convolution: nvcc not found"
+    ):
+        assert build.load(["8.0"]) is False
+    choice = kernels.select(Problem(8, 56, 56, 64, 64, 3, 3), torch.float16, (8, 0))
+    assert choice.kernel is None and "extension is unavailable: nvcc not found" in choice.reason
+
+
+def test_no_arch_without_a_gpu_is_an_error(monkeypatch):
+    monkeypatch.setitem(build._state, "path", None)
+    monkeypatch.setitem(build._state, "error", None)
+    with pytest.warns(UserWarning, match="no GPU is visible and no arch was given"):
+        assert build.load() is False

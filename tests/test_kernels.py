@@ -1,0 +1,170 @@
+"""Kernel selection and plan() for the whole zoo, host-only, with CUTLASS's real can_implement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cutlass_resnet
+from cutlass_resnet import kernels
+from cutlass_resnet.kernels import Problem, select
+from cutlass_resnet.selftest import ARCHS
+
+CL = torch.channels_last
+#: The only reason a conv of the zoo may fall back today (the grouped 3x3 convs of ResNeXt).
+KNOWN_FALLBACKS = {"grouped convolution (groups > 1) has no CUTLASS kernel yet"}
+
+
+@pytest.fixture(scope="module")
+def fused_models():
+    return {arch: cutlass_resnet.fuse_bn(getattr(cutlass_resnet, arch)().eval()) for arch in ARCHS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_plan_every_conv_of_the_zoo(extension, fused_models, arch):
+    """Batch 1, 8, 256, 2048; fp16 and bf16; sm_80 and sm_90: a kernel CUTLASS accepts, or a known reason."""
+    model = fused_models[arch]
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    for batch in (1, 8, 256, 2048):
+        for dtype in (torch.float16, torch.bfloat16):
+            for gpu in ((8, 0), (9, 0)):
+                entries = kernels.plan(model, (batch, 3, 224, 224), dtype, gpu)
+                assert len(entries) == convs
+                for e in entries:
+                    if e.choice.kernel is None:
+                        assert e.choice.reason in KNOWN_FALLBACKS, f"{arch} {e}"
+                        assert e.problem.groups > 1
+                        continue
+                    assert e.choice.kernel.startswith("sm80_" + {torch.float16: "f16_", torch.bfloat16: "bf16_"}[dtype])
+                stem = entries[0]
+                assert stem.module == "conv1" and stem.problem.c == 3
+                assert "stem" in stem.choice.kernel and stem.choice.pad_channels == 4
+                for e in entries:  # split exactly where a tensor reaches 2 GiB, into launches below it
+                    pr, c = e.problem, max(e.problem.c, 4)
+                    image = max(pr.h * pr.w * c, pr.p * pr.q * pr.k) * 2
+                    assert bool(e.choice.batch_chunk) == (e.choice.kernel is not None and batch * image >= 2**31)
+                    assert e.choice.batch_chunk * image < 2**31 <= (e.choice.batch_chunk + 1) * image or (
+                        not e.choice.batch_chunk
+                    )
+                if batch == 2048:  # 2048x224x224x4 fp16 is 822 MB, but 2048x112x112x64 is 3.3 GB
+                    assert stem.choice.batch_chunk == 1337
+
+
+def test_plan_reports_grouped_convs_of_resnext(extension, fused_models):
+    entries = kernels.plan(fused_models["resnext50_32x4d"], (8, 3, 224, 224))
+    grouped = [e for e in entries if e.choice.kernel is None]
+    assert [e.module for e in grouped] == [
+        f"layer{i}.{j}.conv2" for i, n in enumerate((3, 4, 6, 3), 1) for j in range(n)
+    ]
+    assert "reference: grouped convolution" in str(grouped[0])
+
+
+@pytest.mark.parametrize(
+    "problem,dtype,gpu,reason",
+    [
+        (Problem(8, 56, 56, 64, 64, 3, 3), torch.float32, (8, 0), "torch.float32 has no CUTLASS kernel"),
+        (Problem(8, 56, 56, 64, 64, 3, 3), torch.float16, (7, 5), "compute capability 7.5 is older"),
+        (Problem(8, 56, 56, 64, 10, 1, 1), torch.float16, (8, 0), "K=10 output channels is not a multiple of 8"),
+        (Problem(8, 56, 56, 12, 64, 3, 3), torch.bfloat16, (9, 0), "C=12 input channels is not a multiple of 8"),
+        (Problem(8, 56, 56, 64, 64, 3, 3, groups=2), torch.float16, (8, 0), "grouped convolution"),
+    ],
+)
+def test_named_fallbacks(problem, dtype, gpu, reason):
+    choice = select(problem, dtype, gpu)
+    assert choice.kernel is None and reason in choice.reason
+
+
+def test_cutlass_rejection_is_named(extension):
+    # a 2 GiB filter: past CUTLASS 2.x's 32-bit offsets, and no batch split helps
+    choice = select(Problem(1, 1, 1, 2**14, 2**16, 1, 1), torch.float16, (8, 0))
+    assert choice.kernel is None and choice.reason.startswith("CUTLASS rejected it")
+
+
+@pytest.mark.parametrize(
+    "problem,tile",
+    [
+        (Problem(256, 56, 56, 64, 256, 1, 1), "t128x128_64x3"),  # large M and N
+        (Problem(1, 7, 7, 512, 2048, 1, 1), "t64x64_64x5"),  # batch 1, last stage: few CTAs
+        (Problem(8, 28, 28, 256, 256, 3, 3, padding=(1, 1)), "t128x64_64x4"),  # 98 CTAs of 128x128
+    ],
+)
+def test_tile_heuristic(extension, problem, tile):
+    assert select(problem, torch.float16, (8, 0), sm_count=108).kernel == f"sm80_f16_{tile}"
+
+
+# --- the CUDA implementation's host-side logic, with the launch replaced by a CPU emulation -----
+
+
+def emulated_launch(kernel, x, weight, bias, residual, stride, padding, dilation, relu):
+    """What a kernel computes, on whatever (padded, chunked) operands the dispatcher passes."""
+    assert x.is_contiguous(memory_format=CL) and weight.is_contiguous(memory_format=CL)
+    assert x.shape[1] == weight.shape[1] and x.shape[1] % (4 if "stem" in kernel else 8) == 0
+    calls.append((kernel, tuple(x.shape)))
+    y = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), stride, padding, dilation)
+    y = y + (0 if residual is None else residual.double())
+    return (y.relu() if relu else y).to(x.dtype).contiguous(memory_format=CL)
+
+
+calls: list = []
+
+
+@pytest.fixture
+def dispatch(monkeypatch, extension):
+    calls.clear()
+    kernels._cached_select.cache_clear()
+    monkeypatch.setattr(kernels, "_launch", emulated_launch)
+    monkeypatch.setattr(kernels, "_device_info", lambda index: ((8, 0), 108))
+    yield kernels._cuda_conv2d_fprop
+    kernels._cached_select.cache_clear()
+
+
+def operands(n, c, k, h, dtype=torch.float16, r=3, groups=1):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, h, generator=g).to(dtype).contiguous(memory_format=CL)
+    w = (torch.randn(k, c // groups, r, r, generator=g) / (c * r * r) ** 0.5).to(dtype).contiguous(memory_format=CL)
+    return x, w, torch.randn(k, generator=g).to(dtype)
+
+
+def test_stem_is_padded_to_four_channels(dispatch):
+    x, w, b = operands(2, 3, 64, 32, r=7)
+    y = dispatch(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
+    assert calls == [("sm80_f16_stem_t128x64_64x3", (2, 4, 32, 32))]
+    expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 3))
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+    dispatch(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
+    assert kernels._padded_weights[w][1].shape == (64, 4, 7, 7)  # padded once, then cached
+
+
+def test_batch_split_past_two_gigabytes(dispatch, monkeypatch):
+    monkeypatch.setattr(kernels, "_MAX_BYTES", 2 * 16 * 8 * 8 * 2 + 1)  # two images per launch
+    x, w, b = operands(5, 16, 16, 8)
+    residual = torch.randn(5, 16, 8, 8).half().contiguous(memory_format=CL)
+    y = dispatch(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    assert [shape[0] for _, shape in calls] == [2, 2, 1]
+    expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_fallback_warns_once_per_reason(dispatch):
+    x, w, b = operands(2, 16, 16, 8, groups=4)
+    with pytest.warns(UserWarning, match="grouped convolution.*running the reference"):
+        y = dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 4, False)
+    torch.testing.assert_close(
+        y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 4), rtol=2e-3, atol=2e-3
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 4, False)
+    assert calls == []
+
+
+def test_strict_mode_raises(dispatch, monkeypatch):
+    monkeypatch.setattr(kernels, "STRICT", True)
+    x, w, b = operands(2, 16, 16, 8, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="float32 has no CUTLASS kernel.*CUTLASS_RESNET_STRICT"):
+        dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
