@@ -10,10 +10,12 @@ raises, with ``CUTLASS_RESNET_STRICT=1``).
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass, replace
 from functools import cache
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -224,10 +226,10 @@ def plan(
         for name, m in model.named_modules()
         if isinstance(m, Conv2d)
     ]
-    param_dtype = next(model.parameters()).dtype
+    param = next(model.parameters())  # a model built on the meta device plans in no time
     try:
         with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
-            model(torch.empty(input_shape, dtype=param_dtype))
+            model(torch.empty(input_shape, dtype=param.dtype, device=param.device))
     finally:
         for h in hooks:
             h.remove()
@@ -275,6 +277,97 @@ def _padded_weight(weight: Tensor, channels: int) -> Tensor:
     return padded
 
 
+# --- each kernel checks itself once per GPU before it is trusted ---------------------------------
+
+
+def _device(index: int) -> torch.device:
+    return torch.device("cuda", index)
+
+
+def _verdict_key(kernel: str, device_index: int) -> str:
+    from . import build
+
+    (major, minor), _ = _device_info(device_index)
+    name = torch.cuda.get_device_name(device_index) if torch.cuda.is_available() else "no-gpu"
+    return f"{name}|sm_{major}{minor}|{Path(build._state['path'] or '').parent.name}|{kernel}"
+
+
+def verdicts_path() -> Path:
+    """Where each kernel's self-check result is kept, per GPU and build: ``<cache>/kernels/verdicts.json``."""
+    from . import build
+
+    return build.cache_root() / "kernels" / "verdicts.json"
+
+
+def record_verdict(key: str, reason: str | None) -> None:
+    """Persist one self-check result (None: passed), atomically and under a file lock."""
+    from filelock import FileLock
+
+    path = verdicts_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        records = json.loads(path.read_text()) if path.exists() else {}
+        records[key] = reason or ""
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+@cache
+def _kernel_verdict(kernel: str, device_index: int) -> str | None:
+    """None when ``kernel`` may run on this GPU; else why not. Checked once, then remembered on disk."""
+    key = _verdict_key(kernel, device_index)
+    path = verdicts_path()
+    records = json.loads(path.read_text()) if path.exists() else {}
+    if key not in records:
+        record_verdict(key, check_kernel(kernel, _device(device_index)))
+        records = json.loads(path.read_text())
+    return records[key] or None
+
+
+def check_kernel(kernel: str, device: torch.device, problem: Problem | None = None) -> str | None:
+    """Run ``kernel`` once on random data and compare with float64; None when it is right.
+
+    Right means the brief's rule: error at most twice that of aten's own computation in the
+    same dtype (plus half an ulp of the largest output).
+    """
+    from . import build
+
+    info = dict(build.kernel_table())[kernel]
+    dtype = (torch.float16, torch.bfloat16)[info[0]]
+    if problem is None:
+        problem = (
+            Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3))
+            if info[3]
+            else Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1))
+        )
+    g = torch.Generator().manual_seed(0)
+    pr = problem
+
+    def operand(*shape, scale=1.0):
+        t = (torch.randn(shape, generator=g) * scale).to(device=device, dtype=dtype)
+        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+    x, w = operand(pr.n, pr.c, pr.h, pr.w), operand(pr.k, pr.c, pr.r, pr.s, scale=(pr.c * pr.r * pr.s) ** -0.5)
+    bias, residual = operand(pr.k), operand(pr.n, pr.k, pr.p, pr.q)
+    conv = (list(pr.stride), list(pr.padding), list(pr.dilation))
+    F = torch.nn.functional
+    try:
+        y = _launch(kernel, x, w, bias, residual, *conv, True)
+        aten = torch.relu(F.conv2d(x, w, bias, *conv) + residual)
+        expected = torch.relu(F.conv2d(x.double(), w.double(), bias.double(), *conv) + residual.double())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:  # noqa: BLE001 - any failure disables the kernel
+        return f"{kernel} failed its self-check: {exc}"
+    error = (y.double() - expected).abs().max().item()
+    aten_error = (aten.double() - expected).abs().max().item()
+    floor = 0.5 * torch.finfo(dtype).eps * expected.abs().max().item()
+    if not error <= 2 * aten_error + floor:
+        return f"{kernel} failed its self-check on {pr} (error {error:.3g}, aten's {aten_error:.3g})"
+    return None
+
+
 @conv2d_fprop.register_kernel("cuda")
 def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu):
     n, k, p, q = _check_args(x, weight, bias, residual, stride, padding, dilation, groups)
@@ -291,13 +384,15 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
         tuple(dilation),
         groups,
     )
-    choice = _cached_select(problem, x.dtype, x.device.index or 0)
-    if choice.kernel is None:
-        message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {choice.reason}"
+    device_index = x.device.index or 0
+    choice = _cached_select(problem, x.dtype, device_index)
+    reason = choice.reason if choice.kernel is None else _kernel_verdict(choice.kernel, device_index)
+    if reason is not None:
+        message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {reason}"
         if STRICT:
             raise RuntimeError(message + "; unset CUTLASS_RESNET_STRICT to fall back to the reference")
-        if choice.reason not in _warned:
-            _warned.add(choice.reason)
+        if reason not in _warned:
+            _warned.add(reason)
             warnings.warn(message + "; running the reference convolution (warned once per reason)", stacklevel=2)
         return reference_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
     if choice.pad_channels:

@@ -138,9 +138,12 @@ def reference_conv2d_fprop(
 conv2d_fprop = torch.library.custom_op(
     "cutlass_resnet::conv2d_fprop",
     mutates_args=(),
-    device_types=("cpu", "cuda"),
+    device_types="cpu",
     tags=(torch.Tag.needs_exact_strides,),
 )(reference_conv2d_fprop)
+# One device per call: torch's per-device wrappers bind the loop variable late, so registering
+# ("cpu", "cuda") at once would send CPU calls to whatever is later registered for CUDA.
+conv2d_fprop.register_kernel("cuda")(reference_conv2d_fprop)
 
 
 @conv2d_fprop.register_fake

@@ -3,8 +3,10 @@
 Each model is built from a torchvision model's weights (random, as no pretrained weights are
 downloaded here, with BatchNorm statistics measured on random images so that every
 BatchNorm is non-trivial), run unfused and fused, and compared with torchvision in fp32.
-So far this exercises the reference implementation of the conv op (CPU, or cuDNN on a GPU),
-not the CUTLASS kernels.
+On the CPU this exercises the reference implementation of the conv op. On a GPU it then runs
+every CUTLASS kernel on every distinct conv shape of the zoo, and every fused model in fp16 and
+bf16, against float64 (failing kernels are disabled for that GPU). The GPU part has never run:
+no GPU was available where it was written.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from . import models
 from .fuse import fuse_bn
 from .loading import load_torchvision_state_dict
 
-__all__ = ["ARCHS", "torchvision_model_with_statistics", "relative_error", "parity", "main"]
+__all__ = ["ARCHS", "torchvision_model_with_statistics", "relative_error", "parity", "kernel_sweep", "main"]
 
 ARCHS = tuple(name for name in models.__all__ if name[0].islower())
 
@@ -101,40 +103,137 @@ def parity(arch: str, *, image_size: int = 64, batch_size: int = 2, seed: int = 
     return Parity(arch, relative_error(yardstick, expected), unfused, fused, fused_on_load, time.perf_counter() - start)
 
 
+def kernel_sweep(
+    device: torch.device, capability: tuple[int, int] | None = None, batch_size: int = 2, image_size: int = 224
+) -> list[tuple[str, object, str | None]]:
+    """Every compiled kernel on every distinct conv shape of the zoo that it implements, on ``device``.
+
+    Returns (kernel, problem, None or why it failed). A failing kernel is recorded in the
+    kernel cache and never dispatched again on this GPU.
+    """
+    from dataclasses import replace
+
+    from . import build, kernels
+
+    if not build.load():
+        return [("extension", None, f"the CUTLASS extension is unavailable: {build._state['error']}")]
+    gpu = capability or torch.cuda.get_device_capability(device)
+    problems = set()
+    for arch in ARCHS:
+        with torch.device("meta"):
+            model = fuse_bn(getattr(models, arch)().eval())
+        shape = (batch_size, 3, image_size, image_size)
+        problems.update(e.problem for e in kernels.plan(model, shape, torch.float16, gpu))
+    results = []
+    for problem in sorted((p for p in problems if p.groups == 1), key=str):
+        problem = replace(problem, c=4) if problem.c < 4 else problem  # the stem, as padded for its kernel
+        for index, (name, info) in enumerate(build.kernel_table()):
+            if info[1] > gpu[0] * 10 + gpu[1] or bool(info[3]) != (problem.c == 4):
+                continue
+            if torch.ops.cutlass_resnet_C.can_implement(index, problem.as_list()) != 0:
+                continue
+            reason = kernels.check_kernel(name, device, problem)
+            if reason is not None:
+                kernels.record_verdict(kernels._verdict_key(name, device.index or 0), reason)
+            results.append((name, problem, reason))
+    return results
+
+
+def gpu_model_parity(arch: str, device: torch.device, dtype: torch.dtype, batch_size: int = 8) -> tuple[float, float]:
+    """(ours, torchvision's) max relative error of fused-``dtype`` logits against torchvision in float64.
+
+    Ours runs the CUTLASS kernels (the reference where none applies); torchvision runs cuDNN in
+    ``dtype``, channels_last: its error is the yardstick.
+    """
+    import copy
+
+    reference = torchvision_model_with_statistics(arch, image_size=64).to(device)
+    x = torch.randn(batch_size, 3, 224, 224, device=device, generator=torch.Generator(device).manual_seed(0))
+    with torch.no_grad():
+        expected = copy.deepcopy(reference).double()(x.double())
+        theirs = copy.deepcopy(reference).to(dtype).to(memory_format=torch.channels_last)(x.to(dtype))
+        model = fuse_bn(getattr(models, arch)().eval())
+        load_torchvision_state_dict(model, reference.state_dict())
+        ours = model.to(device=device, dtype=dtype)(x.to(dtype))
+    return relative_error(ours, expected), relative_error(theirs, expected)
+
+
+def gpu_selftest(archs: list[str]) -> int:
+    """The kernel sweep and the fused fp16/bf16 models against torchvision; returns the failure count."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    name, cap = torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
+    print(
+        f"\nGPU self-check on {name} (sm_{cap[0]}{cap[1]}): every kernel on every distinct conv shape of the zoo "
+        "(batch 2), error against float64 at most twice aten's in the same dtype"
+    )
+    sweep = kernel_sweep(device)
+    failures = [(k, p, r) for k, p, r in sweep if r is not None]
+    for kernel in sorted({k for k, _, _ in sweep}):
+        runs = [r for k, _, r in sweep if k == kernel]
+        print(f"{kernel:<32} {len(runs):>4} shapes  {'ok' if not any(runs) else f'{sum(map(bool, runs))} FAILED'}")
+    for _, _, reason in failures:
+        print(f"  {reason}")
+    print(f"\nFused models on {name}, batch 8 at 224: max relative error of the logits against torchvision in float64")
+    header = f"{'model':<18} {'dtype':<9} {'torchvision':>11} {'ours':>10}  result"
+    print(header + "\n" + "-" * len(header))
+    model_failures = 0
+    for arch in archs:
+        for dtype in (torch.float16, torch.bfloat16):
+            ours, theirs = gpu_model_parity(arch, device, dtype)
+            ok = ours <= 2 * theirs
+            model_failures += not ok
+            print(f"{arch:<18} {str(dtype)[6:]:<9} {theirs:>11.2e} {ours:>10.2e}  {'ok' if ok else 'FAIL'}", flush=True)
+    return len(failures) + model_failures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cutlass_resnet",
         description="Build every model, load a torchvision model's weights into it, fuse it, and print "
-        "the parity measured against torchvision (fp32, CPU).",
+        "the parity measured against torchvision (fp32, CPU); on a GPU, then check every CUTLASS kernel "
+        "and every fused model in fp16 and bf16.",
     )
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS), help="models to check")
     parser.add_argument("--image-size", type=int, default=64, help="input height and width (default 64)")
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--skip-cpu", action="store_true", help="only the GPU checks")
     args = parser.parse_args(argv)
     if args.image_size < 1 or args.batch_size < 1:
         parser.error("--image-size and --batch-size must be >= 1")
 
     torch.set_grad_enabled(False)
+    failures = 0
+    if not args.skip_cpu:
+        failures += cpu_parity(args.arch, args.image_size, args.batch_size)
+    if torch.cuda.is_available():
+        failures += gpu_selftest(args.arch)
+    else:
+        print("No GPU is visible: no CUTLASS kernel was exercised.")
+    return 1 if failures else 0
+
+
+def cpu_parity(archs: list[str], image_size: int, batch_size: int) -> int:
+    """The CPU table; returns the number of models that failed."""
     print(
         f"cutlass-resnet parity with torchvision {torchvision.__version__}, torch {torch.__version__}, "
         f"fp32, CPU reference conv (no CUTLASS kernel runs here), input "
-        f"{args.batch_size}x3x{args.image_size}x{args.image_size}.\nMax relative error of the fp32 logits "
+        f"{batch_size}x3x{image_size}x{image_size}.\nMax relative error of the fp32 logits "
         f"against torchvision in float64; each must be at most twice torchvision's own fp32 error."
     )
     header = f"{'model':<18} {'torchvision':>11} {'unfused':>10} {'fused':>10} {'fused-load':>10} {'time':>7}  result"
     print(header)
     print("-" * len(header))
     failures = 0
-    for arch in args.arch:
-        p = parity(arch, image_size=args.image_size, batch_size=args.batch_size)
+    for arch in archs:
+        p = parity(arch, image_size=image_size, batch_size=batch_size)
         failures += not p.ok
         print(
             f"{arch:<18} {p.torchvision:>11.2e} {p.unfused:>10.2e} {p.fused:>10.2e} {p.fused_on_load:>10.2e} "
             f"{p.seconds:>6.1f}s  {'ok' if p.ok else 'FAIL'}",
             flush=True,
         )
-    print(f"{len(args.arch) - failures} passed, {failures} failed")
-    return 1 if failures else 0
+    print(f"{len(archs) - failures} passed, {failures} failed")
+    return failures
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,8 @@ KNOWN_FALLBACKS = {"grouped convolution (groups > 1) has no CUTLASS kernel yet"}
 
 @pytest.fixture(scope="module")
 def fused_models():
-    return {arch: cutlass_resnet.fuse_bn(getattr(cutlass_resnet, arch)().eval()) for arch in ARCHS}
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        return {arch: cutlass_resnet.fuse_bn(getattr(cutlass_resnet, arch)().eval()) for arch in ARCHS}
 
 
 @pytest.mark.slow
@@ -111,13 +114,18 @@ calls: list = []
 
 
 @pytest.fixture
-def dispatch(monkeypatch, extension):
+def dispatch(monkeypatch, extension, tmp_path):
+    """The op's CUDA implementation, run on CPU tensors with the launch emulated."""
     calls.clear()
     kernels._cached_select.cache_clear()
+    kernels._kernel_verdict.cache_clear()
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
     monkeypatch.setattr(kernels, "_launch", emulated_launch)
     monkeypatch.setattr(kernels, "_device_info", lambda index: ((8, 0), 108))
+    monkeypatch.setattr(kernels, "_device", lambda index: torch.device("cpu"))
     yield kernels._cuda_conv2d_fprop
     kernels._cached_select.cache_clear()
+    kernels._kernel_verdict.cache_clear()
 
 
 def operands(n, c, k, h, dtype=torch.float16, r=3, groups=1):
@@ -130,7 +138,7 @@ def operands(n, c, k, h, dtype=torch.float16, r=3, groups=1):
 def test_stem_is_padded_to_four_channels(dispatch):
     x, w, b = operands(2, 3, 64, 32, r=7)
     y = dispatch(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
-    assert calls == [("sm80_f16_stem_t128x64_64x3", (2, 4, 32, 32))]
+    assert calls[-1] == ("sm80_f16_stem_t128x64_64x3", (2, 4, 32, 32))
     expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 3))
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
     dispatch(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
@@ -142,7 +150,7 @@ def test_batch_split_past_two_gigabytes(dispatch, monkeypatch):
     x, w, b = operands(5, 16, 16, 8)
     residual = torch.randn(5, 16, 8, 8).half().contiguous(memory_format=CL)
     y = dispatch(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
-    assert [shape[0] for _, shape in calls] == [2, 2, 1]
+    assert [shape[0] for _, shape in calls[1:]] == [2, 2, 1]  # after the kernel's one self-check
     expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
     assert y.is_contiguous(memory_format=CL)
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
@@ -168,3 +176,33 @@ def test_strict_mode_raises(dispatch, monkeypatch):
     x, w, b = operands(2, 16, 16, 8, dtype=torch.float32)
     with pytest.raises(RuntimeError, match="float32 has no CUTLASS kernel.*CUTLASS_RESNET_STRICT"):
         dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+
+
+def test_each_kernel_checks_itself_once_per_gpu(dispatch):
+    x, w, b = operands(2, 16, 16, 8)
+    for _ in range(3):
+        dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, True)
+    kernel = calls[0][0]
+    assert [c[0] for c in calls] == [kernel] * 4  # one self-check, then three launches
+    records = json.loads(kernels.verdicts_path().read_text())
+    assert [v for k, v in records.items() if k.endswith("|" + kernel)] == [""]
+
+
+def test_a_kernel_that_fails_its_check_is_never_dispatched(dispatch, monkeypatch):
+    def wrong(kernel, x, weight, bias, residual, *conv):
+        return emulated_launch(kernel, x, weight, bias, None, *conv)  # drops the residual
+
+    monkeypatch.setattr(kernels, "_launch", wrong)
+    x, w, b = operands(2, 16, 16, 8)
+    residual = torch.randn(2, 16, 8, 8).half().contiguous(memory_format=CL)
+    with pytest.warns(UserWarning, match="failed its self-check"):
+        y = dispatch(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+    dispatch(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    assert len(calls) == 1  # the check; never launched for real
+    records = json.loads(kernels.verdicts_path().read_text())
+    assert any("failed its self-check" in v for v in records.values())
+    kernels._kernel_verdict.cache_clear()  # a new process reads the verdict from disk
+    dispatch(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    assert len(calls) == 1

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+
+import pytest
+import torch
+
+from cutlass_resnet import build, kernels, selftest
 
 
 def run(*args):
@@ -28,3 +34,43 @@ def test_bad_arguments_exit_2_with_a_message():
     assert proc.returncode == 2 and "invalid choice: 'resnet7'" in proc.stderr
     proc = run("--image-size", "0")
     assert proc.returncode == 2 and "--image-size and --batch-size must be >= 1" in proc.stderr
+
+
+@pytest.fixture
+def emulated(monkeypatch, extension, tmp_path):
+    """Kernel launches emulated on the CPU (what a kernel computes), verdicts kept under tmp_path."""
+    from test_kernels import emulated_launch
+
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_launch", emulated_launch)
+    monkeypatch.setattr(kernels, "_device_info", lambda index: ((8, 0), 108))
+    return monkeypatch
+
+
+def test_kernel_sweep_runs_every_kernel_on_the_zoo_shapes(emulated):
+    results = selftest.kernel_sweep(torch.device("cpu"), (8, 0), image_size=32)
+    assert {k for k, _, _ in results} == {name for name, _ in build.kernel_table()}
+    assert all(reason is None for _, _, reason in results)
+    assert all(p.groups == 1 for _, p, _ in results)
+    assert not kernels.verdicts_path().exists()  # nothing failed, nothing recorded
+
+
+def test_kernel_sweep_records_a_wrong_kernel(emulated):
+    from test_kernels import emulated_launch
+
+    def wrong_bf16(kernel, x, weight, bias, residual, *conv):
+        y = emulated_launch(kernel, x, weight, bias, residual, *conv)
+        return y * 1.01 if "bf16_t128x64" in kernel else y
+
+    emulated.setattr(kernels, "_launch", wrong_bf16)
+    results = selftest.kernel_sweep(torch.device("cpu"), (8, 0), image_size=32)
+    failed = {k for k, _, reason in results if reason}
+    assert failed == {"sm80_bf16_t128x64_64x4"}
+    records = json.loads(kernels.verdicts_path().read_text())
+    assert all("sm80_bf16_t128x64_64x4" in key for key, reason in records.items() if reason)
+    assert records
+
+
+def test_without_a_gpu_says_no_kernel_ran():
+    proc = run("--arch", "resnet18", "--image-size", "16")
+    assert proc.returncode == 0 and "No GPU is visible: no CUTLASS kernel was exercised." in proc.stdout
