@@ -30,6 +30,8 @@ STRICT = os.environ.get("CUTLASS_RESNET_STRICT", "") == "1"
 _DTYPES = {torch.float16: 0, torch.bfloat16: 1}
 _MAX_BYTES = 2**31  # CUTLASS 2.x indexes each tensor with 32-bit offsets
 _STEM_CHANNELS = 4  # the fixed-channels kernel's C (8-byte loads)
+_REGULAR, _STEM, _GROUPED = 0, 1, 2  # CrKind in conv_api.h
+_GROUP_TILE_N = 32  # the grouped kernel's tile N: each (merged) group's K must be a multiple
 # SMs of the usual part of each arch, for the tile heuristic when no device is given.
 _SM_COUNTS = {(8, 0): 108, (8, 6): 84, (8, 7): 16, (8, 9): 128, (9, 0): 132, (10, 0): 148, (12, 0): 170}
 
@@ -59,7 +61,7 @@ class Problem:
         return output_size(self.w, self.s, self.stride[1], self.padding[1], self.dilation[1])
 
     def as_list(self) -> list[int]:
-        """The 15 integers of the binding's ``can_implement``."""
+        """The 16 integers of the binding's ``can_implement``."""
         return [
             self.n,
             self.h,
@@ -73,6 +75,7 @@ class Problem:
             *self.padding,
             *self.stride,
             *self.dilation,
+            self.groups,
         ]
 
     def __str__(self) -> str:
@@ -90,6 +93,7 @@ class Choice:
     reason: str | None = None
     pad_channels: int = 0  #: C the input and weight are zero-padded to (the stem), 0 for none
     batch_chunk: int = 0  #: images per launch, when the batch must be split
+    merge_groups: int = 0  #: adjacent groups merged into one block-diagonal group (grouped convs)
 
 
 def _sm_count(arch: tuple[int, int]) -> int:
@@ -121,19 +125,29 @@ def select(
     dtype: torch.dtype,
     arch: tuple[int, int],
     sm_count: int | None = None,
+    residual: bool = False,
 ) -> Choice:
     """Choose a kernel for ``problem`` on a GPU of compute capability ``arch`` (host-only)."""
     if dtype not in _DTYPES:
         return _fallback(f"{dtype} has no CUTLASS kernel (fp16 and bf16 only)")
     if tuple(arch) < (8, 0):
         return _fallback(f"compute capability {arch[0]}.{arch[1]} is older than the kernels' 8.0")
-    if problem.groups != 1:
-        return _fallback("grouped convolution (groups > 1) has no CUTLASS kernel yet")
     if problem.k % 8:
         return _fallback(f"K={problem.k} output channels is not a multiple of 8 (128-bit epilogue)")
-    pad_channels = 0
-    if problem.c < _STEM_CHANNELS:
-        pad_channels = _STEM_CHANNELS
+    pad_channels = merge = 0
+    kind = _REGULAR
+    if problem.groups > 1:
+        kind, merge = _GROUPED, _merge_factor(problem)
+        if not merge:
+            return _fallback(
+                f"grouped convolution with {problem.c // problem.groups} channels per group cannot be "
+                f"blocked into groups of a multiple of 8 in and {_GROUP_TILE_N} out"
+            )
+        if residual:
+            return _fallback("grouped convolution with a residual add has no CUTLASS kernel")
+        problem = replace(problem, groups=problem.groups // merge)
+    elif problem.c < _STEM_CHANNELS:
+        kind, pad_channels = _STEM, _STEM_CHANNELS
         problem = replace(problem, c=_STEM_CHANNELS)
     elif problem.c % 8:
         return _fallback(f"C={problem.c} input channels is not a multiple of 8 (128-bit loads)")
@@ -144,7 +158,7 @@ def select(
     table = [
         (i, name, info)
         for i, (name, info) in enumerate(build.kernel_table())
-        if info[0] == _DTYPES[dtype] and info[1] <= arch[0] * 10 + arch[1] and info[3] == bool(pad_channels)
+        if info[0] == _DTYPES[dtype] and info[1] <= arch[0] * 10 + arch[1] and info[3] == kind
     ]
     if not table:
         return _fallback(f"no compiled kernel for {dtype} on sm_{arch[0]}{arch[1]}")
@@ -155,7 +169,17 @@ def select(
     status = torch.ops.cutlass_resnet_C.can_implement(index, launch.as_list())
     if status != 0:
         return _fallback(f"CUTLASS rejected it ({name}): {torch.ops.cutlass_resnet_C.status_string(status)}")
-    return Choice(name, None, pad_channels, chunk if problem.n > chunk else 0)
+    return Choice(name, None, pad_channels, chunk if problem.n > chunk else 0, merge)
+
+
+def _merge_factor(problem: Problem) -> int:
+    """How many adjacent groups to merge so that each merged group has a multiple of 8 input and of
+    the grouped kernel's tile N output channels; 0 if none does. Merging multiplies the MACs by it."""
+    c, k = problem.c // problem.groups, problem.k // problem.groups
+    for m in range(1, problem.groups + 1):
+        if problem.groups % m == 0 and (m * c) % 8 == 0 and (m * k) % _GROUP_TILE_N == 0:
+            return m
+    return 0
 
 
 @dataclass(frozen=True)
@@ -173,6 +197,8 @@ class PlanEntry:
             extras.append(f"C padded to {self.choice.pad_channels}")
         if self.choice.batch_chunk:
             extras.append(f"batch split by {self.choice.batch_chunk}")
+        if self.choice.merge_groups:
+            extras.append(f"groups merged by {self.choice.merge_groups}")
         return f"{self.module:<28} {self.problem!s:<44} {what}" + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -192,10 +218,11 @@ def plan(
 
     from .nn import Conv2d
 
-    problems: list[tuple[str, Problem]] = []
+    problems: list[tuple[str, Problem, bool]] = []
 
-    def record(name: str, module: Conv2d, args: tuple) -> None:
+    def record(name: str, module: Conv2d, args: tuple, kwargs: dict) -> None:
         n, c, h, w = args[0].shape
+        residual = len(args) > 1 and args[1] is not None or kwargs.get("residual") is not None
         pads = module._reversed_padding_repeated_twice
         if module._pad_input:
             h, w, padding = h + pads[2] + pads[3], w + pads[0] + pads[1], (0, 0)
@@ -218,11 +245,12 @@ def plan(
                     tuple(module.dilation),
                     module.groups,
                 ),
+                residual,
             )
         )
 
     hooks = [
-        m.register_forward_pre_hook(lambda mod, args, name=name: record(name, mod, args))
+        m.register_forward_pre_hook(lambda mod, a, kw, name=name: record(name, mod, a, kw), with_kwargs=True)
         for name, m in model.named_modules()
         if isinstance(m, Conv2d)
     ]
@@ -236,13 +264,13 @@ def plan(
     from . import build
 
     build.load(build.default_archs() or [build.arch_of(arch)])
-    return [PlanEntry(name, p, select(p, dtype, arch, sm_count)) for name, p in problems]
+    return [PlanEntry(name, p, select(p, dtype, arch, sm_count, residual)) for name, p, residual in problems]
 
 
 # --- the CUDA implementation of the op ----------------------------------------------------------
 
 _warned: set[str] = set()
-_padded_weights = WeakIdKeyDictionary()  # weight -> (its _version when padded, padded copy)
+_prepared_weights = WeakIdKeyDictionary()  # weight -> ((its _version, how), prepared copy)
 
 
 @cache
@@ -252,9 +280,9 @@ def _device_info(index: int) -> tuple[tuple[int, int], int]:
 
 
 @cache
-def _cached_select(problem: Problem, dtype: torch.dtype, device_index: int) -> Choice:
+def _cached_select(problem: Problem, dtype: torch.dtype, device_index: int, residual: bool) -> Choice:
     arch, sm_count = _device_info(device_index)
-    return select(problem, dtype, arch, sm_count)
+    return select(problem, dtype, arch, sm_count, residual)
 
 
 def _pad_channels(t: Tensor, channels: int) -> Tensor:
@@ -264,17 +292,28 @@ def _pad_channels(t: Tensor, channels: int) -> Tensor:
     return padded
 
 
-def _padded_weight(weight: Tensor, channels: int) -> Tensor:
-    """The stem weight zero-padded to ``channels``, cached until the weight changes."""
+def _block_diagonal(weight: Tensor, groups: int, merge: int) -> Tensor:
+    """A grouped conv's weight as one with groups // merge groups: each merged group's filter is
+    block-diagonal, zero outside its original groups."""
+    k, c, r, s = weight.shape
+    blocks = weight.reshape(groups // merge, merge, k // groups, c, r, s)
+    out = weight.new_zeros(groups // merge, merge, k // groups, merge, c, r, s)
+    for i in range(merge):
+        out[:, i, :, i] = blocks[:, i]
+    return out.reshape(k, merge * c, r, s).contiguous(memory_format=torch.channels_last)
+
+
+def _prepared_weight(weight: Tensor, how: tuple, prepare) -> Tensor:
+    """``prepare(weight)``, cached per weight until it changes (the stem's padding, grouped blocks)."""
     try:
-        current = weight._version
+        current = (weight._version, how)
     except RuntimeError:  # an inference-mode tensor has no version counter: do not cache
-        return _pad_channels(weight.detach(), channels)
-    version, padded = _padded_weights.get(weight, (None, None))
+        return prepare(weight.detach())
+    version, prepared = _prepared_weights.get(weight, (None, None))
     if version != current:
-        padded = _pad_channels(weight.detach(), channels)
-        _padded_weights[weight] = (current, padded)
-    return padded
+        prepared = prepare(weight.detach())
+        _prepared_weights[weight] = (current, prepared)
+    return prepared
 
 
 # --- each kernel checks itself once per GPU before it is trusted ---------------------------------
@@ -336,11 +375,11 @@ def check_kernel(kernel: str, device: torch.device, problem: Problem | None = No
     info = dict(build.kernel_table())[kernel]
     dtype = (torch.float16, torch.bfloat16)[info[0]]
     if problem is None:
-        problem = (
-            Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3))
-            if info[3]
-            else Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1))
-        )
+        problem = {
+            _REGULAR: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
+            _STEM: Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3)),
+            _GROUPED: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1), groups=2),
+        }[info[3]]
     g = torch.Generator().manual_seed(0)
     pr = problem
 
@@ -348,14 +387,18 @@ def check_kernel(kernel: str, device: torch.device, problem: Problem | None = No
         t = (torch.randn(shape, generator=g) * scale).to(device=device, dtype=dtype)
         return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
-    x, w = operand(pr.n, pr.c, pr.h, pr.w), operand(pr.k, pr.c, pr.r, pr.s, scale=(pr.c * pr.r * pr.s) ** -0.5)
-    bias, residual = operand(pr.k), operand(pr.n, pr.k, pr.p, pr.q)
-    conv = (list(pr.stride), list(pr.padding), list(pr.dilation))
+    c = pr.c // pr.groups
+    x, w = operand(pr.n, pr.c, pr.h, pr.w), operand(pr.k, c, pr.r, pr.s, scale=(c * pr.r * pr.s) ** -0.5)
+    bias = operand(pr.k)
+    residual = None if info[3] == _GROUPED else operand(pr.n, pr.k, pr.p, pr.q)
+    conv = (list(pr.stride), list(pr.padding), list(pr.dilation), pr.groups)
     F = torch.nn.functional
     try:
         y = _launch(kernel, x, w, bias, residual, *conv, True)
-        aten = torch.relu(F.conv2d(x, w, bias, *conv) + residual)
-        expected = torch.relu(F.conv2d(x.double(), w.double(), bias.double(), *conv) + residual.double())
+        aten = F.conv2d(x, w, bias, *conv) + (0 if residual is None else residual)
+        expected = F.conv2d(x.double(), w.double(), bias.double(), *conv)
+        expected = torch.relu(expected + (0 if residual is None else residual.double()))
+        aten = torch.relu(aten)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     except Exception as exc:  # noqa: BLE001 - any failure disables the kernel
@@ -385,7 +428,7 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
         groups,
     )
     device_index = x.device.index or 0
-    choice = _cached_select(problem, x.dtype, device_index)
+    choice = _cached_select(problem, x.dtype, device_index, residual is not None)
     reason = choice.reason if choice.kernel is None else _kernel_verdict(choice.kernel, device_index)
     if reason is not None:
         message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {reason}"
@@ -397,8 +440,12 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
         return reference_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
     if choice.pad_channels:
         x = _pad_channels(x, choice.pad_channels)
-        weight = _padded_weight(weight, choice.pad_channels)
-    conv = (list(stride), list(padding), list(dilation), relu)
+        weight = _prepared_weight(weight, ("pad", choice.pad_channels), lambda w: _pad_channels(w, choice.pad_channels))
+    if choice.merge_groups:
+        merge = choice.merge_groups
+        weight = _prepared_weight(weight, ("blocks", merge), lambda w: _block_diagonal(w, groups, merge))
+        groups //= merge
+    conv = (list(stride), list(padding), list(dilation), groups, relu)
     if not choice.batch_chunk:
         return _launch(choice.kernel, x, weight, bias, residual, *conv)
     step = choice.batch_chunk
@@ -411,9 +458,9 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
     return torch.cat(parts).contiguous(memory_format=torch.channels_last)
 
 
-def _launch(kernel, x, weight, bias, residual, stride, padding, dilation, relu):
+def _launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
     """One checked kernel launch through the binding."""
     from . import build
 
     index = [name for name, _ in build.kernel_table()].index(kernel)
-    return torch.ops.cutlass_resnet_C.fprop(x, weight, bias, residual, stride, padding, dilation, relu, index)
+    return torch.ops.cutlass_resnet_C.fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu, index)

@@ -125,10 +125,15 @@ def kernel_sweep(
         shape = (batch_size, 3, image_size, image_size)
         problems.update(e.problem for e in kernels.plan(model, shape, torch.float16, gpu))
     results = []
-    for problem in sorted((p for p in problems if p.groups == 1), key=str):
-        problem = replace(problem, c=4) if problem.c < 4 else problem  # the stem, as padded for its kernel
+    for problem in sorted(problems, key=str):
+        kind = 0
+        if problem.groups > 1:  # as merged for the grouped kernels
+            merge = kernels._merge_factor(problem)
+            problem, kind = replace(problem, groups=problem.groups // max(merge, 1)), 2
+        elif problem.c < 4:  # the stem, as padded for its kernel
+            problem, kind = replace(problem, c=4), 1
         for index, (name, info) in enumerate(build.kernel_table()):
-            if info[1] > gpu[0] * 10 + gpu[1] or bool(info[3]) != (problem.c == 4):
+            if info[1] > gpu[0] * 10 + gpu[1] or info[3] != kind:
                 continue
             if torch.ops.cutlass_resnet_C.can_implement(index, problem.as_list()) != 0:
                 continue

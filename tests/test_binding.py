@@ -11,7 +11,11 @@ CL = torch.channels_last
 @pytest.fixture
 def fprop(extension):
     names = [name for name, _ in extension.kernel_table()]
-    regular, stem = names.index("sm80_f16_t128x64_64x4"), names.index("sm80_f16_stem_t128x64_64x3")
+    index = {
+        "regular": names.index("sm80_f16_t128x64_64x4"),
+        "stem": names.index("sm80_f16_stem_t128x64_64x3"),
+        "group": names.index("sm80_f16_group_t128x32_32x4"),
+    }
 
     def call(kernel="regular", **overrides):
         args = dict(
@@ -22,8 +26,9 @@ def fprop(extension):
             stride=[1, 1],
             padding=[1, 1],
             dilation=[1, 1],
+            groups=1,
             relu=True,
-            index=regular if kernel == "regular" else stem,
+            index=index[kernel],
         )
         args.update(overrides)
         return torch.ops.cutlass_resnet_C.fprop(**args)
@@ -79,6 +84,18 @@ def test_valid_arguments_reach_the_launch(fprop):
 def test_bad_arguments_are_refused(fprop, overrides, match):
     with pytest.raises(RuntimeError, match=match):
         fprop(**overrides)
+
+
+def test_grouped_kernel(fprop):
+    grouped = dict(weight=cl_zeros(64, 32, 3, 3), bias=torch.zeros(64, dtype=torch.half), groups=2, residual=None)
+    with pytest.raises(RuntimeError, match="arguments are valid"):
+        fprop("group", **grouped)
+    with pytest.raises(RuntimeError, match="grouped kernels take no residual"):
+        fprop("group", **{**grouped, "residual": cl_zeros(2, 64, 8, 8)})
+    with pytest.raises(RuntimeError, match="takes groups=1 only"):
+        fprop("regular", **grouped)
+    with pytest.raises(RuntimeError, match="cannot implement this convolution"):  # 16 outputs per group < tile N
+        fprop("group", **{**grouped, "weight": cl_zeros(32, 32, 3, 3), "bias": torch.zeros(32, dtype=torch.half)})
 
 
 def test_stem_kernel_needs_exactly_four_channels(fprop):

@@ -14,8 +14,6 @@ from cutlass_resnet.kernels import Problem, select
 from cutlass_resnet.selftest import ARCHS
 
 CL = torch.channels_last
-#: The only reason a conv of the zoo may fall back today (the grouped 3x3 convs of ResNeXt).
-KNOWN_FALLBACKS = {"grouped convolution (groups > 1) has no CUTLASS kernel yet"}
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +34,9 @@ def test_plan_every_conv_of_the_zoo(extension, fused_models, arch):
                 entries = kernels.plan(model, (batch, 3, 224, 224), dtype, gpu)
                 assert len(entries) == convs
                 for e in entries:
-                    if e.choice.kernel is None:
-                        assert e.choice.reason in KNOWN_FALLBACKS, f"{arch} {e}"
-                        assert e.problem.groups > 1
-                        continue
+                    assert e.choice.kernel is not None, f"{arch} {e}"
                     assert e.choice.kernel.startswith("sm80_" + {torch.float16: "f16_", torch.bfloat16: "bf16_"}[dtype])
+                    assert ("group" in e.choice.kernel) == (e.problem.groups > 1)
                 stem = entries[0]
                 assert stem.module == "conv1" and stem.problem.c == 3
                 assert "stem" in stem.choice.kernel and stem.choice.pad_channels == 4
@@ -55,13 +51,18 @@ def test_plan_every_conv_of_the_zoo(extension, fused_models, arch):
                     assert stem.choice.batch_chunk == 1337
 
 
-def test_plan_reports_grouped_convs_of_resnext(extension, fused_models):
-    entries = kernels.plan(fused_models["resnext50_32x4d"], (8, 3, 224, 224))
-    grouped = [e for e in entries if e.choice.kernel is None]
-    assert [e.module for e in grouped] == [
-        f"layer{i}.{j}.conv2" for i, n in enumerate((3, 4, 6, 3), 1) for j in range(n)
-    ]
-    assert "reference: grouped convolution" in str(grouped[0])
+@pytest.mark.parametrize(
+    "arch,merges",
+    [("resnext50_32x4d", [8, 4, 2, 1]), ("resnext101_32x8d", [4, 2, 1, 1]), ("resnext101_64x4d", [8, 4, 2, 1])],
+)
+def test_grouped_convs_are_merged_into_32_channel_groups(extension, fused_models, arch, merges):
+    """4, 8, 16, 32+ channels per group: 8, 4, 2, 1 adjacent groups merged (block-diagonal weights)."""
+    entries = [e for e in kernels.plan(fused_models[arch], (8, 3, 224, 224)) if e.problem.groups > 1]
+    for e in entries:
+        stage = int(e.module[5]) - 1
+        assert e.choice.kernel == "sm80_f16_group_t128x32_32x4" and e.choice.merge_groups == merges[stage]
+        assert (e.problem.c // e.problem.groups * merges[stage]) % 8 == 0
+    assert f"groups merged by {merges[0]}" in str(entries[0])
 
 
 @pytest.mark.parametrize(
@@ -71,11 +72,12 @@ def test_plan_reports_grouped_convs_of_resnext(extension, fused_models):
         (Problem(8, 56, 56, 64, 64, 3, 3), torch.float16, (7, 5), "compute capability 7.5 is older"),
         (Problem(8, 56, 56, 64, 10, 1, 1), torch.float16, (8, 0), "K=10 output channels is not a multiple of 8"),
         (Problem(8, 56, 56, 12, 64, 3, 3), torch.bfloat16, (9, 0), "C=12 input channels is not a multiple of 8"),
-        (Problem(8, 56, 56, 64, 64, 3, 3, groups=2), torch.float16, (8, 0), "grouped convolution"),
+        (Problem(8, 56, 56, 6, 64, 3, 3, groups=2), torch.float16, (8, 0), "3 channels per group cannot be blocked"),
+        (Problem(8, 56, 56, 64, 64, 3, 3, groups=2), torch.float16, (8, 0), "grouped convolution with a residual"),
     ],
 )
 def test_named_fallbacks(problem, dtype, gpu, reason):
-    choice = select(problem, dtype, gpu)
+    choice = select(problem, dtype, gpu, residual=True)
     assert choice.kernel is None and reason in choice.reason
 
 
@@ -100,12 +102,17 @@ def test_tile_heuristic(extension, problem, tile):
 # --- the CUDA implementation's host-side logic, with the launch replaced by a CPU emulation -----
 
 
-def emulated_launch(kernel, x, weight, bias, residual, stride, padding, dilation, relu):
-    """What a kernel computes, on whatever (padded, chunked) operands the dispatcher passes."""
+def emulated_launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
+    """What a kernel computes, on whatever (padded, chunked, merged) operands the dispatcher passes."""
     assert x.is_contiguous(memory_format=CL) and weight.is_contiguous(memory_format=CL)
-    assert x.shape[1] == weight.shape[1] and x.shape[1] % (4 if "stem" in kernel else 8) == 0
-    calls.append((kernel, tuple(x.shape)))
-    y = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), stride, padding, dilation)
+    assert x.shape[1] == weight.shape[1] * groups and weight.shape[1] % (4 if "stem" in kernel else 8) == 0
+    assert (groups > 1) == ("group" in kernel) and (
+        groups == 1 or (residual is None and weight.shape[0] // groups % 32 == 0)
+    )
+    calls.append((kernel, tuple(x.shape), groups))
+    y = F.conv2d(
+        x.double(), weight.double(), None if bias is None else bias.double(), stride, padding, dilation, groups
+    )
     y = y + (0 if residual is None else residual.double())
     return (y.relu() if relu else y).to(x.dtype).contiguous(memory_format=CL)
 
@@ -138,11 +145,11 @@ def operands(n, c, k, h, dtype=torch.float16, r=3, groups=1):
 def test_stem_is_padded_to_four_channels(dispatch):
     x, w, b = operands(2, 3, 64, 32, r=7)
     y = dispatch(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
-    assert calls[-1] == ("sm80_f16_stem_t128x64_64x3", (2, 4, 32, 32))
+    assert calls[-1] == ("sm80_f16_stem_t128x64_64x3", (2, 4, 32, 32), 1)
     expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 3))
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
     dispatch(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
-    assert kernels._padded_weights[w][1].shape == (64, 4, 7, 7)  # padded once, then cached
+    assert kernels._prepared_weights[w][1].shape == (64, 4, 7, 7)  # padded once, then cached
 
 
 def test_batch_split_past_two_gigabytes(dispatch, monkeypatch):
@@ -150,15 +157,26 @@ def test_batch_split_past_two_gigabytes(dispatch, monkeypatch):
     x, w, b = operands(5, 16, 16, 8)
     residual = torch.randn(5, 16, 8, 8).half().contiguous(memory_format=CL)
     y = dispatch(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
-    assert [shape[0] for _, shape in calls[1:]] == [2, 2, 1]  # after the kernel's one self-check
+    assert [shape[0] for _, shape, _ in calls[1:]] == [2, 2, 1]  # after the kernel's one self-check
     expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
     assert y.is_contiguous(memory_format=CL)
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
 
 
+def test_grouped_conv_runs_merged_block_diagonal(dispatch):
+    """32 groups of 4 channels -> 4 groups of 32, zeros outside the original groups: same result."""
+    x, w, b = operands(2, 128, 128, 8, groups=32)
+    y = dispatch(x, w, b, None, [2, 2], [1, 1], [1, 1], 32, True)
+    assert calls[-1] == ("sm80_f16_group_t128x32_32x4", (2, 128, 8, 8), 4)
+    expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 1, 1, 32))
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+    blocks = kernels._prepared_weights[w][1]
+    assert blocks.shape == (128, 32, 3, 3) and torch.count_nonzero(blocks) == torch.count_nonzero(w)
+
+
 def test_fallback_warns_once_per_reason(dispatch):
-    x, w, b = operands(2, 16, 16, 8, groups=4)
-    with pytest.warns(UserWarning, match="grouped convolution.*running the reference"):
+    x, w, b = operands(2, 16, 16, 8, groups=4)  # 4 channels per group, 4 groups: cannot be blocked
+    with pytest.warns(UserWarning, match="cannot be blocked.*running the reference"):
         y = dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 4, False)
     torch.testing.assert_close(
         y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 4), rtol=2e-3, atol=2e-3

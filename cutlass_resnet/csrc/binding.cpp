@@ -30,18 +30,18 @@ std::vector<std::string> kernels() {
   return names;
 }
 
-// dtype (0 fp16, 1 bf16), min_sm, alignment, fixed_channels, tile_m, tile_n, tile_k, stages
+// dtype (CrDtype), min_sm, alignment, kind (CrKind), tile_m, tile_n, tile_k, stages
 std::vector<int64_t> kernel_info(int64_t index) {
   const CrKernel& k = kernel_at(index);
-  return {k.dtype, k.min_sm, k.alignment, k.fixed_channels, k.tile_m, k.tile_n, k.tile_k, k.stages};
+  return {k.dtype, k.min_sm, k.alignment, k.kind, k.tile_m, k.tile_n, k.tile_k, k.stages};
 }
 
 CrProblem to_problem(c10::IntArrayRef v) {
-  TORCH_CHECK(v.size() == 15, "cutlass_resnet: a problem is 15 integers "
-              "(N, H, W, C, K, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w), got ", v.size());
+  TORCH_CHECK(v.size() == 16, "cutlass_resnet: a problem is 16 integers "
+              "(N, H, W, C, K, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, groups), got ", v.size());
   for (int64_t d : v) TORCH_CHECK(d >= 0 && d <= INT_MAX, "cutlass_resnet: problem extent ", d, " out of range");
   auto i = [&](int j) { return static_cast<int>(v[j]); };
-  return {i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10), i(11), i(12), i(13), i(14)};
+  return {i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10), i(11), i(12), i(13), i(14), i(15)};
 }
 
 // Host-only: needs no GPU.
@@ -70,7 +70,7 @@ void check_operand(const at::Tensor& t, const char* name, const at::Tensor& x, c
 // tests run it on CPU tensors.
 CrProblem validate(const CrKernel& k, const at::Tensor& x, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
-                   c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation) {
+                   c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
   const auto dtype = k.dtype == CR_FLOAT16 ? at::kHalf : at::kBFloat16;
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "cutlass_resnet: stride, padding and dilation must have two entries each");
@@ -79,8 +79,10 @@ CrProblem validate(const CrKernel& k, const at::Tensor& x, const at::Tensor& wei
   check_operand(weight, "weight", x, dtype, k.alignment * elem, true);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = weight.size(0), R = weight.size(2), S = weight.size(3);
-  TORCH_CHECK(weight.size(1) == C, "cutlass_resnet: weight ", weight.sizes(), " does not match ", C,
-              " input channels (grouped convolutions do not come here)");
+  TORCH_CHECK(groups >= 1 && (groups == 1 || k.kind == CR_GROUPED), "cutlass_resnet: kernel ", k.name,
+              " takes groups=1 only, got ", groups);
+  TORCH_CHECK(weight.size(1) * groups == C && K % groups == 0, "cutlass_resnet: weight ", weight.sizes(),
+              " with groups=", groups, " does not match ", C, " input channels");
   const int64_t P = (H + 2 * padding[0] - dilation[0] * (R - 1) - 1) / stride[0] + 1;
   const int64_t Q = (W + 2 * padding[1] - dilation[1] * (S - 1) - 1) / stride[1] + 1;
   TORCH_CHECK(P >= 1 && Q >= 1, "cutlass_resnet: empty output ", P, "x", Q);
@@ -90,12 +92,13 @@ CrProblem validate(const CrKernel& k, const at::Tensor& x, const at::Tensor& wei
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == K, "cutlass_resnet: bias must have shape (", K, ",)");
   }
   if (residual) {
+    TORCH_CHECK(k.kind != CR_GROUPED, "cutlass_resnet: grouped kernels take no residual");
     check_operand(*residual, "residual", x, dtype, out_align, true);
     TORCH_CHECK(residual->sizes() == at::IntArrayRef({N, K, P, Q}), "cutlass_resnet: residual must have shape (",
                 N, ", ", K, ", ", P, ", ", Q, "), got ", residual->sizes());
   }
   CrProblem p = to_problem({N, H, W, C, K, R, S, P, Q, padding[0], padding[1], stride[0], stride[1], dilation[0],
-                            dilation[1]});
+                            dilation[1], groups});
   int status = k.can_implement(&p);
   TORCH_CHECK(status == 0, "cutlass_resnet: kernel ", k.name, " cannot implement this convolution: ",
               cr_status_string(status));
@@ -104,9 +107,9 @@ CrProblem validate(const CrKernel& k, const at::Tensor& x, const at::Tensor& wei
 
 at::Tensor fprop_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                       const std::optional<at::Tensor>& residual, c10::IntArrayRef stride, c10::IntArrayRef padding,
-                      c10::IntArrayRef dilation, bool relu, int64_t index) {
+                      c10::IntArrayRef dilation, int64_t groups, bool relu, int64_t index) {
   const CrKernel& k = kernel_at(index);
-  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation);
+  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups);
   c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty({p.N, p.K, p.P, p.Q}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (p.N == 0) return y;
@@ -124,8 +127,8 @@ at::Tensor fprop_cuda(const at::Tensor& x, const at::Tensor& weight, const std::
 
 at::Tensor fprop_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                      const std::optional<at::Tensor>& residual, c10::IntArrayRef stride, c10::IntArrayRef padding,
-                     c10::IntArrayRef dilation, bool relu, int64_t index) {
-  validate(kernel_at(index), x, weight, bias, residual, stride, padding, dilation);
+                     c10::IntArrayRef dilation, int64_t groups, bool relu, int64_t index) {
+  validate(kernel_at(index), x, weight, bias, residual, stride, padding, dilation, groups);
   TORCH_CHECK(false, "cutlass_resnet: the arguments are valid, but CUTLASS kernels run on CUDA tensors only");
 }
 
@@ -138,7 +141,7 @@ TORCH_LIBRARY(cutlass_resnet_C, m) {
   m.def("status_string(int status) -> str", &status_string);
   m.def(
       "fprop(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
-      "int[] dilation, bool relu, int index) -> Tensor");
+      "int[] dilation, int groups, bool relu, int index) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(cutlass_resnet_C, CUDA, m) { m.impl("fprop", &fprop_cuda); }

@@ -48,7 +48,7 @@ struct Conv80 {
     cutlass::conv::Conv2dProblemSize ps(
         p.N, p.H, p.W, p.C, p.K, p.R, p.S, p.P, p.Q,
         p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dil_h, p.dil_w,
-        cutlass::conv::Mode::kCrossCorrelation, 1 /*split_k_slices*/, 1 /*groups*/);
+        cutlass::conv::Mode::kCrossCorrelation, 1 /*split_k_slices*/, p.groups);
     Element* x = o ? (Element*)o->x : nullptr;
     Element* w = o ? (Element*)o->w : nullptr;
     Element* y = o ? (Element*)o->y : nullptr;
@@ -83,7 +83,7 @@ struct Conv80 {
 };
 
 // One translation unit per instantiation: NAME is the kernel's registry entry.
-#define CR_DEFINE_KERNEL80(NAME, STR, ELEMENT, DTYPE, FIXED, ALIGN, TM, TN, TK, WM, WN, WK, STAGES, ITER) \
-  using NAME##_t = Conv80<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES, ITER, ALIGN>;                          \
-  extern "C" const CrKernel NAME = {STR,          DTYPE, 80, ALIGN, FIXED, TM, TN, TK, STAGES,         \
+#define CR_DEFINE_KERNEL80(NAME, ELEMENT, DTYPE, KIND, ALIGN, TM, TN, TK, WM, WN, WK, STAGES, ITER) \
+  using NAME##_t = Conv80<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES, ITER, ALIGN>;                    \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 80, ALIGN, KIND, TM, TN, TK, STAGES,             \
                                     &NAME##_t::can_implement, &NAME##_t::run};

@@ -10,10 +10,12 @@ extern "C" {
 typedef struct {
   int N, H, W, C, K, R, S, P, Q;
   int pad_h, pad_w, stride_h, stride_w, dil_h, dil_w;
+  int groups;  // C and K split into this many groups; the filter is (K, C / groups, R, S)
 } CrProblem;
 
 // y = act(conv(x, w) + bias[k] + residual), act(z) = z > 0 ? z : leaky_alpha * z,
-// so leaky_alpha = 0 is ReLU and 1 the identity. bias and residual may be null.
+// so leaky_alpha = 0 is ReLU and 1 the identity. bias and residual may be null
+// (grouped kernels take no residual).
 typedef struct {
   const void* x;
   const void* w;
@@ -25,13 +27,18 @@ typedef struct {
 } CrOperands;
 
 enum CrDtype { CR_FLOAT16 = 0, CR_BFLOAT16 = 1 };
+enum CrKind {
+  CR_REGULAR = 0,  // groups == 1, C a multiple of the alignment
+  CR_STEM = 1,     // fixed-channels iterator: C == alignment (the padded 3-channel stem)
+  CR_GROUPED = 2,  // single-group mode: C / groups a multiple of the alignment, K / groups of tile_n
+};
 
 typedef struct {
   const char* name;  // e.g. "sm80_f16_t128x128_64x3", named for its tile shape
   int dtype;         // CrDtype
   int min_sm;        // lowest compute capability (x10) it runs on
-  int alignment;     // elements per access of x and w: C must be a multiple (equal for fixed-channels)
-  int fixed_channels;  // 1: the few-channels stem kernel, which needs C == alignment
+  int alignment;     // elements per access of x and w
+  int kind;          // CrKind
   int tile_m, tile_n, tile_k, stages;
   // Host-only: CUTLASS can_implement on the problem (no device, no pointers). 0 = accepted.
   int (*can_implement)(const CrProblem*);

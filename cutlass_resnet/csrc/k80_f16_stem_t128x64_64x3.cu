@@ -1,2 +1,2 @@
 #include "conv80.cuh"
-CR_DEFINE_KERNEL80(sm80_f16_stem_t128x64_64x3, "sm80_f16_stem_t128x64_64x3", cutlass::half_t, CR_FLOAT16, 1, 4, 128, 64, 64, 64, 32, 64, 3, cutlass::conv::IteratorAlgorithm::kFixedChannels)
+CR_DEFINE_KERNEL80(sm80_f16_stem_t128x64_64x3, cutlass::half_t, CR_FLOAT16, CR_STEM, 4, 128, 64, 64, 64, 32, 64, 3, cutlass::conv::IteratorAlgorithm::kFixedChannels)

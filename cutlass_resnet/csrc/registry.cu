@@ -7,11 +7,13 @@ extern const CrKernel sm80_f16_t128x128_64x3, sm80_f16_t128x64_64x4, sm80_f16_t6
     sm80_f16_stem_t128x64_64x3;
 extern const CrKernel sm80_bf16_t128x128_64x3, sm80_bf16_t128x64_64x4, sm80_bf16_t64x64_64x5,
     sm80_bf16_stem_t128x64_64x3;
+extern const CrKernel sm80_f16_group_t128x32_32x4, sm80_bf16_group_t128x32_32x4;
 }
 
 static const CrKernel* const kKernels[] = {
     &sm80_f16_t128x128_64x3,  &sm80_f16_t128x64_64x4,  &sm80_f16_t64x64_64x5,  &sm80_f16_stem_t128x64_64x3,
     &sm80_bf16_t128x128_64x3, &sm80_bf16_t128x64_64x4, &sm80_bf16_t64x64_64x5, &sm80_bf16_stem_t128x64_64x3,
+    &sm80_f16_group_t128x32_32x4, &sm80_bf16_group_t128x32_32x4,
 };
 
 extern "C" int cr_kernel_count(void) { return int(sizeof(kKernels) / sizeof(kKernels[0])); }
