@@ -46,14 +46,17 @@ def default_archs() -> list[str]:
     return sorted({arch_of(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())})
 
 
-def sources() -> list[Path]:
-    return [CSRC / "binding.cpp", CSRC / "registry.cu", *sorted(CSRC.glob("k80_*.cu"))]
+def sources(archs: list[str] | None = None) -> list[Path]:
+    """The binding, the registry and one .cu per kernel; the Hopper kernels only for sm_90a targets."""
+    hopper = sorted(CSRC.glob("k90_*.cu")) if archs is None or "9.0a" in archs else []
+    return [CSRC / "binding.cpp", CSRC / "registry.cu", *sorted(CSRC.glob("k80_*.cu")), *hopper]
 
 
-def _cutlass_include() -> Path:
+def _cutlass_includes() -> list[str]:
     import cutlass_library
 
-    return Path(cutlass_library.source_path) / "include"
+    root = Path(cutlass_library.source_path)
+    return [str(root / "include"), str(root / "tools" / "util" / "include")]
 
 
 def _cutlass_version() -> str:
@@ -67,7 +70,7 @@ def cache_dir(archs: list[str]) -> Path:
     """The build folder for these archs, keyed by everything that changes the binary."""
     from . import __version__
 
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources())).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in CSRC.iterdir() if p.is_file())).hexdigest()[:12]
     key = (
         f"cr{__version__}-cutlass{_cutlass_version()}-torch{torch.__version__}-cuda{torch.version.cuda}"
         f"-sm{'_'.join(a.replace('.', '') for a in archs)}-{digest}"
@@ -129,6 +132,7 @@ def _build_and_load(archs: list[str], verbose: bool) -> str:
     build_dir = cache_dir(archs)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "cutlass_resnet_C"
+    hopper = ["-DCR_WITH_SM90"] if "9.0a" in archs else []
     with FileLock(str(build_dir / "build.lock")):
         library = build_dir / f"{name}.so"
         if not library.exists():
@@ -144,10 +148,10 @@ def _build_and_load(archs: list[str], verbose: bool) -> str:
         try:
             cpp_extension.load(
                 name=name,
-                sources=[str(p) for p in sources()],
-                extra_include_paths=[str(_cutlass_include()), str(CSRC)],
-                extra_cflags=["-O3", "-DNDEBUG"],
-                extra_cuda_cflags=["-O3", "-DNDEBUG", "--expt-relaxed-constexpr"],
+                sources=[str(p) for p in sources(archs)],
+                extra_include_paths=[*_cutlass_includes(), str(CSRC)],
+                extra_cflags=["-O3", "-DNDEBUG", *hopper],
+                extra_cuda_cflags=["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", *hopper],
                 build_directory=str(build_dir),
                 is_python_module=False,
                 verbose=verbose,

@@ -30,7 +30,7 @@ STRICT = os.environ.get("CUTLASS_RESNET_STRICT", "") == "1"
 _DTYPES = {torch.float16: 0, torch.bfloat16: 1}
 _MAX_BYTES = 2**31  # CUTLASS 2.x indexes each tensor with 32-bit offsets
 _STEM_CHANNELS = 4  # the fixed-channels kernel's C (8-byte loads)
-_REGULAR, _STEM, _GROUPED = 0, 1, 2  # CrKind in conv_api.h
+_REGULAR, _STEM, _GROUPED, _REGULAR_SM90A = 0, 1, 2, 3  # CrKind in conv_api.h
 _GROUP_TILE_N = 32  # the grouped kernel's tile N: each (merged) group's K must be a multiple
 # SMs of the usual part of each arch, for the tile heuristic when no device is given.
 _SM_COUNTS = {(8, 0): 108, (8, 6): 84, (8, 7): 16, (8, 9): 128, (9, 0): 132, (10, 0): 148, (12, 0): 170}
@@ -109,15 +109,14 @@ def _batch_chunk(problem: Problem, itemsize: int) -> int:
     return max(1, (_MAX_BYTES - 1) // per_image)
 
 
-def _pick_tile(candidates: list[tuple[str, tuple[int, ...]]], problem: Problem, sm_count: int) -> str:
-    """Largest tile that still gives every SM a CTA; the smallest one otherwise."""
+def _ranked(candidates: list[tuple[str, tuple[int, ...]]], problem: Problem, sm_count: int) -> list[str]:
+    """Kernels in order of preference: first the largest tile that still gives every SM a CTA (the
+    smallest tile if none does), Hopper's before Ampere's at equal tile; then the others."""
     m = problem.n * problem.p * problem.q
-    by_area = sorted(candidates, key=lambda kv: kv[1][4] * kv[1][5], reverse=True)
-    for name, info in by_area:
-        ctas = -(-m // info[4]) * -(-problem.k // info[5])
-        if ctas >= sm_count:
-            return name
-    return by_area[-1][0]
+    by_area = sorted(candidates, key=lambda kv: (kv[1][4] * kv[1][5], kv[1][3] == _REGULAR_SM90A), reverse=True)
+    fits = [name for name, info in by_area if -(-m // info[4]) * -(-problem.k // info[5]) >= sm_count]
+    first = fits[0] if fits else by_area[-1][0]
+    return [first] + [name for name, _ in by_area if name != first]
 
 
 def select(
@@ -158,18 +157,22 @@ def select(
     table = [
         (i, name, info)
         for i, (name, info) in enumerate(build.kernel_table())
-        if info[0] == _DTYPES[dtype] and info[1] <= arch[0] * 10 + arch[1] and info[3] == kind
+        if info[0] == _DTYPES[dtype]
+        and info[1] <= arch[0] * 10 + arch[1]
+        and (info[3] == kind or (kind == _REGULAR and info[3] == _REGULAR_SM90A and tuple(arch) == (9, 0)))
     ]
     if not table:
         return _fallback(f"no compiled kernel for {dtype} on sm_{arch[0]}{arch[1]}")
     chunk = _batch_chunk(problem, 2)
     launch = replace(problem, n=min(problem.n, chunk)) if problem.n else replace(problem, n=1)
-    name = _pick_tile([(n, info) for _, n, info in table], launch, sm_count or _sm_count(arch))
-    index = next(i for i, n, _ in table if n == name)
-    status = torch.ops.cutlass_resnet_C.can_implement(index, launch.as_list())
-    if status != 0:
-        return _fallback(f"CUTLASS rejected it ({name}): {torch.ops.cutlass_resnet_C.status_string(status)}")
-    return Choice(name, None, pad_channels, chunk if problem.n > chunk else 0, merge)
+    ranked = _ranked([(n, info) for _, n, info in table], launch, sm_count or _sm_count(arch))
+    statuses = []
+    for name in ranked:
+        index = next(i for i, n, _ in table if n == name)
+        statuses.append(torch.ops.cutlass_resnet_C.can_implement(index, launch.as_list()))
+        if statuses[-1] == 0:
+            return Choice(name, None, pad_channels, chunk if problem.n > chunk else 0, merge)
+    return _fallback(f"CUTLASS rejected it ({ranked[0]}): {torch.ops.cutlass_resnet_C.status_string(statuses[0])}")
 
 
 def _merge_factor(problem: Problem) -> int:
@@ -379,6 +382,7 @@ def check_kernel(kernel: str, device: torch.device, problem: Problem | None = No
             _REGULAR: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
             _STEM: Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3)),
             _GROUPED: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1), groups=2),
+            _REGULAR_SM90A: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
         }[info[3]]
     g = torch.Generator().manual_seed(0)
     pr = problem

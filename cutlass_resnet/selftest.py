@@ -133,7 +133,8 @@ def kernel_sweep(
         elif problem.c < 4:  # the stem, as padded for its kernel
             problem, kind = replace(problem, c=4), 1
         for index, (name, info) in enumerate(build.kernel_table()):
-            if info[1] > gpu[0] * 10 + gpu[1] or info[3] != kind:
+            hopper = kind == 0 and info[3] == 3 and tuple(gpu) == (9, 0)  # sm_90a kernels: Hopper only
+            if info[1] > gpu[0] * 10 + gpu[1] or (info[3] != kind and not hopper):
                 continue
             if torch.ops.cutlass_resnet_C.can_implement(index, problem.as_list()) != 0:
                 continue

@@ -35,7 +35,9 @@ def test_plan_every_conv_of_the_zoo(extension, fused_models, arch):
                 assert len(entries) == convs
                 for e in entries:
                     assert e.choice.kernel is not None, f"{arch} {e}"
-                    assert e.choice.kernel.startswith("sm80_" + {torch.float16: "f16_", torch.bfloat16: "bf16_"}[dtype])
+                    family = ("sm80_", "sm90_") if gpu == (9, 0) else ("sm80_",)
+                    assert e.choice.kernel.startswith(family), e
+                    assert {torch.float16: "_f16_", torch.bfloat16: "_bf16_"}[dtype] in e.choice.kernel
                     assert ("group" in e.choice.kernel) == (e.problem.groups > 1)
                 stem = entries[0]
                 assert stem.module == "conv1" and stem.problem.c == 3
@@ -97,6 +99,14 @@ def test_cutlass_rejection_is_named(extension):
 )
 def test_tile_heuristic(extension, problem, tile):
     assert select(problem, torch.float16, (8, 0), sm_count=108).kernel == f"sm80_f16_{tile}"
+
+
+def test_hopper_prefers_its_own_kernel_at_equal_tile(extension):
+    big = Problem(256, 56, 56, 64, 256, 1, 1)
+    assert select(big, torch.bfloat16, (9, 0), sm_count=132).kernel == "sm90_bf16_t128x128x64"
+    assert select(big, torch.bfloat16, (10, 0), sm_count=148).kernel == "sm80_bf16_t128x128_64x3"  # sm_90a only
+    small = Problem(1, 7, 7, 512, 2048, 1, 1)
+    assert select(small, torch.float16, (9, 0), sm_count=132).kernel == "sm80_f16_t64x64_64x5"
 
 
 # --- the CUDA implementation's host-side logic, with the launch replaced by a CPU emulation -----

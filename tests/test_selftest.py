@@ -48,7 +48,7 @@ def emulated(monkeypatch, extension, tmp_path):
 
 
 def test_kernel_sweep_runs_every_kernel_on_the_zoo_shapes(emulated):
-    results = selftest.kernel_sweep(torch.device("cpu"), (8, 0), image_size=32)
+    results = selftest.kernel_sweep(torch.device("cpu"), (9, 0), image_size=32)  # Hopper: every kernel applies
     assert {k for k, _, _ in results} == {name for name, _ in build.kernel_table()}
     assert all(reason is None for _, _, reason in results)
     assert all((p.groups > 1) == ("group" in k) for k, p, _ in results)
@@ -66,6 +66,7 @@ def test_kernel_sweep_records_a_wrong_kernel(emulated):
     results = selftest.kernel_sweep(torch.device("cpu"), (8, 0), image_size=32)
     failed = {k for k, _, reason in results if reason}
     assert failed == {"sm80_bf16_t128x64_64x4"}
+    assert not any(k.startswith("sm90_") for k, _, _ in results)  # sm_90a code is not run on sm_80
     records = json.loads(kernels.verdicts_path().read_text())
     assert all("sm80_bf16_t128x64_64x4" in key for key, reason in records.items() if reason)
     assert records

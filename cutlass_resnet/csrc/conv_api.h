@@ -31,6 +31,7 @@ enum CrKind {
   CR_REGULAR = 0,  // groups == 1, C a multiple of the alignment
   CR_STEM = 1,     // fixed-channels iterator: C == alignment (the padded 3-channel stem)
   CR_GROUPED = 2,  // single-group mode: C / groups a multiple of the alignment, K / groups of tile_n
+  CR_REGULAR_SM90A = 3,  // Hopper only (sm_90a code): groups == 1, C and K multiples of 8
 };
 
 typedef struct {

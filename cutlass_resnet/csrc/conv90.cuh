@@ -1,0 +1,111 @@
+// CUTLASS 3.x SM90 implicit-GEMM fprop for Hopper (compiled for sm_90a only): TMA im2col loads,
+// wgmma, warp-specialized, with the fused EVT epilogue LinCombPerColBiasEltAct<LeakyReLU>:
+//   y = LeakyReLU(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
+// leaky_alpha 0 for ReLU, 1 for none; fp32 accumulation, one rounding.
+#pragma once
+#include "conv_api.h"
+#include "cutlass/cutlass.h"
+#include "cute/tensor.hpp"
+#include "cutlass/numeric_types.h"
+#include "cutlass/kernel_hardware_info.hpp"
+#include "cutlass/conv/convnd_problem_shape.hpp"
+#include "cutlass/conv/device/conv_universal_adapter.hpp"
+#include "cutlass/conv/kernel/conv_universal.hpp"
+#include "cutlass/conv/collective/collective_builder.hpp"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/operations.hpp"
+#include "cutlass/epilogue/thread/activation.h"
+
+template <typename Element, class TileShape, class ClusterShape>
+struct Conv90 {
+  using Layout = cutlass::layout::TensorNHWC;
+  static constexpr int kAlignment = 8;  // 16-byte TMA: C and K multiples of 8
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<
+      cutlass::epilogue::thread::LeakyReLU, Element /*out*/, float /*compute*/, Element /*bias*/,
+      Element /*source*/, float /*scalar*/>;
+  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
+      TileShape, ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto,
+      float, float,
+      Element, Layout, kAlignment,
+      Element, Layout, kAlignment,
+      cutlass::epilogue::TmaWarpSpecialized, Fusion>::CollectiveOp;
+  using CollectiveMainloop = typename cutlass::conv::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
+      cutlass::conv::Operator::kFprop,
+      Element, Layout, kAlignment,
+      Element, Layout, kAlignment,
+      float,
+      TileShape, ClusterShape,
+      cutlass::conv::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      cutlass::conv::KernelImplicitTmaWarpSpecializedSm90>::CollectiveOp;
+  using ProblemShape = cutlass::conv::ConvProblemShape<cutlass::conv::Operator::kFprop, 2>;
+  using Kernel = cutlass::conv::kernel::ConvUniversal<ProblemShape, CollectiveMainloop, CollectiveEpilogue>;
+  using Op = cutlass::conv::device::ConvUniversalAdapter<Kernel>;
+  using StrideC = typename Kernel::StrideC;
+  using StrideD = typename Kernel::StrideD;
+
+  // No device query here: can_implement must work on a host without a GPU.
+  static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
+    ProblemShape ps(cutlass::conv::Mode::kCrossCorrelation,
+                    {p.N, p.H, p.W, p.C}, {p.K, p.R, p.S, p.C},
+                    {p.pad_h, p.pad_w}, {p.pad_h, p.pad_w},
+                    {p.stride_h, p.stride_w}, {p.dil_h, p.dil_w}, 1);
+    StrideC sC{};
+    StrideD sD{};
+    cute::for_each(cute::make_seq<cute::rank<0>(StrideC{})>{}, [&](auto i) {
+      cute::get<0, i>(sC) = ps.stride_C[ProblemShape::RankT - 2 - i];
+      cute::get<0, i>(sD) = ps.stride_C[ProblemShape::RankT - 2 - i];
+    });
+    cutlass::KernelHardwareInfo hw;
+    hw.sm_count = sm_count;
+    const Element* x = o ? (const Element*)o->x : nullptr;
+    const Element* w = o ? (const Element*)o->w : nullptr;
+    Element* y = o ? (Element*)o->y : nullptr;
+    const Element* c = (o && o->residual) ? (const Element*)o->residual : y;
+    typename Op::Arguments args{ps, {x, w}, {{}, c, sC, y, sD}, hw};
+    auto& f = args.epilogue.thread;
+    f.alpha = 1.f;
+    f.beta = (o && o->residual) ? 1.f : 0.f;
+    f.bias_ptr = o ? (const Element*)o->bias : nullptr;
+    f.activation.leaky_alpha = o ? o->leaky_alpha : 0.f;
+    return args;
+  }
+
+  static bool output_matches(const CrProblem& p) {
+    ProblemShape ps(cutlass::conv::Mode::kCrossCorrelation,
+                    {p.N, p.H, p.W, p.C}, {p.K, p.R, p.S, p.C},
+                    {p.pad_h, p.pad_w}, {p.pad_h, p.pad_w},
+                    {p.stride_h, p.stride_w}, {p.dil_h, p.dil_w}, 1);
+    return ps.shape_C[1] == p.P && ps.shape_C[2] == p.Q;
+  }
+
+  static int can_implement(const CrProblem* p) {
+    if (p->groups != 1 || !output_matches(*p)) return int(cutlass::Status::kErrorInvalidProblem);
+    typename Op::Arguments args = arguments(*p, nullptr, 1);
+    cutlass::Status st = Op::can_implement(args);
+    if (st != cutlass::Status::kSuccess) return int(st);
+    return Op::get_workspace_size(args) == 0 ? 0 : CR_STATUS_WORKSPACE_NEEDED;
+  }
+
+  static int run(const CrProblem* p, const CrOperands* o) {
+    int st = can_implement(p);
+    if (st != 0) return st;
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return CR_STATUS_CUDA_ERROR;
+    int sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
+    Op op;
+    cutlass::Status s = op.initialize(arguments(*p, o, sm_count), nullptr, o->stream);
+    if (s != cutlass::Status::kSuccess) return int(s);
+    s = op.run(o->stream);
+    if (s != cutlass::Status::kSuccess) return int(s);
+    return cudaPeekAtLastError() == cudaSuccess ? 0 : CR_STATUS_CUDA_ERROR;
+  }
+};
+
+#define CR_DEFINE_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                              \
+  using NAME##_t = Conv90<ELEMENT, cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Shape<cute::Int<TK>>>, \
+                          cute::Shape<cute::_1, cute::_1, cute::_1>>;                                      \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_REGULAR_SM90A, TM, TN, TK, 0,                 \
+                                    &NAME##_t::can_implement, &NAME##_t::run};
