@@ -3,7 +3,7 @@
 // the per-channel bias comes in as the source operand with stride 0 (CUTLASS example 17):
 //   y = LeakyReLU(acc + beta * bias[k]),  beta = bias ? 1 : 0.  No residual.
 #pragma once
-#include "conv_api.h"
+#include "conv_common.cuh"
 #include "cutlass/cutlass.h"
 #include "cutlass/conv/conv2d_problem_size.h"
 #include "cutlass/conv/device/implicit_gemm_convolution.h"
@@ -33,10 +33,7 @@ struct ConvGroup80 {
   using Ref = cutlass::TensorRef<Element, Layout>;
 
   static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o) {
-    cutlass::conv::Conv2dProblemSize ps(
-        p.N, p.H, p.W, p.C, p.K, p.R, p.S, p.P, p.Q,
-        p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dil_h, p.dil_w,
-        cutlass::conv::Mode::kCrossCorrelation, 1 /*split_k_slices*/, p.groups);
+    cutlass::conv::Conv2dProblemSize ps = cr_problem_size(p);
     Element* x = o ? (Element*)o->x : nullptr;
     Element* w = o ? (Element*)o->w : nullptr;
     Element* y = o ? (Element*)o->y : nullptr;
@@ -50,22 +47,14 @@ struct ConvGroup80 {
   }
 
   static int can_implement(const CrProblem* p) {
-    typename Op::Arguments args = arguments(*p, nullptr);
-    cutlass::Status st = Op::can_implement(args);
-    if (st != cutlass::Status::kSuccess) return int(st);
-    return Op::get_workspace_size(args) == 0 ? 0 : CR_STATUS_WORKSPACE_NEEDED;
+    return cr_check<Op>(arguments(*p, nullptr));
   }
 
   static int run(const CrProblem* p, const CrOperands* o) {
     if (o->residual) return int(cutlass::Status::kErrorNotSupported);
     int st = can_implement(p);
     if (st != 0) return st;
-    Op op;
-    cutlass::Status s = op.initialize(arguments(*p, o), nullptr, o->stream);
-    if (s != cutlass::Status::kSuccess) return int(s);
-    s = op.run(o->stream);
-    if (s != cutlass::Status::kSuccess) return int(s);
-    return cudaPeekAtLastError() == cudaSuccess ? 0 : CR_STATUS_CUDA_ERROR;
+    return cr_launch<Op>(arguments(*p, o), o->stream);
   }
 };
 

@@ -3,7 +3,7 @@
 //   y = LeakyReLU(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
 // leaky_alpha 0 for ReLU, 1 for none; fp32 accumulation, one rounding.
 #pragma once
-#include "conv_api.h"
+#include "conv_common.cuh"
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
 #include "cutlass/numeric_types.h"
@@ -46,12 +46,14 @@ struct Conv90 {
   using StrideC = typename Kernel::StrideC;
   using StrideD = typename Kernel::StrideD;
 
+  static ProblemShape problem_shape(const CrProblem& p) {
+    return ProblemShape(cutlass::conv::Mode::kCrossCorrelation, {p.N, p.H, p.W, p.C}, {p.K, p.R, p.S, p.C},
+                        {p.pad_h, p.pad_w}, {p.pad_h, p.pad_w}, {p.stride_h, p.stride_w}, {p.dil_h, p.dil_w}, 1);
+  }
+
   // No device query here: can_implement must work on a host without a GPU.
   static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
-    ProblemShape ps(cutlass::conv::Mode::kCrossCorrelation,
-                    {p.N, p.H, p.W, p.C}, {p.K, p.R, p.S, p.C},
-                    {p.pad_h, p.pad_w}, {p.pad_h, p.pad_w},
-                    {p.stride_h, p.stride_w}, {p.dil_h, p.dil_w}, 1);
+    ProblemShape ps = problem_shape(p);
     StrideC sC{};
     StrideD sD{};
     cute::for_each(cute::make_seq<cute::rank<0>(StrideC{})>{}, [&](auto i) {
@@ -74,19 +76,13 @@ struct Conv90 {
   }
 
   static bool output_matches(const CrProblem& p) {
-    ProblemShape ps(cutlass::conv::Mode::kCrossCorrelation,
-                    {p.N, p.H, p.W, p.C}, {p.K, p.R, p.S, p.C},
-                    {p.pad_h, p.pad_w}, {p.pad_h, p.pad_w},
-                    {p.stride_h, p.stride_w}, {p.dil_h, p.dil_w}, 1);
+    ProblemShape ps = problem_shape(p);
     return ps.shape_C[1] == p.P && ps.shape_C[2] == p.Q;
   }
 
   static int can_implement(const CrProblem* p) {
     if (p->groups != 1 || !output_matches(*p)) return int(cutlass::Status::kErrorInvalidProblem);
-    typename Op::Arguments args = arguments(*p, nullptr, 1);
-    cutlass::Status st = Op::can_implement(args);
-    if (st != cutlass::Status::kSuccess) return int(st);
-    return Op::get_workspace_size(args) == 0 ? 0 : CR_STATUS_WORKSPACE_NEEDED;
+    return cr_check<Op>(arguments(*p, nullptr, 1));
   }
 
   static int run(const CrProblem* p, const CrOperands* o) {
@@ -95,12 +91,7 @@ struct Conv90 {
     int device = 0;
     if (cudaGetDevice(&device) != cudaSuccess) return CR_STATUS_CUDA_ERROR;
     int sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
-    Op op;
-    cutlass::Status s = op.initialize(arguments(*p, o, sm_count), nullptr, o->stream);
-    if (s != cutlass::Status::kSuccess) return int(s);
-    s = op.run(o->stream);
-    if (s != cutlass::Status::kSuccess) return int(s);
-    return cudaPeekAtLastError() == cudaSuccess ? 0 : CR_STATUS_CUDA_ERROR;
+    return cr_launch<Op>(arguments(*p, o, sm_count), o->stream);
   }
 };
 
