@@ -355,9 +355,27 @@ def record_verdict(key: str, reason: str | None) -> None:
         os.replace(tmp, path)
 
 
-@cache
 def _kernel_verdict(kernel: str, device_index: int) -> str | None:
-    """None when ``kernel`` may run on this GPU; else why not. Checked once, then remembered on disk."""
+    """None when ``kernel`` may run on this GPU; else why not. Checked once, then remembered on disk.
+
+    Never checked while a CUDA graph is being captured (the check synchronizes): until a plain
+    run has checked it, the kernel is not used inside a graph.
+    """
+    if _capturing():
+        records = json.loads(verdicts_path().read_text()) if verdicts_path().exists() else {}
+        known = records.get(_verdict_key(kernel, device_index))
+        if known is None:
+            return f"{kernel} is not self-checked yet: run the model once before capturing a CUDA graph"
+        return known or None
+    return _checked_verdict(kernel, device_index)
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+@cache
+def _checked_verdict(kernel: str, device_index: int) -> str | None:
     key = _verdict_key(kernel, device_index)
     path = verdicts_path()
     records = json.loads(path.read_text()) if path.exists() else {}

@@ -135,14 +135,14 @@ def dispatch(monkeypatch, extension, tmp_path):
     """The op's CUDA implementation, run on CPU tensors with the launch emulated."""
     calls.clear()
     kernels._cached_select.cache_clear()
-    kernels._kernel_verdict.cache_clear()
+    kernels._checked_verdict.cache_clear()
     monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
     monkeypatch.setattr(kernels, "_launch", emulated_launch)
     monkeypatch.setattr(kernels, "_device_info", lambda index: ((8, 0), 108))
     monkeypatch.setattr(kernels, "_device", lambda index: torch.device("cpu"))
     yield kernels._cuda_conv2d_fprop
     kernels._cached_select.cache_clear()
-    kernels._kernel_verdict.cache_clear()
+    kernels._checked_verdict.cache_clear()
 
 
 def operands(n, c, k, h, dtype=torch.float16, r=3, groups=1):
@@ -231,6 +231,23 @@ def test_a_kernel_that_fails_its_check_is_never_dispatched(dispatch, monkeypatch
     assert len(calls) == 1  # the check; never launched for real
     records = json.loads(kernels.verdicts_path().read_text())
     assert any("failed its self-check" in v for v in records.values())
-    kernels._kernel_verdict.cache_clear()  # a new process reads the verdict from disk
+    kernels._checked_verdict.cache_clear()  # a new process reads the verdict from disk
     dispatch(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
     assert len(calls) == 1
+
+
+def test_no_self_check_while_a_cuda_graph_is_captured(dispatch, monkeypatch):
+    """The check synchronizes, which capture forbids: an unchecked kernel is not used in a graph,
+    and nothing is recorded against it."""
+    monkeypatch.setattr(kernels, "_capturing", lambda: True)
+    x, w, b = operands(2, 16, 16, 8)
+    with pytest.warns(UserWarning, match="not self-checked yet: run the model once before capturing"):
+        y = dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+    torch.testing.assert_close(y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1), rtol=2e-3, atol=2e-3)
+    assert calls == [] and not kernels.verdicts_path().exists()
+    monkeypatch.setattr(kernels, "_capturing", lambda: False)
+    dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # a plain run checks it, then launches
+    assert len(calls) == 2
+    monkeypatch.setattr(kernels, "_capturing", lambda: True)
+    dispatch(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # checked: used in the graph too
+    assert len(calls) == 3
