@@ -133,22 +133,16 @@ def select(
         return _fallback(f"compute capability {arch[0]}.{arch[1]} is older than the kernels' 8.0")
     if problem.k % 8:
         return _fallback(f"K={problem.k} output channels is not a multiple of 8 (128-bit epilogue)")
-    pad_channels = merge = 0
-    kind = _REGULAR
-    if problem.groups > 1:
-        kind, merge = _GROUPED, _merge_factor(problem)
-        if not merge:
-            return _fallback(
-                f"grouped convolution with {problem.c // problem.groups} channels per group cannot be "
-                f"blocked into groups of a multiple of 8 in and {_GROUP_TILE_N} out"
-            )
-        if residual:
-            return _fallback("grouped convolution with a residual add has no CUTLASS kernel")
-        problem = replace(problem, groups=problem.groups // merge)
-    elif problem.c < _STEM_CHANNELS:
-        kind, pad_channels = _STEM, _STEM_CHANNELS
-        problem = replace(problem, c=_STEM_CHANNELS)
-    elif problem.c % 8:
+    original = problem
+    problem, kind, pad_channels, merge = launch_form(problem)
+    if kind == _GROUPED and not merge:
+        return _fallback(
+            f"grouped convolution with {original.c // original.groups} channels per group cannot be "
+            f"blocked into groups of a multiple of 8 in and {_GROUP_TILE_N} out"
+        )
+    if kind == _GROUPED and residual:
+        return _fallback("grouped convolution with a residual add has no CUTLASS kernel")
+    if kind == _REGULAR and problem.c % 8:
         return _fallback(f"C={problem.c} input channels is not a multiple of 8 (128-bit loads)")
     from . import build  # not at import time: `python -m cutlass_resnet.build` runs it as __main__
 
@@ -157,9 +151,7 @@ def select(
     table = [
         (i, name, info)
         for i, (name, info) in enumerate(build.kernel_table())
-        if info[0] == _DTYPES[dtype]
-        and info[1] <= arch[0] * 10 + arch[1]
-        and (info[3] == kind or (kind == _REGULAR and info[3] == _REGULAR_SM90A and tuple(arch) == (9, 0)))
+        if info[0] == _DTYPES[dtype] and runs_on(info, kind, arch)
     ]
     if not table:
         return _fallback(f"no compiled kernel for {dtype} on sm_{arch[0]}{arch[1]}")
@@ -173,6 +165,25 @@ def select(
         if statuses[-1] == 0:
             return Choice(name, None, pad_channels, chunk if problem.n > chunk else 0, merge)
     return _fallback(f"CUTLASS rejected it ({ranked[0]}): {torch.ops.cutlass_resnet_C.status_string(statuses[0])}")
+
+
+def launch_form(problem: Problem) -> tuple[Problem, int, int, int]:
+    """``problem`` as its kernel sees it, with the kernel kind, the stem's padded C (or 0) and the
+    number of groups merged (0 for a grouped conv that cannot be blocked)."""
+    if problem.groups > 1:
+        merge = _merge_factor(problem)
+        return replace(problem, groups=problem.groups // max(merge, 1)), _GROUPED, 0, merge
+    if problem.c < _STEM_CHANNELS:
+        return replace(problem, c=_STEM_CHANNELS), _STEM, _STEM_CHANNELS, 0
+    return problem, _REGULAR, 0, 0
+
+
+def runs_on(info: tuple[int, ...], kind: int, arch: tuple[int, int]) -> bool:
+    """Whether a kernel (its ``kernel_info``) serves problems of ``kind`` on a GPU of ``arch``:
+    sm_90a kernels serve regular convs, on Hopper only."""
+    if info[1] > arch[0] * 10 + arch[1]:
+        return False
+    return info[3] == kind or (kind == _REGULAR and info[3] == _REGULAR_SM90A and tuple(arch) == (9, 0))
 
 
 def _merge_factor(problem: Problem) -> int:
@@ -341,8 +352,8 @@ def verdicts_path() -> Path:
     return build.cache_root() / "kernels" / "verdicts.json"
 
 
-def record_verdict(key: str, reason: str | None) -> None:
-    """Persist one self-check result (None: passed), atomically and under a file lock."""
+def record_verdict(key: str, reason: str | None) -> dict[str, str]:
+    """Persist one self-check result (None: passed), atomically and under a file lock; return all."""
     from filelock import FileLock
 
     path = verdicts_path()
@@ -353,6 +364,7 @@ def record_verdict(key: str, reason: str | None) -> None:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
         os.replace(tmp, path)
+    return records
 
 
 def _kernel_verdict(kernel: str, device_index: int) -> str | None:
@@ -380,8 +392,7 @@ def _checked_verdict(kernel: str, device_index: int) -> str | None:
     path = verdicts_path()
     records = json.loads(path.read_text()) if path.exists() else {}
     if key not in records:
-        record_verdict(key, check_kernel(kernel, _device(device_index)))
-        records = json.loads(path.read_text())
+        records = record_verdict(key, check_kernel(kernel, _device(device_index)))
     return records[key] or None
 
 
@@ -480,9 +491,14 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
     return torch.cat(parts).contiguous(memory_format=torch.channels_last)
 
 
-def _launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
-    """One checked kernel launch through the binding."""
+@cache
+def _kernel_index(kernel: str) -> int:
     from . import build
 
-    index = [name for name, _ in build.kernel_table()].index(kernel)
+    return [name for name, _ in build.kernel_table()].index(kernel)
+
+
+def _launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
+    """One checked kernel launch through the binding."""
+    index = _kernel_index(kernel)
     return torch.ops.cutlass_resnet_C.fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu, index)

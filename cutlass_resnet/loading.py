@@ -41,6 +41,7 @@ def _check_shape(key: str, tensor: Tensor, expected: torch.Size) -> None:
 def _fold_state_dict(model: ResNet, sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Turn torchvision conv + BatchNorm entries into fused conv weight and bias entries."""
     params = dict(model.named_parameters())
+    eps = model._norm_layer(1).eps  # the folded norms are gone; a fresh one tells their eps
     folded, missing = {}, []
     for conv, norm, _ in conv_norm_pairs(model):
         keys = [f"{conv}.weight"] + [f"{norm}.{k}" for k in _NORM_KEYS]
@@ -54,7 +55,6 @@ def _fold_state_dict(model: ResNet, sd: dict[str, Tensor]) -> tuple[dict[str, Te
         _check_shape(keys[0], weight, params[f"{conv}.weight"].shape)
         for key, t in zip(keys[1:], (mean, var, gamma, beta), strict=True):
             _check_shape(key, t, torch.Size([weight.shape[0]]))
-        eps = model._norm_layer(1).eps
         w, b = fold_bn(weight, sd.pop(f"{conv}.bias", None), mean, var, eps, gamma, beta)
         folded[f"{conv}.weight"], folded[f"{conv}.bias"] = w, b
     return {**folded, **sd}, missing

@@ -111,8 +111,6 @@ def kernel_sweep(
     Returns (kernel, problem, None or why it failed). A failing kernel is recorded in the
     kernel cache and never dispatched again on this GPU.
     """
-    from dataclasses import replace
-
     from . import build, kernels
 
     if not build.load():
@@ -126,15 +124,9 @@ def kernel_sweep(
         problems.update(e.problem for e in kernels.plan(model, shape, torch.float16, gpu))
     results = []
     for problem in sorted(problems, key=str):
-        kind = 0
-        if problem.groups > 1:  # as merged for the grouped kernels
-            merge = kernels._merge_factor(problem)
-            problem, kind = replace(problem, groups=problem.groups // max(merge, 1)), 2
-        elif problem.c < 4:  # the stem, as padded for its kernel
-            problem, kind = replace(problem, c=4), 1
+        problem, kind, _, _ = kernels.launch_form(problem)  # padded stem, merged groups
         for index, (name, info) in enumerate(build.kernel_table()):
-            hopper = kind == 0 and info[3] == 3 and tuple(gpu) == (9, 0)  # sm_90a kernels: Hopper only
-            if info[1] > gpu[0] * 10 + gpu[1] or (info[3] != kind and not hopper):
+            if not kernels.runs_on(info, kind, gpu):
                 continue
             if torch.ops.cutlass_resnet_C.can_implement(index, problem.as_list()) != 0:
                 continue
