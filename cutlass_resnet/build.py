@@ -3,13 +3,16 @@
 ``python -m cutlass_resnet.build [--arch 8.0 9.0a]`` builds into the cache what a later
 process loads without compiling. The cache is keyed by package, CUTLASS, torch and CUDA
 versions and the target archs; a file lock keeps two processes building at once from
-corrupting it.
+corrupting it. ``CUTLASS_RESNET_CUDA_ARCHS="8.0;9.0a" pip install --no-build-isolation .``
+compiles the kernels into the installed package instead (``setup.py``); that prebuilt library
+is loaded first whenever it was built for this torch and covers the GPU's arch.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -20,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CSRC", "cache_dir", "default_archs", "load", "loaded", "sources"]
+__all__ = ["CSRC", "cache_dir", "default_archs", "library_path", "load", "load_error", "loaded", "sources"]
 
 CSRC = Path(__file__).with_name("csrc")
+PREBUILT_INFO = Path(__file__).with_name("_C.json")  # written by setup.py next to the library it built
 _state: dict[str, object] = {"path": None, "error": None}
 
 
@@ -66,11 +70,16 @@ def _cutlass_version() -> str:
         return "unknown"
 
 
+def source_digest() -> str:
+    """A short hash of every file in ``csrc/``: a changed kernel never reuses an old binary."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()) if p.is_file())).hexdigest()[:12]
+
+
 def cache_dir(archs: list[str]) -> Path:
     """The build folder for these archs, keyed by everything that changes the binary."""
     from . import __version__
 
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in CSRC.iterdir() if p.is_file())).hexdigest()[:12]
+    digest = source_digest()
     key = (
         f"cr{__version__}-cutlass{_cutlass_version()}-torch{torch.__version__}-cuda{torch.version.cuda}"
         f"-sm{'_'.join(a.replace('.', '') for a in archs)}-{digest}"
@@ -95,6 +104,24 @@ def loaded() -> bool:
     return _state["path"] is not None
 
 
+def library_path() -> str | None:
+    """The loaded extension library, or None."""
+    return _state["path"]  # type: ignore[return-value]
+
+
+def build_id() -> str:
+    """Names the loaded build (cache folder, or the prebuilt library's sources): self-check verdicts are per build."""
+    path = Path(_state["path"] or "")  # type: ignore[arg-type]
+    if path.parent == PREBUILT_INFO.parent:
+        return "prebuilt-" + json.loads(PREBUILT_INFO.read_text())["sources"]
+    return path.parent.name
+
+
+def load_error() -> str | None:
+    """Why the extension could not be loaded, or None."""
+    return _state["error"]  # type: ignore[return-value]
+
+
 def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
     """Build (first time only) and load the extension; return whether its ops are available.
 
@@ -105,8 +132,14 @@ def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
         return True
     if _state["error"] is not None:
         return False
+    archs = archs or default_archs()
     try:
-        _state["path"] = _build_and_load(archs or default_archs(), verbose)
+        prebuilt = _prebuilt(archs)
+        if prebuilt is not None:
+            torch.ops.load_library(prebuilt)
+            _state["path"] = prebuilt
+        else:
+            _state["path"] = _build_and_load(archs, verbose)
         return True
     except Exception as exc:  # noqa: BLE001 - any failure means: use the reference path
         _state["error"] = str(exc)
@@ -114,6 +147,46 @@ def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
             f"cutlass_resnet: CUTLASS kernels unavailable, using the reference convolution: {exc}", stacklevel=2
         )
         return False
+
+
+def _runs_on(built: str, needed: str) -> bool:
+    """Whether code built for arch ``built`` runs on a GPU of arch ``needed`` (same major, no newer minor)."""
+    if built == needed:
+        return True
+    if built.endswith("a"):  # arch-specific code (wgmma, TMA) runs on that arch only
+        return False
+    (b_major, b_minor), (n_major, n_minor) = (tuple(map(int, a.rstrip("a").split("."))) for a in (built, needed))
+    return b_major == n_major and b_minor <= n_minor
+
+
+def _prebuilt(archs: list[str]) -> str | None:
+    """The library compiled in at install time, if it was built for this torch and covers ``archs``."""
+    if not PREBUILT_INFO.exists():
+        return None
+    info = json.loads(PREBUILT_INFO.read_text())
+    library = PREBUILT_INFO.with_name(info["library"])
+    mismatch = None
+    if (info["torch"], info["cuda"]) != (torch.__version__, torch.version.cuda):
+        mismatch = f"it was built for torch {info['torch']} (CUDA {info['cuda']}), this is {torch.__version__}"
+    elif missing := [a for a in archs if not any(_runs_on(b, a) for b in info["archs"])]:
+        mismatch = f"it was built for {', '.join(info['archs'])}, not {', '.join(missing)}"
+    elif not library.exists():
+        mismatch = f"{library} is missing"
+    if mismatch:
+        warnings.warn(f"cutlass_resnet: not using the prebuilt kernels ({mismatch}); compiling instead", stacklevel=3)
+        return None
+    return str(library)
+
+
+def extension_args(archs: list[str]) -> dict[str, list[str]]:
+    """Sources, include paths and compiler flags of the extension: the JIT build and setup.py share them."""
+    hopper = ["-DCR_WITH_SM90"] if "9.0a" in archs else []
+    return {
+        "sources": [str(p) for p in sources(archs)],
+        "include_dirs": [*_cutlass_includes(), str(CSRC)],
+        "cxx": ["-O3", "-DNDEBUG", *hopper],
+        "nvcc": ["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", *hopper],
+    }
 
 
 def _build_and_load(archs: list[str], verbose: bool) -> str:
@@ -132,7 +205,7 @@ def _build_and_load(archs: list[str], verbose: bool) -> str:
     build_dir = cache_dir(archs)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "cutlass_resnet_C"
-    hopper = ["-DCR_WITH_SM90"] if "9.0a" in archs else []
+    args = extension_args(archs)
     with FileLock(str(build_dir / "build.lock")):
         library = build_dir / f"{name}.so"
         if not library.exists():
@@ -148,10 +221,10 @@ def _build_and_load(archs: list[str], verbose: bool) -> str:
         try:
             cpp_extension.load(
                 name=name,
-                sources=[str(p) for p in sources(archs)],
-                extra_include_paths=[*_cutlass_includes(), str(CSRC)],
-                extra_cflags=["-O3", "-DNDEBUG", *hopper],
-                extra_cuda_cflags=["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", *hopper],
+                sources=args["sources"],
+                extra_include_paths=args["include_dirs"],
+                extra_cflags=args["cxx"],
+                extra_cuda_cflags=args["nvcc"],
                 build_directory=str(build_dir),
                 is_python_module=False,
                 verbose=verbose,

@@ -147,7 +147,7 @@ def select(
     from . import build  # not at import time: `python -m cutlass_resnet.build` runs it as __main__
 
     if not build.load():
-        return _fallback(f"the CUTLASS extension is unavailable: {build._state['error']}")
+        return _fallback(f"the CUTLASS extension is unavailable: {build.load_error()}")
     table = [
         (i, name, info)
         for i, (name, info) in enumerate(build.kernel_table())
@@ -342,7 +342,7 @@ def _verdict_key(kernel: str, device_index: int) -> str:
 
     (major, minor), _ = _device_info(device_index)
     name = torch.cuda.get_device_name(device_index) if torch.cuda.is_available() else "no-gpu"
-    return f"{name}|sm_{major}{minor}|{Path(build._state['path'] or '').parent.name}|{kernel}"
+    return f"{name}|sm_{major}{minor}|{build.build_id()}|{kernel}"
 
 
 def verdicts_path() -> Path:

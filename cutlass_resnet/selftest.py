@@ -114,7 +114,7 @@ def kernel_sweep(
     from . import build, kernels
 
     if not build.load():
-        return [("extension", None, f"the CUTLASS extension is unavailable: {build._state['error']}")]
+        return [("extension", None, f"the CUTLASS extension is unavailable: {build.load_error()}")]
     gpu = capability or torch.cuda.get_device_capability(device)
     problems = set()
     for arch in ARCHS:

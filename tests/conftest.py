@@ -72,7 +72,7 @@ def extension(tmp_path_factory):
         tmp_path_factory.mktemp("kernel-cache")
     )
     try:
-        assert build.load(["8.0", "9.0a"]), build._state["error"]
+        assert build.load(["8.0", "9.0a"]), build.load_error()
         yield build
     finally:
         if previous is None:

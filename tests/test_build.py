@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from cutlass_resnet.kernels import Problem
 
 
 def test_extension_compiled_for_sm80_and_sm90a(extension):
-    library = Path(extension._state["path"])
+    library = Path(extension.library_path())
     assert library.is_relative_to(build.cache_root()) and library.name == "cutlass_resnet_C.so"
     data = library.read_bytes()
     units = len(build.sources(["8.0", "9.0a"])) - 1  # every .cu; binding.cpp is host code
@@ -56,3 +57,67 @@ def test_no_arch_without_a_gpu_is_an_error(monkeypatch):
     monkeypatch.setitem(build._state, "error", None)
     with pytest.warns(UserWarning, match="no GPU is visible and no arch was given"):
         assert build.load() is False
+
+
+@pytest.mark.parametrize(
+    ("built", "needed", "runs"),
+    [
+        ("8.0", "8.0", True),
+        ("8.0", "8.6", True),  # sm_80 code runs on every 8.x
+        ("8.6", "8.0", False),
+        ("8.0", "9.0a", False),
+        ("9.0", "9.0a", True),  # sm_90 code (without the wgmma kernels) runs on Hopper
+        ("9.0a", "9.0a", True),
+        ("9.0a", "10.0", False),  # arch-specific code runs on that arch only
+    ],
+)
+def test_which_build_runs_on_which_gpu(built, needed, runs):
+    assert build._runs_on(built, needed) is runs
+
+
+@pytest.fixture
+def prebuilt(monkeypatch, tmp_path):
+    """A fake install-time build: the info file setup.py writes, next to a (dummy) library."""
+    library = tmp_path / "_C.cpython-311-x86_64-linux-gnu.so"
+    library.write_bytes(b"")
+    info = {"library": library.name, "archs": ["8.0", "9.0a"], "torch": torch.__version__, "cuda": torch.version.cuda}
+    monkeypatch.setattr(build, "PREBUILT_INFO", tmp_path / "_C.json")
+
+    def write(**changes):
+        (tmp_path / "_C.json").write_text(json.dumps({**info, **changes}))
+        return str(library)
+
+    return write
+
+
+def test_prebuilt_library_is_used_when_it_fits(prebuilt):
+    library = prebuilt()
+    assert build._prebuilt(["8.0"]) == library and build._prebuilt(["8.9", "9.0a"]) == library
+    assert build._prebuilt([]) == library  # no GPU: loaded for planning
+
+
+@pytest.mark.parametrize(
+    ("changes", "archs", "why"),
+    [
+        ({"torch": "2.0.0"}, ["8.0"], "it was built for torch 2.0.0"),
+        ({}, ["10.0"], "it was built for 8.0, 9.0a, not 10.0"),
+        ({"library": "gone.so"}, ["8.0"], "gone.so is missing"),
+    ],
+)
+def test_prebuilt_library_that_does_not_fit_is_skipped_with_the_reason(prebuilt, changes, archs, why):
+    prebuilt(**changes)
+    with pytest.warns(UserWarning, match=f"not using the prebuilt kernels \\(.*{re.escape(why)}"):
+        assert build._prebuilt(archs) is None
+
+
+def test_no_prebuilt_library_means_jit(monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "PREBUILT_INFO", tmp_path / "_C.json")
+    assert build._prebuilt(["8.0"]) is None
+
+
+def test_setup_py_builds_what_the_jit_build_builds():
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert "build.extension_args(ARCHS)" in setup and "build.source_digest()" in setup
+    args = build.extension_args(["8.0"])
+    assert [Path(s).name for s in args["sources"]] == [p.name for p in build.sources(["8.0"])]
+    assert "-DCR_WITH_SM90" not in args["nvcc"] and "-DCR_WITH_SM90" in build.extension_args(["9.0a"])["nvcc"]

@@ -1,0 +1,68 @@
+"""A pure-Python wheel by default; with CUTLASS_RESNET_CUDA_ARCHS set, the CUTLASS kernels compiled in.
+
+    CUTLASS_RESNET_CUDA_ARCHS="8.0;9.0a" pip install --no-build-isolation .
+
+builds the extension at install time (the build must see the torch it will run with, hence
+``--no-build-isolation``), so the first use compiles nothing. Everything else is in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+ARCHS = [a.strip() for a in os.environ.get("CUTLASS_RESNET_CUDA_ARCHS", "").replace(",", ";").split(";") if a.strip()]
+
+
+def _extension_setup() -> dict:
+    try:
+        import torch
+    except ImportError:
+        sys.exit(
+            "CUTLASS_RESNET_CUDA_ARCHS is set but torch is not importable while building: "
+            "install with `pip install --no-build-isolation .` so the kernels compile against your torch"
+        )
+    spec = importlib.util.spec_from_file_location("_cutlass_resnet_build", ROOT / "cutlass_resnet" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    home = build.cuda_home()
+    if home is None:
+        sys.exit("CUTLASS_RESNET_CUDA_ARCHS is set but nvcc was not found: install the CUDA toolkit, set CUDA_HOME")
+    os.environ["CUDA_HOME"] = home
+    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(ARCHS)
+    from torch.utils import cpp_extension
+
+    cpp_extension.CUDA_HOME = home
+    args = build.extension_args(ARCHS)
+
+    class BuildExtension(cpp_extension.BuildExtension):
+        """Records next to the library what it was built for, so the loader can tell whether it fits."""
+
+        def run(self) -> None:
+            super().run()
+            library = Path(self.get_ext_fullpath("cutlass_resnet._C"))
+            info = {
+                "library": library.name,
+                "archs": ARCHS,
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+                "sources": build.source_digest(),
+            }
+            library.with_name("_C.json").write_text(json.dumps(info, indent=1) + "\n")
+
+    extension = cpp_extension.CUDAExtension(
+        "cutlass_resnet._C",
+        sources=[os.path.relpath(p, ROOT) for p in args["sources"]],
+        include_dirs=args["include_dirs"],
+        extra_compile_args={"cxx": args["cxx"], "nvcc": args["nvcc"]},
+    )
+    return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
+
+
+setup(**(_extension_setup() if ARCHS else {}))
