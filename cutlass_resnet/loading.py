@@ -45,6 +45,8 @@ def _fold_state_dict(model: ResNet, sd: dict[str, Tensor]) -> tuple[dict[str, Te
     folded, missing = {}, []
     for conv, norm, _ in conv_norm_pairs(model):
         keys = [f"{conv}.weight"] + [f"{norm}.{k}" for k in _NORM_KEYS]
+        if f"{conv}.bias" in sd and not any(f"{norm}.{k}" in sd for k in _NORM_KEYS):
+            continue  # already folded: a fused model's own state dict
         absent = [k for k in keys if k not in sd]
         present = [sd.pop(k) for k in keys if k in sd]
         sd.pop(f"{norm}.num_batches_tracked", None)
@@ -77,10 +79,9 @@ def load_torchvision_state_dict(
     missing: list[str] = []
     if model.fused:
         sd, missing = _fold_state_dict(model, sd)
-    own = model.state_dict()
-    for key, tensor in sd.items():
-        if key in own:
-            _check_shape(key, tensor, own[key].shape)
+    for key, tensor in model.state_dict().items():  # in the model's order: the first mismatch is named
+        if key in sd:
+            _check_shape(key, sd[key], tensor.shape)
     result = model.load_state_dict(sd, strict=False)
     missing = list(dict.fromkeys(missing + result.missing_keys))
     if strict and (missing or result.unexpected_keys):

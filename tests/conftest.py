@@ -79,3 +79,31 @@ def extension(tmp_path_factory):
             os.environ.pop("CUTLASS_RESNET_CACHE", None)
         else:
             os.environ["CUTLASS_RESNET_CACHE"] = previous
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server playing the Hugging Face hub and torchvision's download host."""
+    from servers import Server
+
+    running = Server()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def hub(server, monkeypatch, tmp_path):
+    """Point huggingface_hub at ``server`` (as HF_ENDPOINT would at import) and every cache into tmp_path."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    return server

@@ -29,7 +29,9 @@ from torchvision.models import (
 from torchvision.models._api import WeightsEnum
 from torchvision.models._utils import _ovewrite_named_param, handle_legacy_interface
 
+from ..download import load_state_dict_from_url
 from ..nn import Conv2d
+from ._api import register_model
 
 __all__ = [
     "ResNet",
@@ -188,6 +190,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         self.fused = False
+        self.pretrained_source: str | None = None  # where the weights came from, for save_pretrained
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -287,20 +290,33 @@ def _resnet(
     layers: list[int],
     weights: WeightsEnum | None,
     progress: bool,
+    *,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
     **kwargs: Any,
 ) -> ResNet:
+    """Build, load the weights (verified, fp32), fold the BatchNorms (float64), then cast and move."""
     if weights is not None:
         _ovewrite_named_param(kwargs, "num_classes", len(weights.meta["categories"]))
     model = ResNet(block, layers, **kwargs)
     if weights is not None:
-        model.load_state_dict(weights.get_state_dict(progress=progress, check_hash=True))
-    return model
+        model.load_state_dict(load_state_dict_from_url(weights.url, progress=progress))
+        model.pretrained_source = str(weights)
+    if fuse_bn:
+        from ..fuse import fuse_bn as fuse  # fuse.py builds on this module
+
+        # Folded in float64 and, with a dtype given, kept there so the cast below rounds only once.
+        fuse(model.eval() if dtype is None else model.eval().double())
+    return model.to(device=device, dtype=dtype)
 
 
 # Builders: torchvision's signatures and weight enums (ResNet50_Weights.IMAGENET1K_V2, "DEFAULT",
-# or the legacy pretrained=True); kwargs go to ResNet.
+# or the legacy pretrained=True). fuse_bn=True returns an eval-mode model with its BatchNorms
+# folded; dtype= and device= cast and move it last; other kwargs go to ResNet.
 
 
+@register_model(ResNet18_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet18_Weights.IMAGENET1K_V1))
 def resnet18(*, weights: ResNet18_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-18 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
@@ -308,6 +324,7 @@ def resnet18(*, weights: ResNet18_Weights | str | None = None, progress: bool = 
     return _resnet(BasicBlock, [2, 2, 2, 2], weights, progress, **kwargs)
 
 
+@register_model(ResNet34_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet34_Weights.IMAGENET1K_V1))
 def resnet34(*, weights: ResNet34_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-34 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
@@ -315,6 +332,7 @@ def resnet34(*, weights: ResNet34_Weights | str | None = None, progress: bool = 
     return _resnet(BasicBlock, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
+@register_model(ResNet50_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet50_Weights.IMAGENET1K_V1))
 def resnet50(*, weights: ResNet50_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-50 (V1.5, stride on the 3x3 conv), as torchvision's."""
@@ -322,6 +340,7 @@ def resnet50(*, weights: ResNet50_Weights | str | None = None, progress: bool = 
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
+@register_model(ResNet101_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet101_Weights.IMAGENET1K_V1))
 def resnet101(*, weights: ResNet101_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-101 (V1.5), as torchvision's."""
@@ -329,6 +348,7 @@ def resnet101(*, weights: ResNet101_Weights | str | None = None, progress: bool 
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
 
 
+@register_model(ResNet152_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet152_Weights.IMAGENET1K_V1))
 def resnet152(*, weights: ResNet152_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-152 (V1.5), as torchvision's."""
@@ -336,6 +356,7 @@ def resnet152(*, weights: ResNet152_Weights | str | None = None, progress: bool 
     return _resnet(Bottleneck, [3, 8, 36, 3], weights, progress, **kwargs)
 
 
+@register_model(ResNeXt50_32X4D_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNeXt50_32X4D_Weights.IMAGENET1K_V1))
 def resnext50_32x4d(
     *, weights: ResNeXt50_32X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
@@ -347,6 +368,7 @@ def resnext50_32x4d(
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
+@register_model(ResNeXt101_32X8D_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNeXt101_32X8D_Weights.IMAGENET1K_V1))
 def resnext101_32x8d(
     *, weights: ResNeXt101_32X8D_Weights | str | None = None, progress: bool = True, **kwargs: Any
@@ -358,6 +380,7 @@ def resnext101_32x8d(
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
 
 
+@register_model(ResNeXt101_64X4D_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNeXt101_64X4D_Weights.IMAGENET1K_V1))
 def resnext101_64x4d(
     *, weights: ResNeXt101_64X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
@@ -369,6 +392,7 @@ def resnext101_64x4d(
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
 
 
+@register_model(Wide_ResNet50_2_Weights)
 @handle_legacy_interface(weights=("pretrained", Wide_ResNet50_2_Weights.IMAGENET1K_V1))
 def wide_resnet50_2(
     *, weights: Wide_ResNet50_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
@@ -379,6 +403,7 @@ def wide_resnet50_2(
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
+@register_model(Wide_ResNet101_2_Weights)
 @handle_legacy_interface(weights=("pretrained", Wide_ResNet101_2_Weights.IMAGENET1K_V1))
 def wide_resnet101_2(
     *, weights: Wide_ResNet101_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
