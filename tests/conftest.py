@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
+from torchvision.models import ResNet18_Weights, Weights
 
 from cutlass_resnet.selftest import ARCHS, torchvision_model_with_statistics
 
@@ -107,3 +111,34 @@ def hub(server, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return server
+
+
+def checkpoint(model: torch.nn.Module) -> tuple[bytes, str]:
+    """A torch.save'd state dict and the name torchvision would give it: ``resnet18-<sha256[:8]>.pth``."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    data = buffer.getvalue()
+    return data, f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+
+
+@pytest.fixture
+def tv_resnet18():
+    """torchvision resnet18 with random weights and BatchNorm statistics, ImageNet's 1000 classes."""
+    return torchvision_model_with_statistics("resnet18", seed=2)
+
+
+@pytest.fixture
+def served(hub, tv_resnet18):
+    """(url, cache path) of tv_resnet18's checkpoint on the local torchvision host."""
+    data, name = checkpoint(tv_resnet18)
+    hub.state.tv_files[name] = data
+    return f"{hub.url}/models/{name}", Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / name
+
+
+@pytest.fixture
+def pointed(monkeypatch, served):
+    """torchvision's ResNet18_Weights.IMAGENET1K_V1 (also DEFAULT), its url pointed at the local server."""
+    url, _ = served
+    member = ResNet18_Weights.IMAGENET1K_V1
+    monkeypatch.setattr(member, "_value_", Weights(url=url, transforms=member.transforms, meta=member.meta))
+    return member

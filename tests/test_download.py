@@ -8,7 +8,6 @@ random-init torchvision model and named with its real sha256 prefix, as torchvis
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
 import sys
@@ -16,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 from huggingface_hub import constants
 from torch.nn.utils.fusion import fuse_conv_bn_weights
-from torchvision.models import ResNet18_Weights, Weights
+from torchvision.models import ResNet18_Weights
 
 import cutlass_resnet
 from cutlass_resnet import CorruptWeightsError, WeightsUnavailableError
@@ -28,53 +26,32 @@ from cutlass_resnet.download import load_state_dict_from_url
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def checkpoint(model: torch.nn.Module) -> tuple[bytes, str]:
-    """A torch.save'd state dict and the name torchvision would give it: ``resnet18-<sha256[:8]>.pth``."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    data = buffer.getvalue()
-    return data, f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
-
-
-@pytest.fixture
-def tv18():
-    return torchvision.models.resnet18(num_classes=1000).eval()
-
-
-@pytest.fixture
-def served(hub, tv18):
-    """(url, cache path) of tv18's checkpoint on the server."""
-    data, name = checkpoint(tv18)
-    hub.state.tv_files[name] = data
-    return f"{hub.url}/models/{name}", Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / name
-
-
 def gets(server, url: str) -> int:
     return server.state.requests[("GET", url.removeprefix(server.url))]
 
 
-def test_first_download_then_cache_hit(hub, served, tv18):
+def test_first_download_then_cache_hit(hub, served, tv_resnet18):
     url, path = served
     for _ in range(2):
         state_dict = load_state_dict_from_url(url, progress=False)
-        assert all(torch.equal(state_dict[k], v) for k, v in tv18.state_dict().items())
+        assert all(torch.equal(state_dict[k], v) for k, v in tv_resnet18.state_dict().items())
     assert gets(hub, url) == 1 and path.exists()
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
 
 
-def test_corrupted_cache_is_reported_and_fetched_again(hub, served, tv18):
+def test_corrupted_cache_is_reported_and_fetched_again(hub, served, tv_resnet18):
     url, path = served
     load_state_dict_from_url(url, progress=False)
     path.write_bytes(path.read_bytes()[:-1000])  # truncated
     with pytest.warns(UserWarning, match=f"cached weights {path} are corrupted"):
         state_dict = load_state_dict_from_url(url, progress=False)
-    assert torch.equal(state_dict["fc.weight"], tv18.fc.weight) and gets(hub, url) == 2
+    assert torch.equal(state_dict["fc.weight"], tv_resnet18.fc.weight) and gets(hub, url) == 2
 
 
-def test_download_with_wrong_hash_is_never_kept(hub, tv18):
-    data, name = checkpoint(tv18)
-    wrong = name.replace(name[9:17], "00000000")
-    hub.state.tv_files[wrong] = data
+def test_download_with_wrong_hash_is_never_kept(hub, served):
+    url, path = served
+    wrong = path.name.replace(path.name[9:17], "00000000")
+    hub.state.tv_files[wrong] = hub.state.tv_files[path.name]
     with pytest.raises(CorruptWeightsError, match="does not match its name's sha256 prefix"):
         load_state_dict_from_url(f"{hub.url}/models/{wrong}", progress=False)
     folder = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
@@ -99,7 +76,7 @@ def test_offline_uses_the_cache_and_never_the_network(hub, served, monkeypatch):
     assert gets(hub, url) == 1
 
 
-def test_concurrent_downloads_end_with_one_good_copy(hub, served, tv18):
+def test_concurrent_downloads_end_with_one_good_copy(hub, served, tv_resnet18):
     url, path = served
     hub.state.delay_s = 0.01  # ~45 MB in 64 KiB chunks: both downloads are in flight together
     code = f"from cutlass_resnet.download import load_state_dict_from_url as f; f({url!r}, progress=False)"
@@ -111,34 +88,25 @@ def test_concurrent_downloads_end_with_one_good_copy(hub, served, tv18):
     assert hashlib.sha256(path.read_bytes()).hexdigest().startswith(path.name[9:17])
 
 
-@pytest.fixture
-def pointed(monkeypatch, served):
-    """torchvision's ResNet18_Weights.IMAGENET1K_V1 (also DEFAULT), its url pointed at the local server."""
-    url, _ = served
-    member = ResNet18_Weights.IMAGENET1K_V1
-    monkeypatch.setattr(member, "_value_", Weights(url=url, transforms=member.transforms, meta=member.meta))
-    return member
-
-
 @pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", ResNet18_Weights.IMAGENET1K_V1])
-def test_builders_load_torchvision_weights(pointed, tv18, weights):
+def test_builders_load_torchvision_weights(pointed, tv_resnet18, weights):
     model = cutlass_resnet.resnet18(weights=weights, progress=False).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(model(x), tv18(x), rtol=0, atol=1e-5)
+        assert torch.allclose(model(x), tv_resnet18(x), rtol=0, atol=1e-5)
     assert model.pretrained_source == "ResNet18_Weights.IMAGENET1K_V1"
 
 
-def test_builders_fold_then_cast_then_move(pointed, tv18):
+def test_builders_fold_then_cast_then_move(pointed, tv_resnet18):
     model = cutlass_resnet.resnet18(weights="DEFAULT", progress=False, fuse_bn=True, dtype=torch.float64, device="cpu")
     assert model.fused and not model.training and model.fc.weight.dtype == torch.float64
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
-        expected = tv18.double()(x)
+        expected = tv_resnet18.double()(x)
         # Folded in float64 from fp32 weights: only float64 rounding separates the two.
         assert torch.allclose(model(x), expected, rtol=0, atol=1e-10)
     half = cutlass_resnet.resnet18(weights="DEFAULT", fuse_bn=True, dtype=torch.float16)
-    conv, bn = tv18.conv1, tv18.bn1
+    conv, bn = tv_resnet18.conv1, tv_resnet18.bn1
     w, b = fuse_conv_bn_weights(
         conv.weight.double(),
         None,

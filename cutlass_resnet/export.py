@@ -1,0 +1,72 @@
+"""torchvision weights -> safetensors folders with a model card each: unfused fp32 and BatchNorm-fused fp16/bf16.
+
+``python scripts/export_weights.py resnet50 --weights IMAGENET1K_V2 --out weights`` writes
+``weights/resnet50.tv2_in1k/``, ``.../resnet50.tv2_in1k.fused-fp16/`` and ``...fused-bf16/``,
+each with ``model.safetensors``, ``config.json`` and ``README.md``, ready for ``push_to_hub``
+or ``from_pretrained(folder)``. Folder tags follow timm's names for torchvision's weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .download import CorruptWeightsError, WeightsUnavailableError
+from .hub import CONFIG_NAME, model_card, save_pretrained
+from .models import get_model, get_model_weights, list_models
+
+__all__ = ["VARIANTS", "export", "main"]
+
+#: variant -> (BatchNorm folded, dtype)
+VARIANTS: dict[str, tuple[bool, torch.dtype]] = {
+    "fp32": (False, torch.float32),
+    "fused-fp16": (True, torch.float16),
+    "fused-bf16": (True, torch.bfloat16),
+}
+_TAGS = {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k"}
+
+
+def export(
+    arch: str,
+    weights: str = "DEFAULT",
+    out_dir: str | Path = "weights",
+    variants: list[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Export torchvision's ``weights`` of ``arch`` in each variant; returns the folders written."""
+    enum = get_model_weights(arch)
+    try:
+        member = enum.verify(weights)
+    except KeyError:
+        raise ValueError(f"unknown weights {weights!r}: {enum.__name__} has {', '.join(enum.__members__)}") from None
+    folders = []
+    for variant in variants or list(VARIANTS):
+        fused, dtype = VARIANTS[variant]
+        model = get_model(arch, weights=member, progress=progress, fuse_bn=fused, dtype=dtype).eval()
+        name = f"{arch}.{_TAGS.get(member.name, member.name.lower())}" + ("" if variant == "fp32" else f".{variant}")
+        folder = save_pretrained(model, Path(out_dir) / name, source=str(member))
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        how = f"python scripts/export_weights.py {arch} --weights {member.name} --variant {variant}"
+        (folder / "README.md").write_text(model_card(config, how))
+        folders.append(folder)
+    return folders
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("arch", choices=list_models())
+    parser.add_argument("--weights", default="DEFAULT", help="a name of the arch's torchvision enum (default DEFAULT)")
+    parser.add_argument("--out", default="weights", type=Path, help="parent folder of the exports (default weights/)")
+    parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="repeatable; default: all")
+    args = parser.parse_args(argv)
+    try:
+        for folder in export(args.arch, args.weights, args.out, args.variant):
+            print(folder)
+    except (ValueError, WeightsUnavailableError, CorruptWeightsError) as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 1
+    return 0
