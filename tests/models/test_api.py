@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -43,3 +45,12 @@ def test_weights_enums_are_torchvision_s():
     assert (
         cutlass_resnet.get_weight("ResNet50_Weights.IMAGENET1K_V2") is torchvision.models.ResNet50_Weights.IMAGENET1K_V2
     )
+
+
+def test_torch_hub_entry_points(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    root = Path(__file__).resolve().parents[2]
+    hubconf = (root / "hubconf.py").read_text()
+    assert all(f"    {name},\n" in hubconf for name in list_models())
+    model = torch.hub.load(str(root), "resnext50_32x4d", source="local", num_classes=3, fuse_bn=True)
+    assert isinstance(model, cutlass_resnet.ResNet) and model.fused and model.fc.out_features == 3
