@@ -4,21 +4,7 @@
 >>> model = resnet50(weights="DEFAULT", fuse_bn=True, dtype=torch.float16, device="cuda")
 """
 
-from torchvision.models import (
-    ResNet18_Weights,
-    ResNet34_Weights,
-    ResNet50_Weights,
-    ResNet101_Weights,
-    ResNet152_Weights,
-    ResNeXt50_32X4D_Weights,
-    ResNeXt101_32X8D_Weights,
-    ResNeXt101_64X4D_Weights,
-    Weights,
-    WeightsEnum,
-    Wide_ResNet50_2_Weights,
-    Wide_ResNet101_2_Weights,
-    get_weight,
-)
+from torchvision.models import Weights, WeightsEnum, get_weight
 
 from . import kernels, nn, ops
 from .download import CorruptWeightsError, WeightsUnavailableError
@@ -47,15 +33,5 @@ __all__ = [
     "CorruptWeightsError",
     "WeightsUnavailableError",
     "__version__",
-    "ResNet18_Weights",
-    "ResNet34_Weights",
-    "ResNet50_Weights",
-    "ResNet101_Weights",
-    "ResNet152_Weights",
-    "ResNeXt50_32X4D_Weights",
-    "ResNeXt101_32X8D_Weights",
-    "ResNeXt101_64X4D_Weights",
-    "Wide_ResNet50_2_Weights",
-    "Wide_ResNet101_2_Weights",
     *_models_all,
 ]

@@ -37,6 +37,16 @@ __all__ = [
     "ResNet",
     "BasicBlock",
     "Bottleneck",
+    "ResNet18_Weights",
+    "ResNet34_Weights",
+    "ResNet50_Weights",
+    "ResNet101_Weights",
+    "ResNet152_Weights",
+    "ResNeXt50_32X4D_Weights",
+    "ResNeXt101_32X8D_Weights",
+    "ResNeXt101_64X4D_Weights",
+    "Wide_ResNet50_2_Weights",
+    "Wide_ResNet101_2_Weights",
     "resnet18",
     "resnet34",
     "resnet50",
@@ -312,8 +322,9 @@ def _resnet(
 
 
 # Builders: torchvision's signatures and weight enums (ResNet50_Weights.IMAGENET1K_V2, "DEFAULT",
-# or the legacy pretrained=True). fuse_bn=True returns an eval-mode model with its BatchNorms
-# folded; dtype= and device= cast and move it last; other kwargs go to ResNet.
+# or the legacy pretrained=True; the enums are re-exported, as torchvision's module does).
+# fuse_bn=True returns an eval-mode model with its BatchNorms folded; dtype= and device= cast
+# and move it last; other kwargs go to ResNet.
 
 
 @register_model(ResNet18_Weights)
