@@ -26,7 +26,7 @@ from .loading import load_torchvision_state_dict
 
 __all__ = ["ARCHS", "torchvision_model_with_statistics", "relative_error", "parity", "kernel_sweep", "main"]
 
-ARCHS = tuple(name for name in models.__all__ if name[0].islower())
+ARCHS = tuple(name for name in models.resnet.__all__ if name in models.list_models())  # the zoo, in order
 
 
 def torchvision_model_with_statistics(
