@@ -1,7 +1,7 @@
-"""``python -m cutlass_resnet``: the parity check of every model against torchvision."""
+"""``python -m cutlass_resnet``: the ``cutlass-resnet`` command."""
 
 import sys
 
-from .selftest import main
+from .cli import main
 
 sys.exit(main())

@@ -178,6 +178,15 @@ def _prebuilt(archs: list[str]) -> str | None:
     return str(library)
 
 
+def find_library(archs: list[str]) -> str | None:
+    """The already compiled library that :func:`load` would use for ``archs``, or None: nothing is built."""
+    prebuilt = _prebuilt(archs)
+    if prebuilt is not None:
+        return prebuilt
+    library = cache_dir(archs) / "cutlass_resnet_C.so" if archs else None
+    return str(library) if library is not None and library.exists() else None
+
+
 def extension_args(archs: list[str]) -> dict[str, list[str]]:
     """Sources, include paths and compiler flags of the extension: the JIT build and setup.py share them."""
     hopper = ["-DCR_WITH_SM90"] if "9.0a" in archs else []

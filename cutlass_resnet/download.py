@@ -83,8 +83,8 @@ def load_state_dict_from_url(
         path.unlink(missing_ok=True)
     how = (
         f"download {url} on a machine with internet access and copy it to {path} "
-        f"(TORCH_HOME sets the folder), or load a local file with "
-        f"cutlass_resnet.load_torchvision_state_dict(model, torch.load(PATH, weights_only=True))"
+        f"(TORCH_HOME sets the folder), or use a local copy: cutlass-resnet predict --weights PATH, or in "
+        f"Python load_torchvision_state_dict(model, torch.load(PATH, weights_only=True))"
     )
     if offline():
         raise WeightsUnavailableError(f"{filename} is not cached and HF_HUB_OFFLINE is set: {how}")

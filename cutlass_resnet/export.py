@@ -8,18 +8,16 @@ or ``from_pretrained(folder)``. Folder tags follow timm's names for torchvision'
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from .download import CorruptWeightsError, WeightsUnavailableError
+from ._io import write_text
 from .hub import CONFIG_NAME, model_card, save_pretrained
-from .models import get_model, get_model_weights, list_models
+from .models import get_model, get_model_weights
 
-__all__ = ["VARIANTS", "export", "main"]
+__all__ = ["VARIANTS", "export"]
 
 #: variant -> (BatchNorm folded, dtype)
 VARIANTS: dict[str, tuple[bool, torch.dtype]] = {
@@ -51,22 +49,6 @@ def export(
         folder = save_pretrained(model, Path(out_dir) / name, source=str(member))
         config = json.loads((folder / CONFIG_NAME).read_text())
         how = f"python scripts/export_weights.py {arch} --weights {member.name} --variant {variant}"
-        (folder / "README.md").write_text(model_card(config, how))
+        write_text(folder / "README.md", model_card(config, how))
         folders.append(folder)
     return folders
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("arch", choices=list_models())
-    parser.add_argument("--weights", default="DEFAULT", help="a name of the arch's torchvision enum (default DEFAULT)")
-    parser.add_argument("--out", default="weights", type=Path, help="parent folder of the exports (default weights/)")
-    parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="repeatable; default: all")
-    args = parser.parse_args(argv)
-    try:
-        for folder in export(args.arch, args.weights, args.out, args.variant):
-            print(folder)
-    except (ValueError, WeightsUnavailableError, CorruptWeightsError) as exc:
-        print(f"export: {exc}", file=sys.stderr)
-        return 1
-    return 0

@@ -15,7 +15,6 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ._io import atomic_path, write_text
 from .download import CorruptWeightsError, WeightsUnavailableError, offline, sha256_of
 from .fuse import fuse_bn as _fuse_bn
 from .loading import load_torchvision_state_dict
@@ -63,19 +63,6 @@ def arch_of(model: ResNet) -> str:
 # ---------------------------------------------------------------------------------------------- saving
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it only once fully written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def save_pretrained(model: ResNet, save_directory: str | os.PathLike[str], *, source: str | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``save_directory``; :func:`from_pretrained` reads them.
 
@@ -86,7 +73,7 @@ def save_pretrained(model: ResNet, save_directory: str | os.PathLike[str], *, so
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with _atomic(folder / WEIGHTS_NAME) as tmp:
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
         save_file(state_dict, tmp, metadata={"format": "pt"})
         digest = sha256_of(tmp)
     from . import __version__
@@ -101,8 +88,7 @@ def save_pretrained(model: ResNet, save_directory: str | os.PathLike[str], *, so
         "library_version": __version__,
         "sha256": {WEIGHTS_NAME: digest},
     }
-    with _atomic(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return folder
 
 
@@ -159,7 +145,7 @@ def push_to_hub(
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp, source=source)
         config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
-        (Path(tmp) / "README.md").write_text(model_card(config, f"cutlass_resnet.push_to_hub(model, {repo_id!r})"))
+        write_text(Path(tmp) / "README.md", model_card(config, f"cutlass_resnet.push_to_hub(model, {repo_id!r})"))
         info = api.upload_folder(
             repo_id=repo_id,
             folder_path=tmp,

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ._io import write_text
 from .ops import _check_args, conv2d_fprop, output_size, reference_conv2d_fprop
 
 __all__ = ["Problem", "Choice", "PlanEntry", "select", "plan", "STRICT"]
@@ -361,9 +362,7 @@ def record_verdict(key: str, reason: str | None) -> dict[str, str]:
     with FileLock(str(path) + ".lock"):
         records = json.loads(path.read_text()) if path.exists() else {}
         records[key] = reason or ""
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(records, indent=1, sort_keys=True))
     return records
 
 

@@ -1,4 +1,4 @@
-"""Parity of every model of the zoo with torchvision: ``python -m cutlass_resnet.selftest``.
+"""Parity of every model of the zoo with torchvision: ``cutlass-resnet selftest``.
 
 Each model is built from a torchvision model's weights (random, as no pretrained weights are
 downloaded here, with BatchNorm statistics measured on random images so that every
@@ -24,9 +24,23 @@ from . import models
 from .fuse import fuse_bn
 from .loading import load_torchvision_state_dict
 
-__all__ = ["ARCHS", "torchvision_model_with_statistics", "relative_error", "parity", "kernel_sweep", "main"]
+__all__ = [
+    "ARCHS",
+    "add_arguments",
+    "kernel_sweep",
+    "main",
+    "parity",
+    "relative_error",
+    "run",
+    "torchvision_model_with_statistics",
+]
 
 ARCHS = tuple(name for name in models.resnet.__all__ if name in models.list_models())  # the zoo, in order
+DESCRIPTION = (
+    "Build every model, load a torchvision model's weights into it, fuse it, and print the parity "
+    "measured against torchvision (fp32, CPU); on a GPU, then check every CUTLASS kernel and every "
+    "fused model in fp16 and bf16."
+)
 
 
 def torchvision_model_with_statistics(
@@ -184,21 +198,18 @@ def gpu_selftest(archs: list[str]) -> int:
     return len(failures) + model_failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cutlass_resnet",
-        description="Build every model, load a torchvision model's weights into it, fuse it, and print "
-        "the parity measured against torchvision (fp32, CPU); on a GPU, then check every CUTLASS kernel "
-        "and every fused model in fp16 and bf16.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The self-check's options, on ``cutlass-resnet selftest`` and ``python -m cutlass_resnet.selftest``."""
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS), help="models to check")
     parser.add_argument("--image-size", type=int, default=64, help="input height and width (default 64)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--skip-cpu", action="store_true", help="only the GPU checks")
-    args = parser.parse_args(argv)
-    if args.image_size < 1 or args.batch_size < 1:
-        parser.error("--image-size and --batch-size must be >= 1")
 
+
+def run(args: argparse.Namespace) -> int:
+    """CPU parity table, then (with a GPU) every kernel and model; 1 if anything failed."""
+    if args.image_size < 1 or args.batch_size < 1:
+        raise ValueError("--image-size and --batch-size must be >= 1")
     torch.set_grad_enabled(False)
     failures = 0
     if not args.skip_cpu:
@@ -208,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("No GPU is visible: no CUTLASS kernel was exercised.")
     return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cutlass_resnet.selftest", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def cpu_parity(archs: list[str], image_size: int, batch_size: int) -> int:

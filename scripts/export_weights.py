@@ -1,8 +1,11 @@
-"""Export torchvision's ResNet weights to safetensors with model cards (see cutlass_resnet.export)."""
+"""torchvision's ResNet weights to safetensors with model cards: ``cutlass-resnet export`` as a script.
+
+python scripts/export_weights.py resnet50 --weights IMAGENET1K_V2 --out weights
+"""
 
 import sys
 
-from cutlass_resnet.export import main
+from cutlass_resnet.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["export", *sys.argv[1:]]))

@@ -14,7 +14,8 @@ import torch
 from conftest import assert_within_twice_aten, max_error
 
 from cutlass_resnet import from_pretrained
-from cutlass_resnet.export import export, main
+from cutlass_resnet.cli import main
+from cutlass_resnet.export import export
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,28 +48,40 @@ def test_export_writes_every_variant_with_its_card(pointed, tv_resnet18, tmp_pat
             assert_within_twice_aten(ours, aten, expected)
 
 
-def test_script_errors_are_one_line_and_exit_1(hub, tmp_path):
+def test_script_errors_are_one_line_and_exit_2(hub, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "export_weights.py"), "resnet18", "--weights", "V3", "--out", tmp_path],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == "export: unknown weights 'V3': ResNet18_Weights has IMAGENET1K_V1, DEFAULT"
+    assert (
+        proc.stderr.strip()
+        == "cutlass-resnet export: unknown weights 'V3': ResNet18_Weights has IMAGENET1K_V1, DEFAULT"
+    )
+    assert proc.returncode == 2
 
 
 def test_offline_export_names_the_missing_file(pointed, tmp_path, monkeypatch, capsys):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert main(["resnet18", "--out", str(tmp_path / "out"), "--variant", "fp32"]) == 1
+    assert main(["export", "resnet18", "--out", str(tmp_path / "out"), "--variant", "fp32"]) == 3
     err = capsys.readouterr().err
-    assert err.startswith("export: resnet18-") and "HF_HUB_OFFLINE" in err and not (tmp_path / "out").exists()
+    assert (
+        err.startswith("cutlass-resnet export: resnet18-")
+        and "HF_HUB_OFFLINE" in err
+        and not (tmp_path / "out").exists()
+    )
 
 
 @pytest.mark.parametrize("bad", [["vgg16"], ["resnet18", "--variant", "int8"]])
 def test_bad_arguments(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(bad)
+        main(["export", *bad])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_export_command_prints_the_folders(pointed, tmp_path, capsys):
+    assert main(["export", "resnet18", "--out", str(tmp_path), "--variant", "fused-fp16"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "resnet18.tv_in1k.fused-fp16")]

@@ -1,4 +1,4 @@
-"""The main job, ``python -m cutlass_resnet``, through its real entry point."""
+"""The self-check, ``python -m cutlass_resnet selftest``, through its real entry point."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from cutlass_resnet import build, kernels, selftest
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "cutlass_resnet", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", "selftest", *args], capture_output=True, text=True, timeout=600
+    )
 
 
-def test_main_job_prints_parity_and_passes():
+def test_selftest_prints_parity_and_passes():
     proc = run("--arch", "resnet18", "resnext50_32x4d", "--image-size", "32")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("resnet18 ", "resnext50_32x4d "))]

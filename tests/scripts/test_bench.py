@@ -1,4 +1,4 @@
-"""scripts/bench.py measures on a GPU only; without one it says so and exits 2."""
+"""scripts/bench.py is ``cutlass-resnet bench``: on the default device (cuda) without a GPU it says so and exits 4."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_refuses_without_a_gpu():
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--arch", "resnet18"], capture_output=True, text=True, timeout=300
     )
-    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr and "nothing was measured" in proc.stderr
+    assert proc.returncode == 4 and "needs a CUDA GPU" in proc.stderr and "nothing was measured" in proc.stderr
 
 
 def test_rejects_unknown_arguments():
