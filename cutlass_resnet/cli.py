@@ -51,9 +51,9 @@ def _weights_enum(model: ResNet, arch: str) -> Any:
     source = model.pretrained_source or ""
     enum = get_model_weights(arch)
     if source.startswith(f"{enum.__name__}."):
-        return enum[source.split(".", 1)[1]]
+        return enum.__members__.get(source.split(".", 1)[1])
     tag = source.split("@")[0].rsplit(".", 1)[-1]  # hf:timm/resnet50.tv2_in1k@main -> tv2_in1k
-    return enum[_TIMM_TAGS[tag]] if tag in _TIMM_TAGS else None
+    return enum.__members__.get(_TIMM_TAGS.get(tag, ""))
 
 
 def _load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[ResNet, str]:

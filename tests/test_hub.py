@@ -209,3 +209,13 @@ def test_concurrent_downloads_end_with_one_good_copy(timm_repo):
     path = blob()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
     assert not list(path.parent.glob("*.incomplete"))  # no partial download left behind
+
+
+def test_file_without_num_batches_tracked_loads(tmp_path, tv18, x):
+    """torchvision's older checkpoints, and conversions of them, leave the BatchNorm counters out."""
+    from safetensors.torch import save_file
+
+    state_dict = {k: v.contiguous() for k, v in tv18.state_dict().items() if not k.endswith("num_batches_tracked")}
+    save_file(state_dict, tmp_path / "model.safetensors")
+    for fuse in (None, True):
+        check_parity(from_pretrained(tmp_path, arch="resnet18", fuse_bn=fuse), tv18, x)
