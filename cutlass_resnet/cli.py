@@ -121,7 +121,12 @@ def _predict(args: argparse.Namespace) -> int:
     with torch.no_grad():
         probabilities = torch.softmax(model(x).float(), dim=1)
     top = probabilities.topk(args.topk, dim=1)
-    kernel_path = "CUTLASS kernels" if device.type == "cuda" else "reference convolution (CPU)"
+    if device.type != "cuda":
+        kernel_path = "reference convolution (CPU)"
+    elif build.loaded():  # a conv no kernel takes still falls back, with its own warning
+        kernel_path = "CUTLASS kernels"
+    else:
+        kernel_path = f"reference convolution: CUTLASS kernels unavailable ({build.load_error()})"
     info = dict(arch=arch, weights=model.pretrained_source, device=str(device), dtype=str(dtype)[6:], fused=model.fused)
     results = [
         dict(
