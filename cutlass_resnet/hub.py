@@ -295,7 +295,8 @@ def from_pretrained(
         )
     model = get_model(arch, num_classes=classes)
     if stored_fused or fuse_bn:
-        _fuse_bn(model.eval())
+        # An unfused file is folded on load in float64 and kept there, so the cast below rounds once.
+        _fuse_bn(model.eval() if stored_fused else model.eval().double())
     load_torchvision_state_dict(model, state_dict)
     stored_dtype = state_dict["fc.weight"].dtype
     model.pretrained_source = config.get("source") or (name if local.exists() else f"hf:{name}@{revision or 'main'}")

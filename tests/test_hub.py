@@ -19,6 +19,7 @@ import torchvision
 from huggingface_hub import constants
 from safetensors.torch import load_file, save
 from servers import Repo
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 import cutlass_resnet
 from cutlass_resnet import CorruptWeightsError, WeightsUnavailableError, from_pretrained, save_pretrained
@@ -219,3 +220,13 @@ def test_file_without_num_batches_tracked_loads(tmp_path, tv18, x):
     save_file(state_dict, tmp_path / "model.safetensors")
     for fuse in (None, True):
         check_parity(from_pretrained(tmp_path, arch="resnet18", fuse_bn=fuse), tv18, x)
+
+
+def test_folding_on_load_rounds_once(timm_repo, tv18):
+    model = from_pretrained(REPO, fuse_bn=True, dtype=torch.float16)
+    conv, bn = tv18.conv1, tv18.bn1
+    w, b = fuse_conv_bn_weights(
+        conv.weight.double(), None, bn.running_mean.double(), bn.running_var.double(), bn.eps,
+        bn.weight.double(), bn.bias.double(),
+    )  # fmt: skip
+    assert torch.equal(model.conv1.weight, w.half()) and torch.equal(model.conv1.bias, b.half())
