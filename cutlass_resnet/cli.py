@@ -20,7 +20,7 @@ import torch
 import torchvision
 
 from . import __version__, benchmark, build, kernels, selftest
-from .download import CorruptWeightsError, WeightsUnavailableError
+from .download import CorruptWeightsError, WeightsUnavailableError, load_checkpoint
 from .export import VARIANTS, export
 from .fuse import fuse_bn
 from .hub import arch_of, from_pretrained
@@ -64,7 +64,9 @@ def _load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dty
         model = from_pretrained(repo, revision=revision or None, arch=arch, fuse_bn=fuse, dtype=dtype)
     elif Path(weights).exists():
         if Path(weights).suffix in (".pth", ".pt"):  # a torchvision checkpoint: tensors only, never code
-            state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+            state_dict = load_checkpoint(weights)
+            if "fc.weight" not in state_dict:
+                raise UsageError(f"{weights} is not a ResNet state dict: it has no 'fc.weight'")
             model = get_model(arch or "resnet50", num_classes=state_dict["fc.weight"].shape[0]).eval()
             load_torchvision_state_dict(model, state_dict)
             model.pretrained_source = weights

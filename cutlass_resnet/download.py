@@ -17,7 +17,14 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor
 
-__all__ = ["CorruptWeightsError", "WeightsUnavailableError", "load_state_dict_from_url", "offline", "sha256_of"]
+__all__ = [
+    "CorruptWeightsError",
+    "WeightsUnavailableError",
+    "load_checkpoint",
+    "load_state_dict_from_url",
+    "offline",
+    "sha256_of",
+]
 
 
 class WeightsUnavailableError(OSError):
@@ -95,4 +102,13 @@ def load_state_dict_from_url(
         raise WeightsUnavailableError(f"could not download {url} ({exc}): {how}") from exc
     except RuntimeError as exc:  # torch.hub's hash check: the temporary file is already removed
         raise CorruptWeightsError(f"the download of {url} does not match its name's sha256 prefix: {exc}") from exc
+    return _load(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """A torchvision checkpoint on disk, tensors only; a sha256 prefix in its name is checked first."""
+    path = Path(path)
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match and len(match.group(1)) >= 8 and not (actual := sha256_of(path)).startswith(match.group(1)):
+        raise CorruptWeightsError(f"{path} has sha256 {actual[:8]}..., not the {match.group(1)}... its name says")
     return _load(path)

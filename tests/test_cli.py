@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -196,3 +197,22 @@ def test_info_reports_versions_caches_and_disabled_kernels(tmp_path):
     text = cli("info", env=env)
     assert text.returncode == 0 and "disabled by self-check: GPU|sm_90|build|sm90_f16_t128x128x64" in text.stdout
     assert f"torch {torch.__version__}" in text.stdout and str(tmp_path / "kernels") in text.stdout
+
+
+def test_predict_with_a_torchvision_checkpoint_checks_its_hash(tmp_path):
+    model = torchvision.models.resnet18().eval()
+    torch.save(model.state_dict(), tmp_path / "checkpoint")
+    data = (tmp_path / "checkpoint").read_bytes()
+    good = tmp_path / f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    good.write_bytes(data)
+    proc = cli("predict", "--arch", "resnet18", "--weights", str(good), "--topk", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)["predictions"][0]["top"][0]
+    transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    with Image.open(sample_image()) as image, torch.no_grad():
+        expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0]
+    assert top["index"] == int(expected.argmax()) and abs(top["probability"] - float(expected.max())) < 1e-4
+    bad = tmp_path / "resnet18-00000000.pth"
+    bad.write_bytes(data)
+    proc = cli("predict", "--arch", "resnet18", "--weights", str(bad))
+    assert proc.returncode == 3 and "not the 00000000... its name says" in proc.stderr
