@@ -11,12 +11,15 @@ is loaded first whenever it was built for this torch and covers the GPU's arch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -198,6 +201,28 @@ def extension_args(archs: list[str]) -> dict[str, list[str]]:
     }
 
 
+@contextlib.contextmanager
+def _progress(build_dir: Path, total: int) -> Iterator[None]:
+    """A progress bar over the object files ninja writes (drawn on a terminal only, so logs stay clean)."""
+    from tqdm.auto import tqdm
+
+    done = threading.Event()
+    bar = tqdm(total=total, desc="compiling CUTLASS kernels", unit="file", disable=None, file=sys.stderr)
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            bar.update(min(total, len(list(build_dir.glob("*.o")))) - bar.n)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        bar.close()
+
+
 def _build_and_load(archs: list[str], verbose: bool) -> str:
     if not archs:
         raise RuntimeError("no GPU is visible and no arch was given (e.g. archs=['8.0', '9.0a'])")
@@ -217,8 +242,9 @@ def _build_and_load(archs: list[str], verbose: bool) -> str:
     args = extension_args(archs)
     with FileLock(str(build_dir / "build.lock")):
         library = build_dir / f"{name}.so"
-        if not library.exists():
-            targets = ", ".join(f"sm_{a.replace('.', '')}" for a in archs)
+        targets = ", ".join(f"sm_{a.replace('.', '')}" for a in archs)
+        fresh = not library.exists()
+        if fresh:
             print(
                 f"cutlass_resnet: compiling CUTLASS kernels for {targets} into {build_dir} "
                 "(first run only, a few minutes)",
@@ -227,17 +253,19 @@ def _build_and_load(archs: list[str], verbose: bool) -> str:
             )
         previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
         os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
+        progress = _progress(build_dir, len(args["sources"])) if fresh and not verbose else contextlib.nullcontext()
         try:
-            cpp_extension.load(
-                name=name,
-                sources=args["sources"],
-                extra_include_paths=args["include_dirs"],
-                extra_cflags=args["cxx"],
-                extra_cuda_cflags=args["nvcc"],
-                build_directory=str(build_dir),
-                is_python_module=False,
-                verbose=verbose,
-            )
+            with progress:
+                cpp_extension.load(
+                    name=name,
+                    sources=args["sources"],
+                    extra_include_paths=args["include_dirs"],
+                    extra_cflags=args["cxx"],
+                    extra_cuda_cflags=args["nvcc"],
+                    build_directory=str(build_dir),
+                    is_python_module=False,
+                    verbose=verbose,
+                )
         finally:
             if previous is None:
                 os.environ.pop("TORCH_CUDA_ARCH_LIST", None)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,17 @@ def test_setup_py_builds_what_the_jit_build_builds():
     args = build.extension_args(["8.0"])
     assert [Path(s).name for s in args["sources"]] == [p.name for p in build.sources(["8.0"])]
     assert "-DCR_WITH_SM90" not in args["nvcc"] and "-DCR_WITH_SM90" in build.extension_args(["9.0a"])["nvcc"]
+
+
+def test_first_build_shows_a_progress_bar_on_a_terminal(monkeypatch, tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with build._progress(tmp_path, total=3):
+        (tmp_path / "binding.o").touch()
+        (tmp_path / "k80_f16_t64x64_64x5.cuda.o").touch()
+        time.sleep(1.5)  # the bar looks at the folder once a second
+    assert "compiling CUTLASS kernels" in terminal.getvalue() and "2/3" in terminal.getvalue()
