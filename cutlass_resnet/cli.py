@@ -71,7 +71,7 @@ def _load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dty
             load_torchvision_state_dict(model, state_dict)
             model.pretrained_source = weights
             if fuse:
-                fuse_bn(model.double())  # folded in float64, rounded once by the cast below
+                fuse_bn(model, dtype)
         else:
             model = from_pretrained(weights, arch=arch, fuse_bn=fuse, dtype=dtype)
     elif "/" in weights or weights.endswith((".safetensors", ".pth", ".pt")):

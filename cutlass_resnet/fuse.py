@@ -65,17 +65,19 @@ def _norm_stats(name: str, norm: nn.Module) -> tuple[Tensor, Tensor, float, Tens
     return norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
 
 
-def fuse_bn(model: ResNet) -> ResNet:
+def fuse_bn(model: ResNet, dtype: torch.dtype | None = None) -> ResNet:
     """Fold every BatchNorm of ``model`` into its conv, in place, and return ``model``.
 
-    Each conv gets the folded weight and a bias (rounded once from float64 to the model's
-    dtype), the BatchNorm modules are removed, and each block's ReLUs and residual add move
-    into its convs' epilogues: a fused Bottleneck is three op calls (four with a downsample).
-    Inference only: the model must be in eval mode. Fusing a fused model does nothing.
+    Each conv gets the folded weight and a bias, computed in float64 and rounded once to
+    ``dtype`` (default: the model's; with a dtype the whole model is cast to it, so folding
+    fp32 weights into an fp16 model rounds once, not twice). The BatchNorm modules are removed,
+    and each block's ReLUs and residual add move into its convs' epilogues: a fused Bottleneck
+    is three op calls (four with a downsample). Inference only: the model must be in eval mode.
+    Fusing a fused model does nothing but the cast.
     """
     pairs = conv_norm_pairs(model)
     if model.fused:
-        return model
+        return model.to(dtype=dtype)
     if model.training:
         raise RuntimeError(
             "fuse_bn folds BatchNorm running statistics into the convs and is inference-only; call model.eval() first"
@@ -85,9 +87,9 @@ def fuse_bn(model: ResNet) -> ResNet:
     for (conv_name, norm_name, relu), norm_stats in zip(pairs, stats, strict=True):
         conv = model.get_submodule(conv_name)
         w, b = fold_bn(conv.weight, conv.bias, *norm_stats)
-        requires_grad = conv.weight.requires_grad
-        conv.weight = nn.Parameter(w.to(conv.weight.dtype), requires_grad=requires_grad)
-        conv.bias = nn.Parameter(b.to(conv.weight.dtype), requires_grad=requires_grad)
+        requires_grad, target = conv.weight.requires_grad, dtype or conv.weight.dtype
+        conv.weight = nn.Parameter(w.to(target), requires_grad=requires_grad)
+        conv.bias = nn.Parameter(b.to(target), requires_grad=requires_grad)
         conv.relu = relu
         parent_name, _, attr = norm_name.rpartition(".")
         delattr(model.get_submodule(parent_name), attr)
@@ -95,4 +97,4 @@ def fuse_bn(model: ResNet) -> ResNet:
         if isinstance(module, (ResNet, BasicBlock, Bottleneck)):
             del module.relu
             module.fused = True
-    return model
+    return model.to(dtype=dtype)

@@ -293,11 +293,12 @@ def from_pretrained(
         raise ValueError(
             f"{name} holds a fused model (BatchNorm folded away); it cannot be unfused, load it with fuse_bn=None"
         )
-    model = get_model(arch, num_classes=classes)
-    if stored_fused or fuse_bn:
-        # An unfused file is folded on load in float64 and kept there, so the cast below rounds once.
-        _fuse_bn(model.eval() if stored_fused else model.eval().double())
+    model = get_model(arch, num_classes=classes).eval()
+    if stored_fused:
+        _fuse_bn(model)  # the structure only: the file holds the folded weights
     load_torchvision_state_dict(model, state_dict)
     stored_dtype = state_dict["fc.weight"].dtype
+    if fuse_bn and not stored_fused:
+        _fuse_bn(model, dtype or stored_dtype)  # folded in float64, rounded once
     model.pretrained_source = config.get("source") or (name if local.exists() else f"hf:{name}@{revision or 'main'}")
     return model.to(device=device, dtype=dtype or stored_dtype).eval()

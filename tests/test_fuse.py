@@ -22,7 +22,7 @@ def fused_from(reference, dtype=torch.float32):
     """Fused in float64, then rounded once to ``dtype``."""
     model = getattr(cutlass_resnet, reference.arch)().eval()
     model.load_state_dict(reference.model.state_dict())
-    return fuse_bn(model.double()).to(dtype)
+    return fuse_bn(model, dtype)
 
 
 def test_fused_float64_matches_torchvision(tv_reference):
@@ -175,3 +175,19 @@ def test_fuse_rejects_what_it_cannot_fold():
     assert all(torch.equal(after[k], v) for k, v in before.items())
     with pytest.raises(TypeError, match="expected a cutlass_resnet ResNet"):
         fuse_bn(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).eval())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fuse_to_a_dtype_rounds_the_float64_fold_once(dtype):
+    model = cutlass_resnet.resnet18(num_classes=4).eval()
+    conv, bn = copy.deepcopy(model.conv1), copy.deepcopy(model.bn1)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    model.bn1.load_state_dict(bn.state_dict())
+    fuse_bn(model, dtype)
+    w, b = torch.nn.utils.fusion.fuse_conv_bn_weights(
+        conv.weight.double(), None, bn.running_mean.double(), bn.running_var.double(), bn.eps,
+        bn.weight.double(), bn.bias.double(),
+    )  # fmt: skip
+    assert torch.equal(model.conv1.weight, w.to(dtype)) and torch.equal(model.conv1.bias, b.to(dtype))
+    assert model.fc.weight.dtype == dtype and fuse_bn(model, torch.float32).fc.weight.dtype == torch.float32

@@ -316,8 +316,7 @@ def _resnet(
     if fuse_bn:
         from ..fuse import fuse_bn as fuse  # fuse.py builds on this module
 
-        # Folded in float64 and, with a dtype given, kept there so the cast below rounds only once.
-        fuse(model.eval() if dtype is None else model.eval().double())
+        fuse(model.eval(), dtype)
     return model.to(device=device, dtype=dtype)
 
 
