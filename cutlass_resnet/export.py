@@ -15,7 +15,7 @@ import torch
 
 from ._io import write_text
 from .hub import CONFIG_NAME, model_card, save_pretrained
-from .models import get_model, get_model_weights
+from .models import get_model, get_model_weights, verify_weights
 
 __all__ = ["VARIANTS", "export"]
 
@@ -36,11 +36,7 @@ def export(
     progress: bool = True,
 ) -> list[Path]:
     """Export torchvision's ``weights`` of ``arch`` in each variant; returns the folders written."""
-    enum = get_model_weights(arch)
-    try:
-        member = enum.verify(weights)
-    except KeyError:
-        raise ValueError(f"unknown weights {weights!r}: {enum.__name__} has {', '.join(enum.__members__)}") from None
+    member = verify_weights(get_model_weights(arch), weights)
     folders = []
     for variant in variants or list(VARIANTS):
         fused, dtype = VARIANTS[variant]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from torch import nn
 from torchvision.models._api import WeightsEnum
 
-__all__ = ["get_model", "get_model_builder", "get_model_weights", "list_models", "register_model"]
+__all__ = ["get_model", "get_model_builder", "get_model_weights", "list_models", "register_model", "verify_weights"]
 
 BUILTIN_MODELS: dict[str, tuple[Callable[..., nn.Module], type[WeightsEnum]]] = {}
 M = TypeVar("M", bound=Callable[..., nn.Module])
@@ -26,6 +26,14 @@ def register_model(weights: type[WeightsEnum], name: str | None = None) -> Calla
         return fn
 
     return wrapper
+
+
+def verify_weights(enum: type[WeightsEnum], weights: WeightsEnum | str | None) -> WeightsEnum | None:
+    """torchvision's ``Weights.verify``, with a ValueError naming the choices for an unknown name."""
+    try:
+        return enum.verify(weights)
+    except KeyError:
+        raise ValueError(f"unknown weights {weights!r}: {enum.__name__} has {', '.join(enum.__members__)}") from None
 
 
 def list_models(include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:

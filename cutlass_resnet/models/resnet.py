@@ -31,7 +31,7 @@ from torchvision.models._utils import _ovewrite_named_param, handle_legacy_inter
 
 from ..download import load_state_dict_from_url
 from ..nn import Conv2d
-from ._api import register_model
+from ._api import register_model, verify_weights
 
 __all__ = [
     "ResNet",
@@ -287,14 +287,6 @@ class ResNet(nn.Module):
         return self._forward_impl(x)
 
 
-def _verify(enum: type[WeightsEnum], weights: WeightsEnum | str | None) -> WeightsEnum | None:
-    """torchvision's ``Weights.verify``, with a ValueError naming the choices for an unknown name."""
-    try:
-        return enum.verify(weights)
-    except KeyError:
-        raise ValueError(f"unknown weights {weights!r}: {enum.__name__} has {', '.join(enum.__members__)}") from None
-
-
 def _resnet(
     block: type[BasicBlock | Bottleneck],
     layers: list[int],
@@ -330,7 +322,7 @@ def _resnet(
 @handle_legacy_interface(weights=("pretrained", ResNet18_Weights.IMAGENET1K_V1))
 def resnet18(*, weights: ResNet18_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-18 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
-    weights = _verify(ResNet18_Weights, weights)
+    weights = verify_weights(ResNet18_Weights, weights)
     return _resnet(BasicBlock, [2, 2, 2, 2], weights, progress, **kwargs)
 
 
@@ -338,7 +330,7 @@ def resnet18(*, weights: ResNet18_Weights | str | None = None, progress: bool = 
 @handle_legacy_interface(weights=("pretrained", ResNet34_Weights.IMAGENET1K_V1))
 def resnet34(*, weights: ResNet34_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-34 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
-    weights = _verify(ResNet34_Weights, weights)
+    weights = verify_weights(ResNet34_Weights, weights)
     return _resnet(BasicBlock, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
@@ -346,7 +338,7 @@ def resnet34(*, weights: ResNet34_Weights | str | None = None, progress: bool = 
 @handle_legacy_interface(weights=("pretrained", ResNet50_Weights.IMAGENET1K_V1))
 def resnet50(*, weights: ResNet50_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-50 (V1.5, stride on the 3x3 conv), as torchvision's."""
-    weights = _verify(ResNet50_Weights, weights)
+    weights = verify_weights(ResNet50_Weights, weights)
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
 
 
@@ -354,7 +346,7 @@ def resnet50(*, weights: ResNet50_Weights | str | None = None, progress: bool = 
 @handle_legacy_interface(weights=("pretrained", ResNet101_Weights.IMAGENET1K_V1))
 def resnet101(*, weights: ResNet101_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-101 (V1.5), as torchvision's."""
-    weights = _verify(ResNet101_Weights, weights)
+    weights = verify_weights(ResNet101_Weights, weights)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
 
 
@@ -362,7 +354,7 @@ def resnet101(*, weights: ResNet101_Weights | str | None = None, progress: bool 
 @handle_legacy_interface(weights=("pretrained", ResNet152_Weights.IMAGENET1K_V1))
 def resnet152(*, weights: ResNet152_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
     """ResNet-152 (V1.5), as torchvision's."""
-    weights = _verify(ResNet152_Weights, weights)
+    weights = verify_weights(ResNet152_Weights, weights)
     return _resnet(Bottleneck, [3, 8, 36, 3], weights, progress, **kwargs)
 
 
@@ -372,7 +364,7 @@ def resnext50_32x4d(
     *, weights: ResNeXt50_32X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """ResNeXt-50 32x4d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
-    weights = _verify(ResNeXt50_32X4D_Weights, weights)
+    weights = verify_weights(ResNeXt50_32X4D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 32)
     _ovewrite_named_param(kwargs, "width_per_group", 4)
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
@@ -384,7 +376,7 @@ def resnext101_32x8d(
     *, weights: ResNeXt101_32X8D_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """ResNeXt-101 32x8d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
-    weights = _verify(ResNeXt101_32X8D_Weights, weights)
+    weights = verify_weights(ResNeXt101_32X8D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 32)
     _ovewrite_named_param(kwargs, "width_per_group", 8)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
@@ -396,7 +388,7 @@ def resnext101_64x4d(
     *, weights: ResNeXt101_64X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """ResNeXt-101 64x4d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
-    weights = _verify(ResNeXt101_64X4D_Weights, weights)
+    weights = verify_weights(ResNeXt101_64X4D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 64)
     _ovewrite_named_param(kwargs, "width_per_group", 4)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
@@ -408,7 +400,7 @@ def wide_resnet50_2(
     *, weights: Wide_ResNet50_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """Wide ResNet-50-2 from `Wide Residual Networks <https://arxiv.org/abs/1605.07146>`_."""
-    weights = _verify(Wide_ResNet50_2_Weights, weights)
+    weights = verify_weights(Wide_ResNet50_2_Weights, weights)
     _ovewrite_named_param(kwargs, "width_per_group", 64 * 2)
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
 
@@ -419,6 +411,6 @@ def wide_resnet101_2(
     *, weights: Wide_ResNet101_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
 ) -> ResNet:
     """Wide ResNet-101-2 from `Wide Residual Networks <https://arxiv.org/abs/1605.07146>`_."""
-    weights = _verify(Wide_ResNet101_2_Weights, weights)
+    weights = verify_weights(Wide_ResNet101_2_Weights, weights)
     _ovewrite_named_param(kwargs, "width_per_group", 64 * 2)
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
