@@ -50,11 +50,10 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _hash_prefix(filename: str) -> str:
+def _hash_prefix(filename: str) -> str | None:
+    """The sha256 prefix torchvision puts in a file name (``resnet50-11ad3fa6.pth``), if it has one."""
     match = torch.hub.HASH_REGEX.search(filename)
-    if match is None:
-        raise ValueError(f"{filename!r} has no '-<sha256 prefix>.' in its name, so it cannot be verified")
-    return match.group(1)
+    return match.group(1) if match and len(match.group(1)) >= 8 else None
 
 
 def _load(path: Path) -> dict[str, Tensor]:
@@ -76,18 +75,19 @@ def load_state_dict_from_url(
     """
     filename = Path(urlparse(url).path).name
     prefix = _hash_prefix(filename)
+    if prefix is None:
+        raise ValueError(f"{filename!r} has no '-<sha256 prefix>.' in its name, so it cannot be verified")
     folder = Path(model_dir) if model_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
     path = folder / filename
     if path.exists():
-        actual = sha256_of(path)
-        if actual.startswith(prefix):
-            return _load(path)
-        warnings.warn(
-            f"cutlass_resnet: the cached weights {path} are corrupted (sha256 {actual[:8]}..., expected "
-            f"{prefix}...); downloading them again",
-            stacklevel=2,
-        )
-        path.unlink(missing_ok=True)
+        try:
+            return load_checkpoint(path)
+        except CorruptWeightsError as exc:
+            warnings.warn(
+                f"cutlass_resnet: the cached weights {path} are corrupted ({exc}); downloading them again",
+                stacklevel=2,
+            )
+            path.unlink(missing_ok=True)
     how = (
         f"download {url} on a machine with internet access and copy it to {path} "
         f"(TORCH_HOME sets the folder), or use a local copy: cutlass-resnet predict --weights PATH, or in "
@@ -108,7 +108,7 @@ def load_state_dict_from_url(
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """A torchvision checkpoint on disk, tensors only; a sha256 prefix in its name is checked first."""
     path = Path(path)
-    match = torch.hub.HASH_REGEX.search(path.name)
-    if match and len(match.group(1)) >= 8 and not (actual := sha256_of(path)).startswith(match.group(1)):
-        raise CorruptWeightsError(f"{path} has sha256 {actual[:8]}..., not the {match.group(1)}... its name says")
+    prefix = _hash_prefix(path.name)
+    if prefix is not None and not (actual := sha256_of(path)).startswith(prefix):
+        raise CorruptWeightsError(f"{path} has sha256 {actual[:8]}..., not the {prefix}... its name says")
     return _load(path)
