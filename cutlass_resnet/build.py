@@ -242,9 +242,9 @@ def _build_and_load(archs: list[str], verbose: bool) -> str:
     args = extension_args(archs)
     with FileLock(str(build_dir / "build.lock")):
         library = build_dir / f"{name}.so"
-        targets = ", ".join(f"sm_{a.replace('.', '')}" for a in archs)
         fresh = not library.exists()
         if fresh:
+            targets = ", ".join(f"sm_{a.replace('.', '')}" for a in archs)
             print(
                 f"cutlass_resnet: compiling CUTLASS kernels for {targets} into {build_dir} "
                 "(first run only, a few minutes)",
