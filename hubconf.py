@@ -2,8 +2,8 @@
 
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub"]
 
-from cutlass_resnet.hub import from_pretrained  # noqa: E402, F401
-from cutlass_resnet.models.resnet import (  # noqa: E402, F401
+from cutlass_resnet import (  # noqa: E402, F401
+    from_pretrained,
     resnet18,
     resnet34,
     resnet50,

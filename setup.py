@@ -28,7 +28,7 @@ def _extension_setup() -> dict:
             "CUTLASS_RESNET_CUDA_ARCHS is set but torch is not importable while building: "
             "install with `pip install --no-build-isolation .` so the kernels compile against your torch"
         )
-    spec = importlib.util.spec_from_file_location("_cutlass_resnet_build", ROOT / "cutlass_resnet" / "build.py")
+    spec = importlib.util.spec_from_file_location("_cutlass_resnet_build", ROOT / "cutlass_resnet" / "ops" / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
     home = build.cuda_home()
@@ -46,7 +46,7 @@ def _extension_setup() -> dict:
 
         def run(self) -> None:
             super().run()
-            library = Path(self.get_ext_fullpath("cutlass_resnet._C"))
+            library = Path(self.get_ext_fullpath("cutlass_resnet.ops._C"))
             info = {
                 "library": library.name,
                 "archs": ARCHS,
@@ -57,7 +57,7 @@ def _extension_setup() -> dict:
             library.with_name("_C.json").write_text(json.dumps(info, indent=1) + "\n")
 
     extension = cpp_extension.CUDAExtension(
-        "cutlass_resnet._C",
+        "cutlass_resnet.ops._C",
         sources=[os.path.relpath(p, ROOT) for p in args["sources"]],
         include_dirs=args["include_dirs"],
         extra_compile_args={"cxx": args["cxx"], "nvcc": args["nvcc"]},

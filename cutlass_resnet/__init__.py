@@ -2,25 +2,33 @@
 
 >>> from cutlass_resnet import resnet50
 >>> model = resnet50(weights="DEFAULT", fuse_bn=True, dtype=torch.float16, device="cuda")
+
+Layers, bottom up, each importing only those below: ``ops`` (the op, kernel choice, dispatch,
+self-check, build), ``nn`` (``Conv2d``, ``fuse_bn``, ``plan``), ``models`` (blocks, ``ResNet``,
+builders, registry), ``pretrained`` (downloads, hub, loading, export); ``cli`` is the command line.
 """
 
 from torchvision.models import Weights, WeightsEnum, get_weight
 
-from . import kernels, nn, ops
-from .download import CorruptWeightsError, WeightsUnavailableError
-from .fuse import fuse_bn
-from .hub import from_pretrained, push_to_hub, save_pretrained
-from .kernels import plan
-from .loading import load_torchvision_state_dict
+from . import models, nn, ops, pretrained
+from ._version import __version__
 from .models import *  # noqa: F403
 from .models import __all__ as _models_all
-
-__version__ = "0.1.0"
+from .nn import fuse_bn, plan
+from .pretrained import (
+    CorruptWeightsError,
+    WeightsUnavailableError,
+    from_pretrained,
+    load_torchvision_state_dict,
+    push_to_hub,
+    save_pretrained,
+)
 
 __all__ = [
     "nn",
     "ops",
-    "kernels",
+    "models",
+    "pretrained",
     "plan",
     "fuse_bn",
     "load_torchvision_state_dict",

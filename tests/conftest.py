@@ -6,15 +6,20 @@ import copy
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, Weights
 
-from cutlass_resnet.selftest import ARCHS, torchvision_model_with_statistics
+from cutlass_resnet.testing import ARCHS, torchvision_model_with_statistics
+
+CL = torch.channels_last
 
 
 def max_error(actual: Tensor, expected: Tensor) -> float:
@@ -67,7 +72,7 @@ def extension(tmp_path_factory):
     Built into a fresh folder, so every run compiles it (a few minutes on 2 cores), unless
     CUTLASS_RESNET_TEST_CACHE names a folder to reuse.
     """
-    from cutlass_resnet import build
+    from cutlass_resnet.ops import build
 
     if build.cuda_home() is None and os.environ.get("CI") != "true":
         pytest.skip("nvcc is not installed")
@@ -83,6 +88,59 @@ def extension(tmp_path_factory):
             os.environ.pop("CUTLASS_RESNET_CACHE", None)
         else:
             os.environ["CUTLASS_RESNET_CACHE"] = previous
+
+
+def emulated_launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
+    """What a kernel computes, on whatever (padded, chunked, merged) operands the dispatcher passes."""
+    assert x.is_contiguous(memory_format=CL) and weight.is_contiguous(memory_format=CL)
+    assert x.shape[1] == weight.shape[1] * groups and weight.shape[1] % (4 if "stem" in kernel.name else 8) == 0
+    assert (groups > 1) == ("group" in kernel.name) and (
+        groups == 1 or (residual is None and weight.shape[0] // groups % 32 == 0)
+    )
+    y = F.conv2d(
+        x.double(), weight.double(), None if bias is None else bias.double(), stride, padding, dilation, groups
+    )
+    y = y + (0 if residual is None else residual.double())
+    return (y.relu() if relu else y).to(x.dtype).contiguous(memory_format=CL)
+
+
+@dataclass
+class EmulatedGPU:
+    """An sm_80 GPU with 108 SMs whose kernel launches run ``launch`` on the CPU; ``calls`` records
+    each launch as (kernel, x shape, groups)."""
+
+    monkeypatch: pytest.MonkeyPatch
+    calls: list[tuple[str, tuple[int, ...], int]] = field(default_factory=list)
+
+    def use(self, launch: Callable[..., Tensor]) -> None:
+        from cutlass_resnet.ops.select import KernelInfo
+
+        def recorded(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
+            self.calls.append((kernel.name, tuple(x.shape), groups))
+            return launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu)
+
+        self.monkeypatch.setattr(KernelInfo, "launch", recorded)
+
+
+@pytest.fixture
+def emulated_gpu(monkeypatch, extension, tmp_path):
+    """Kernel launches emulated on the CPU, on an sm_80 GPU that is not there; verdicts kept under tmp_path."""
+    from cutlass_resnet.ops import dispatch, select, selfcheck
+
+    def forget() -> None:
+        dispatch._cached_select.cache_clear()
+        selfcheck._checked_verdict.cache_clear()
+        select.device_info.cache_clear()
+
+    forget()
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
+    properties = SimpleNamespace(major=8, minor=0, multi_processor_count=108)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: properties)
+    monkeypatch.setattr(selfcheck, "_device", lambda index: torch.device("cpu"))
+    gpu = EmulatedGPU(monkeypatch)
+    gpu.use(emulated_launch)
+    yield gpu
+    forget()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from conftest import max_error
 
 import cutlass_resnet
 from cutlass_resnet import fuse_bn, load_torchvision_state_dict
-from cutlass_resnet.selftest import torchvision_model_with_statistics
+from cutlass_resnet.testing import torchvision_model_with_statistics
 
 pytestmark = pytest.mark.slow
 

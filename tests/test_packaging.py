@@ -75,7 +75,7 @@ def test_wheel_installs_into_a_fresh_venv_and_imports(tmp_path):
 
 
 def test_kernels_compiled_at_install_time_are_loaded_without_compiling(tmp_path):
-    from cutlass_resnet import build
+    from cutlass_resnet.ops import build
 
     if build.cuda_home() is None and os.environ.get("CI") != "true":
         pytest.skip("nvcc is not installed")
@@ -84,11 +84,11 @@ def test_kernels_compiled_at_install_time_are_loaded_without_compiling(tmp_path)
     python = install(tmp_path, wheel)
     library, *names = run(
         python,
-        "from cutlass_resnet import build; assert build.load(), build.load_error(); print(build.library_path());"
-        "[print(name) for name, _ in build.kernel_table()]",
+        "from cutlass_resnet.ops import build, select; assert build.load(), build.load_error();"
+        "print(build.library_path()); [print(k.name) for k in select.kernel_table()]",
         tmp_path,
     )
-    assert Path(library).parent.name == "cutlass_resnet" and Path(library).is_relative_to(tmp_path / "venv")
+    assert Path(library).parent.name == "ops" and Path(library).is_relative_to(tmp_path / "venv")
     assert not (tmp_path / "cache" / "kernels").exists()  # nothing was compiled on first use
     expected = sorted("sm" + p.stem[1:] for p in build.sources(["8.0"]) if p.stem.startswith("k80_"))
     assert sorted(names) == expected  # every Sm80 kernel, no Hopper kernel (not built for 9.0a)

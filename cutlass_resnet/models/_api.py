@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torchvision.models._api import WeightsEnum
 
-__all__ = ["get_model", "get_model_builder", "get_model_weights", "list_models", "register_model", "verify_weights"]
+__all__ = [
+    "get_model",
+    "get_model_builder",
+    "get_model_weights",
+    "list_models",
+    "load_weights",
+    "model_name_of",
+    "register_model",
+    "register_weights_loader",
+    "verify_weights",
+]
 
 BUILTIN_MODELS: dict[str, tuple[Callable[..., nn.Module], type[WeightsEnum]]] = {}
 M = TypeVar("M", bound=Callable[..., nn.Module])
+WeightsLoader = Callable[[WeightsEnum, bool], dict[str, Tensor]]
+
+
+def _torchvision_loader(weights: WeightsEnum, progress: bool) -> dict[str, Tensor]:
+    return weights.get_state_dict(progress=progress, check_hash=True)
+
+
+_weights_loader: list[WeightsLoader] = [_torchvision_loader]
+
+
+def register_weights_loader(loader: WeightsLoader) -> None:
+    """Fetch the builders' ``weights=`` with ``loader(weights, progress)`` instead of torchvision's
+    ``weights.get_state_dict``: :mod:`cutlass_resnet.pretrained` installs its verified download here."""
+    _weights_loader[0] = loader
+
+
+def load_weights(weights: WeightsEnum, progress: bool = True) -> dict[str, Tensor]:
+    """The state dict of a weights enum member, fetched by the registered loader."""
+    return _weights_loader[0](weights, progress)
 
 
 def register_model(weights: type[WeightsEnum], name: str | None = None) -> Callable[[M], M]:
@@ -69,3 +99,21 @@ def get_model_weights(name: str | Callable[..., nn.Module]) -> type[WeightsEnum]
 def get_model(name: str, **config: Any) -> nn.Module:
     """Build a registered model: ``get_model("resnet50", weights="DEFAULT", fuse_bn=True)``."""
     return get_model_builder(name)(**config)
+
+
+def _conv_shapes(named: Iterable[tuple[str, Tensor]]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(t.shape) for name, t in named if t.dim() == 4}  # the conv weights
+
+
+def model_name_of(weights: nn.Module | Mapping[str, Tensor]) -> str:
+    """The registered name of the architecture of a model or state dict, found by its conv weights' shapes.
+
+    Fused and unfused forms have the same conv weights, so either is recognised.
+    """
+    ours = _conv_shapes(weights.named_parameters() if isinstance(weights, nn.Module) else weights.items())
+    for name in list_models():
+        with torch.device("meta"):
+            candidate = get_model(name)
+        if _conv_shapes(candidate.named_parameters()) == ours:
+            return name
+    raise ValueError(f"these weights match none of the architectures of cutlass_resnet: {', '.join(list_models())}")

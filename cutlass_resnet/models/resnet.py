@@ -1,9 +1,10 @@
 """torchvision's ResNet family, every convolution on :class:`cutlass_resnet.nn.Conv2d`.
 
 Module names, parameter shapes and state_dict keys are torchvision's, so weights move between
-the two with ``load_state_dict(..., strict=True)`` both ways. After
-:func:`cutlass_resnet.fuse_bn` a block's BatchNorms are folded into its convs and its ReLUs
-and residual add run in the conv epilogues (``block.fused`` is then True).
+the two with ``load_state_dict(..., strict=True)`` both ways. Each block, and ``ResNet`` for its
+stem, owns its fusion (``conv_norm_pairs`` and ``fuse_bn_``): after :func:`cutlass_resnet.fuse_bn`
+a block's BatchNorms are folded into its convs and its ReLUs and residual add run in the conv
+epilogues (``block.fused`` is then True).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from torchvision.models import (
 from torchvision.models._api import WeightsEnum
 from torchvision.models._utils import _ovewrite_named_param, handle_legacy_interface
 
-from ..download import load_state_dict_from_url
 from ..nn import Conv2d
-from ._api import register_model, verify_weights
+from ..nn import fuse as fusion
+from ._api import load_weights, register_model, verify_weights
 
 __all__ = [
     "ResNet",
@@ -79,10 +80,13 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> Conv2d:
     return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+def _with_downsample(block: BasicBlock | Bottleneck, pairs: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+    """A block's (conv, norm, relu) pairs and its downsample projection's, which takes no ReLU."""
+    return pairs + ([("downsample.0", "downsample.1", False)] if block.downsample is not None else [])
+
+
 class BasicBlock(nn.Module):
     expansion: int = 1
-    #: (conv, norm) module-name pairs that :func:`cutlass_resnet.fuse_bn` folds.
-    conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(
         self,
@@ -111,6 +115,17 @@ class BasicBlock(nn.Module):
         self.stride = stride
         self.fused = False
 
+    @property
+    def conv_norm_pairs(self) -> list[tuple[str, str, bool]]:
+        """(conv, norm, relu) that :meth:`fuse_bn_` folds: the last conv also takes the residual add."""
+        return _with_downsample(self, [("conv1", "bn1", True), ("conv2", "bn2", True)])
+
+    def fuse_bn_(self, dtype: torch.dtype | None = None) -> None:
+        """Fold the BatchNorms into the convs; ReLU and the residual add move into their epilogues."""
+        fusion.fuse_conv_norm_pairs_(self, dtype)
+        del self.relu
+        self.fused = True
+
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
@@ -124,7 +139,6 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     # The stride sits on the 3x3 conv (ResNet V1.5), as in torchvision.
     expansion: int = 4
-    conv_norm_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(
         self,
@@ -152,6 +166,17 @@ class Bottleneck(nn.Module):
         self.stride = stride
         self.fused = False
 
+    @property
+    def conv_norm_pairs(self) -> list[tuple[str, str, bool]]:
+        """(conv, norm, relu) that :meth:`fuse_bn_` folds: the last conv also takes the residual add."""
+        return _with_downsample(self, [("conv1", "bn1", True), ("conv2", "bn2", True), ("conv3", "bn3", True)])
+
+    def fuse_bn_(self, dtype: torch.dtype | None = None) -> None:
+        """Fold the BatchNorms into the convs; ReLUs and the residual add move into their epilogues."""
+        fusion.fuse_conv_norm_pairs_(self, dtype)
+        del self.relu
+        self.fused = True
+
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
@@ -164,6 +189,9 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
+    #: The stem's (conv, norm, relu), which :meth:`fuse_bn_` folds; the blocks fold their own.
+    conv_norm_pairs = (("conv1", "bn1", True),)
+
     def __init__(
         self,
         block: type[BasicBlock | Bottleneck],
@@ -254,6 +282,13 @@ class ResNet(nn.Module):
             )
         return nn.Sequential(*layers)
 
+    def fuse_bn_(self, dtype: torch.dtype | None = None) -> None:
+        """Fold the stem's BatchNorm into its conv, ReLU into its epilogue (use :func:`cutlass_resnet.fuse_bn`
+        to fuse the whole model)."""
+        fusion.fuse_conv_norm_pairs_(self, dtype)
+        del self.relu
+        self.fused = True
+
     def train(self, mode: bool = True) -> ResNet:
         if mode and self.fused:
             warnings.warn(
@@ -303,13 +338,21 @@ def _resnet(
         _ovewrite_named_param(kwargs, "num_classes", len(weights.meta["categories"]))
     model = ResNet(block, layers, **kwargs)
     if weights is not None:
-        model.load_state_dict(load_state_dict_from_url(weights.url, progress=progress))
+        model.load_state_dict(load_weights(weights, progress))
         model.pretrained_source = str(weights)
     if fuse_bn:
-        from ..fuse import fuse_bn as fuse  # fuse.py builds on this module
-
-        fuse(model.eval(), dtype)
+        fusion.fuse_bn(model.eval(), dtype)
     return model.to(device=device, dtype=dtype)
+
+
+def check_resnet(model: object, caller: str) -> ResNet:
+    """``model`` if it is one of our ResNets, else a TypeError that says what ``caller`` needs."""
+    if not isinstance(model, ResNet):
+        raise TypeError(
+            f"{caller} expects a cutlass_resnet ResNet (from cutlass_resnet.resnet50() and the other builders), "
+            f"got {type(model).__name__}"
+        )
+    return model
 
 
 # Builders: torchvision's signatures and weight enums (ResNet50_Weights.IMAGENET1K_V2, "DEFAULT",

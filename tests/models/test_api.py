@@ -54,3 +54,19 @@ def test_torch_hub_entry_points(tmp_path, monkeypatch):
     assert all(f"    {name},\n" in hubconf for name in list_models())
     model = torch.hub.load(str(root), "resnext50_32x4d", source="local", num_classes=3, fuse_bn=True)
     assert isinstance(model, cutlass_resnet.ResNet) and model.fused and model.fc.out_features == 3
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_name_of_a_model_or_a_state_dict(name):
+    """Every architecture is told apart by its conv weights' shapes, fused or not, whatever its class count."""
+    with torch.device("meta"):
+        model = get_model(name, num_classes=7).eval()
+        reference = getattr(torchvision.models, name)()
+    assert cutlass_resnet.model_name_of(model) == name
+    assert cutlass_resnet.model_name_of(reference.state_dict()) == name
+    assert cutlass_resnet.model_name_of(cutlass_resnet.fuse_bn(model)) == name
+
+
+def test_model_name_of_something_else_is_an_error():
+    with pytest.raises(ValueError, match="match none of the architectures"):
+        cutlass_resnet.model_name_of(torch.nn.Conv2d(3, 8, 3))

@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import cutlass_resnet
-from cutlass_resnet.selftest import ARCHS, torchvision_model_with_statistics
+from cutlass_resnet.testing import ARCHS, torchvision_model_with_statistics
 
 CL = torch.channels_last
 

@@ -1,0 +1,124 @@
+"""``cutlass-resnet predict``: top-k ImageNet classes of images with torchvision's, the hub's or local weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import ResNet, get_model, get_model_weights, list_models, model_name_of
+from ..ops import build
+from ..pretrained import from_pretrained
+from ..pretrained.hub import torchvision_weights_of
+from .common import DTYPES, EXIT_OK, UsageError
+
+__all__ = ["add_arguments", "run", "sample_image"]
+
+
+def sample_image() -> Path:
+    """The photo shipped with the package: scikit-image's "Chelsea the cat" (CC0), see data/README.md."""
+    return Path(str(resources.files("cutlass_resnet") / "data" / "chelsea.jpg"))
+
+
+def _load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[ResNet, str]:
+    weights, arch = args.weights, args.arch
+    fuse = args.fuse
+    if weights.startswith("hf:"):
+        repo, _, revision = weights[3:].partition("@")
+        model = from_pretrained(repo, revision=revision or None, arch=arch, fuse_bn=fuse, dtype=dtype)
+    elif Path(weights).exists():
+        model = from_pretrained(weights, arch=arch, fuse_bn=fuse, dtype=dtype)
+    elif "/" in weights or weights.endswith((".safetensors", ".pth", ".pt")):
+        raise UsageError(f"no such weights file or folder: {weights} (hub repos are written hf:OWNER/NAME)")
+    else:
+        model = get_model(arch or "resnet50", weights=weights, fuse_bn=fuse, dtype=dtype)
+    return model.to(device=device, dtype=dtype).eval(), arch or model_name_of(model)
+
+
+def _open_images(paths: list[Path]) -> list[Any]:
+    """Every image decoded to RGB, before any weights are fetched: a bad path fails fast."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"no such image: {path}")
+        try:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UsageError(f"cannot read {path} as an image: {exc}") from None
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify the images; print a table or JSON."""
+    from torchvision.transforms._presets import ImageClassification
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is visible (use --device cpu or auto)")
+    else:
+        device = torch.device(args.device)
+    dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+    paths = args.images or [sample_image()]
+    images = _open_images(paths)
+    model, arch = _load_model(args, device, dtype)
+    member = torchvision_weights_of(model)
+    classes = model.fc.out_features
+    if member is not None:
+        transform, labels = member.transforms(), member.meta["categories"]
+    else:  # torchvision's V1 preprocessing, ImageNet's labels when the class count says ImageNet
+        transform = ImageClassification(crop_size=224)
+        labels = get_model_weights("resnet50").IMAGENET1K_V1.meta["categories"] if classes == 1000 else None
+    if not 1 <= args.topk <= classes:
+        raise UsageError(f"--topk must be between 1 and {classes} (the model's class count), got {args.topk}")
+    x = torch.stack([transform(image) for image in images]).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(x).float(), dim=1)
+    top = probabilities.topk(args.topk, dim=1)
+    if device.type != "cuda":
+        kernel_path = "reference convolution (CPU)"
+    elif build.loaded():  # a conv no kernel takes still falls back, with its own warning
+        kernel_path = "CUTLASS kernels"
+    else:
+        kernel_path = f"reference convolution: CUTLASS kernels unavailable ({build.load_error()})"
+    info = dict(arch=arch, weights=model.pretrained_source, device=str(device), dtype=str(dtype)[6:], fused=model.fused)
+    results = [
+        dict(
+            image=str(path),
+            top=[
+                dict(index=int(i), label=labels[i] if labels else f"class {int(i)}", probability=float(p))
+                for p, i in zip(top.values[n], top.indices[n], strict=True)
+            ],
+        )
+        for n, path in enumerate(paths)
+    ]
+    if args.json:
+        print(json.dumps(dict(model=info, predictions=results), indent=1))
+        return EXIT_OK
+    form = f"{'fused ' if model.fused else ''}{info['dtype']}"
+    print(f"{arch} ({info['weights']}), {form} on {device}, {kernel_path}")
+    for result in results:
+        print(result["image"])
+        for rank, entry in enumerate(result["top"], 1):
+            print(f"  {rank:>2}. {entry['probability']:7.2%}  {entry['label']}")
+    return EXIT_OK
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (default: the sample photo)")
+    p.add_argument("--arch", choices=list_models(), help="default: resnet50, or what the weights file says")
+    p.add_argument(
+        "--weights", default="DEFAULT", help="DEFAULT, a torchvision weights name, a file or folder, or hf:REPO[@REV]"
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: fp16 on a GPU, fp32 on the CPU")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True, help="fold BatchNorm (default)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -1,0 +1,66 @@
+"""The drop-in ``torch.nn.Conv2d`` that runs on :func:`cutlass_resnet.ops.conv2d_fprop`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import ops  # noqa: F401  (registers torch.ops.cutlass_resnet)
+
+__all__ = ["Conv2d"]
+
+
+class Conv2d(nn.Conv2d):
+    """Drop-in :class:`torch.nn.Conv2d` whose forward is the fused CUTLASS-shaped conv op.
+
+    Same constructor, parameter names and shapes as ``torch.nn.Conv2d`` (state_dicts are
+    interchangeable), plus ``relu=True`` to apply ReLU in the conv's epilogue and a
+    ``residual`` argument to ``forward`` that is added before it. The weight is kept
+    channels_last (KRSC in memory) and the output is channels_last.
+    """
+
+    def __init__(self, *args, relu: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu = relu
+        self.weight = nn.Parameter(
+            self.weight.detach().contiguous(memory_format=torch.channels_last),
+            requires_grad=self.weight.requires_grad,
+        )
+        # Explicit padding the op cannot express (a non-zero padding mode, or the asymmetric
+        # halves of padding="same" with an even kernel extent) is applied with F.pad first.
+        pads = self._reversed_padding_repeated_twice
+        self._pad_input = self.padding_mode != "zeros" or pads[0::2] != pads[1::2]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
+
+    def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
+        return self._conv_forward(input, self.weight, self.bias, residual)
+
+    def _op_input(self, input: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The input as the op takes it (padded here where the op cannot pad) and the op's padding."""
+        if self._pad_input:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            return F.pad(input, self._reversed_padding_repeated_twice, mode=mode), (0, 0)
+        if isinstance(self.padding, str):  # "valid" or a symmetric "same"
+            return input, tuple(self._reversed_padding_repeated_twice[2::-2])
+        return input, tuple(self.padding)
+
+    def _conv_forward(
+        self, input: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None
+    ) -> Tensor:
+        x, padding = self._op_input(input)
+        if residual is not None:
+            residual = residual.contiguous(memory_format=torch.channels_last)
+        return torch.ops.cutlass_resnet.conv2d_fprop(
+            x.contiguous(memory_format=torch.channels_last),
+            weight.contiguous(memory_format=torch.channels_last),
+            bias,
+            residual,
+            self.stride,
+            padding,
+            self.dilation,
+            self.groups,
+            self.relu,
+        )

@@ -1,0 +1,75 @@
+"""What every conv of a model would run on a given GPU: ``plan(model, input_shape, dtype, arch)``, host-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from ..ops import build
+from ..ops.select import Choice, Problem, select
+from .conv import Conv2d
+
+__all__ = ["PlanEntry", "plan"]
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """What one conv of a model would run."""
+
+    module: str
+    problem: Problem
+    choice: Choice
+
+    def __str__(self) -> str:
+        what = self.choice.kernel or f"reference: {self.choice.reason}"
+        extras = []
+        if self.choice.pad_channels:
+            extras.append(f"C padded to {self.choice.pad_channels}")
+        if self.choice.batch_chunk:
+            extras.append(f"batch split by {self.choice.batch_chunk}")
+        if self.choice.merge_groups:
+            extras.append(f"groups merged by {self.choice.merge_groups}")
+        return f"{self.module:<28} {self.problem!s:<44} {what}" + (f" ({', '.join(extras)})" if extras else "")
+
+
+def plan(
+    model: nn.Module,
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224),
+    dtype: torch.dtype = torch.float16,
+    arch: tuple[int, int] = (8, 0),
+    sm_count: int | None = None,
+) -> list[PlanEntry]:
+    """For every conv of ``model`` at ``input_shape``, the kernel that would run on a GPU of compute
+    capability ``arch``.
+
+    Host-only: the model runs on fake tensors to find each conv's problem, and each problem
+    goes through :func:`cutlass_resnet.ops.select.select` (so CUTLASS's ``can_implement``), with
+    no GPU needed.
+    """
+    problems: list[tuple[str, Problem, bool]] = []
+
+    def record(name: str, module: Conv2d, args: tuple, kwargs: dict) -> None:
+        x, padding = module._op_input(args[0])
+        residual = len(args) > 1 and args[1] is not None or kwargs.get("residual") is not None
+        problem = Problem.from_conv(
+            x.shape, module.weight.shape, module.stride, padding, module.dilation, module.groups
+        )
+        problems.append((name, problem, residual))
+
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, a, kw, name=name: record(name, mod, a, kw), with_kwargs=True)
+        for name, m in model.named_modules()
+        if isinstance(m, Conv2d)
+    ]
+    param = next(model.parameters())  # a model built on the meta device plans in no time
+    try:
+        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
+            model(torch.empty(input_shape, dtype=param.dtype, device=param.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    build.load(build.default_nvcc_archs() or [build.nvcc_arch(arch)])
+    return [PlanEntry(name, p, select(p, dtype, arch, sm_count, residual)) for name, p, residual in problems]

@@ -1,0 +1,10 @@
+"""The op ``cutlass_resnet::conv2d_fprop`` and everything under it: kernel choice, dispatch, self-check, build.
+
+Importing this package registers the op with its CPU (reference), fake and autograd
+implementations, and the CUDA implementation that runs the CUTLASS kernels (``csrc/``).
+"""
+
+from . import dispatch  # noqa: F401  (registers the CUDA implementation)
+from .conv import SUPPORTED_DTYPES, accumulator_dtype, conv2d_fprop, output_size, reference_conv2d_fprop
+
+__all__ = ["SUPPORTED_DTYPES", "accumulator_dtype", "conv2d_fprop", "output_size", "reference_conv2d_fprop"]

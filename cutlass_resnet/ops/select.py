@@ -1,0 +1,276 @@
+"""Which CUTLASS kernel runs a convolution: host-side, no GPU needed.
+
+:func:`select` picks a kernel by dtype, compute capability, channel alignment and a tile
+heuristic on the GEMM shape (M = N*P*Q, N = K), pads the 3-channel stem to 4 channels for the
+fixed-channels kernel, merges small groups into 32-channel blocks, splits batches whose tensors
+CUTLASS 2.x cannot index (2^31 bytes), and asks CUTLASS's ``can_implement``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from functools import cache
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from . import build
+from .conv import output_size
+
+__all__ = [
+    "Choice",
+    "KernelInfo",
+    "KernelKind",
+    "Problem",
+    "device_info",
+    "kernel",
+    "kernel_table",
+    "launch_form",
+    "select",
+]
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16)  # CrDtype in conv_api.h, by value
+MAX_BYTES = 2**31  # CUTLASS 2.x indexes each tensor with 32-bit offsets
+STEM_CHANNELS = 4  # the fixed-channels kernel's C (8-byte loads)
+GROUP_TILE_N = 32  # the grouped kernel's tile N: each (merged) group's K must be a multiple
+# SMs of the usual part of each compute capability, for the tile heuristic when no device is given.
+SM_COUNTS = {(8, 0): 108, (8, 6): 84, (8, 7): 16, (8, 9): 128, (9, 0): 132, (10, 0): 148, (12, 0): 170}
+
+
+class KernelKind(IntEnum):
+    """CrKind in conv_api.h: which problems a kernel takes."""
+
+    REGULAR = 0  #: groups == 1, C a multiple of the alignment
+    STEM = 1  #: fixed-channels iterator: C == 4 (the padded 3-channel stem)
+    GROUPED = 2  #: single-group mode: C / groups a multiple of 8, K / groups of the tile's N
+    REGULAR_SM90A = 3  #: Hopper only (sm_90a code): groups == 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One convolution as the kernels see it: NHWC x, KRSC w, NPQK y."""
+
+    n: int
+    h: int
+    w: int
+    c: int
+    k: int
+    r: int
+    s: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @classmethod
+    def from_conv(
+        cls,
+        x_shape: Sequence[int],
+        weight_shape: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        groups: int,
+    ) -> Problem:
+        """The problem of a conv of an ``(N, C, H, W)`` input with a ``(K, C/groups, R, S)`` weight."""
+        n, c, h, w = (int(d) for d in x_shape)
+        k, _, r, s = (int(d) for d in weight_shape)
+        return cls(n, h, w, c, k, r, s, tuple(stride), tuple(padding), tuple(dilation), groups)
+
+    @property
+    def p(self) -> int:
+        return output_size(self.h, self.r, self.stride[0], self.padding[0], self.dilation[0])
+
+    @property
+    def q(self) -> int:
+        return output_size(self.w, self.s, self.stride[1], self.padding[1], self.dilation[1])
+
+    def as_list(self) -> list[int]:
+        """The 16 integers of the binding's ``can_implement`` (CrProblem's order)."""
+        return [
+            self.n,
+            self.h,
+            self.w,
+            self.c,
+            self.k,
+            self.r,
+            self.s,
+            self.p,
+            self.q,
+            *self.padding,
+            *self.stride,
+            *self.dilation,
+            self.groups,
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.n}x{self.h}x{self.w}x{self.c} * {self.k}x{self.r}x{self.s} s{self.stride[0]} "
+            f"p{self.padding[0]} d{self.dilation[0]} g{self.groups}"
+        )
+
+
+class KernelInfo(NamedTuple):
+    """One compiled kernel, as the binding's ``kernel_info`` describes it (CrKernel in conv_api.h)."""
+
+    index: int
+    name: str
+    dtype: torch.dtype
+    min_sm: int  #: lowest compute capability it runs on, x10
+    alignment: int  #: elements per access of x and w
+    kind: KernelKind
+    tile_m: int
+    tile_n: int
+    tile_k: int
+    stages: int
+
+    def serves(self, kind: KernelKind, capability: tuple[int, int]) -> bool:
+        """Whether it runs problems of ``kind`` on a GPU of ``capability``: sm_90a kernels run regular
+        convs, on Hopper only."""
+        if self.min_sm > capability[0] * 10 + capability[1]:
+            return False
+        hopper = kind == KernelKind.REGULAR and self.kind == KernelKind.REGULAR_SM90A and tuple(capability) == (9, 0)
+        return self.kind == kind or hopper
+
+    def can_implement(self, problem: Problem) -> int:
+        """CUTLASS's host-side ``can_implement`` of the problem: 0 when accepted, else a status."""
+        return int(torch.ops.cutlass_resnet_C.can_implement(self.index, problem.as_list()))
+
+    def launch(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        residual: Tensor | None,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+        relu: bool,
+    ) -> Tensor:
+        """One launch through the binding, which checks every operand first."""
+        return torch.ops.cutlass_resnet_C.fprop(
+            x, weight, bias, residual, stride, padding, dilation, groups, relu, self.index
+        )
+
+
+@cache
+def kernel_table() -> tuple[KernelInfo, ...]:
+    """Every kernel of the loaded extension, in the binding's order."""
+    ops = torch.ops.cutlass_resnet_C
+    table = []
+    for index, name in enumerate(ops.kernels()):
+        dtype, min_sm, alignment, kind, *tile = ops.kernel_info(index)
+        table.append(KernelInfo(index, name, KERNEL_DTYPES[dtype], min_sm, alignment, KernelKind(kind), *tile))
+    return tuple(table)
+
+
+def kernel(name: str) -> KernelInfo:
+    """The compiled kernel called ``name``."""
+    for info in kernel_table():
+        if info.name == name:
+            return info
+    raise KeyError(f"no compiled kernel named {name!r}")
+
+
+@cache
+def device_info(index: int) -> tuple[tuple[int, int], int]:
+    """(compute capability, SM count) of CUDA device ``index``."""
+    props = torch.cuda.get_device_properties(index)
+    return (props.major, props.minor), props.multi_processor_count
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The kernel for a problem, or why there is none (``kernel`` None and ``reason`` set)."""
+
+    kernel: str | None
+    reason: str | None = None
+    pad_channels: int = 0  #: C the input and weight are zero-padded to (the stem), 0 for none
+    batch_chunk: int = 0  #: images per launch, when the batch must be split
+    merge_groups: int = 0  #: adjacent groups merged into one block-diagonal group (grouped convs)
+
+
+def _fallback(reason: str) -> Choice:
+    return Choice(kernel=None, reason=reason)
+
+
+def _batch_chunk(problem: Problem, itemsize: int) -> int:
+    per_image = max(problem.h * problem.w * problem.c, problem.p * problem.q * problem.k) * itemsize
+    return max(1, (MAX_BYTES - 1) // per_image)
+
+
+def _ranked(candidates: list[KernelInfo], problem: Problem, sm_count: int) -> list[KernelInfo]:
+    """Kernels in order of preference: first the largest tile that still gives every SM a CTA (the
+    smallest tile if none does), Hopper's before Ampere's at equal tile; then the others."""
+    m = problem.n * problem.p * problem.q
+    by_area = sorted(candidates, key=lambda k: (k.tile_m * k.tile_n, k.kind == KernelKind.REGULAR_SM90A), reverse=True)
+    fits = [k for k in by_area if -(-m // k.tile_m) * -(-problem.k // k.tile_n) >= sm_count]
+    first = fits[0] if fits else by_area[-1]
+    return [first] + [k for k in by_area if k != first]
+
+
+def select(
+    problem: Problem,
+    dtype: torch.dtype,
+    capability: tuple[int, int],
+    sm_count: int | None = None,
+    residual: bool = False,
+) -> Choice:
+    """Choose a kernel for ``problem`` on a GPU of compute ``capability`` (host-only)."""
+    if dtype not in KERNEL_DTYPES:
+        return _fallback(f"{dtype} has no CUTLASS kernel (fp16 and bf16 only)")
+    if tuple(capability) < (8, 0):
+        return _fallback(f"compute capability {capability[0]}.{capability[1]} is older than the kernels' 8.0")
+    if problem.k % 8:
+        return _fallback(f"K={problem.k} output channels is not a multiple of 8 (128-bit epilogue)")
+    original = problem
+    problem, kind, pad_channels, merge = launch_form(problem)
+    if kind == KernelKind.GROUPED and not merge:
+        return _fallback(
+            f"grouped convolution with {original.c // original.groups} channels per group cannot be "
+            f"blocked into groups of a multiple of 8 in and {GROUP_TILE_N} out"
+        )
+    if kind == KernelKind.GROUPED and residual:
+        return _fallback("grouped convolution with a residual add has no CUTLASS kernel")
+    if kind == KernelKind.REGULAR and problem.c % 8:
+        return _fallback(f"C={problem.c} input channels is not a multiple of 8 (128-bit loads)")
+    if not build.load():
+        return _fallback(f"the CUTLASS extension is unavailable: {build.load_error()}")
+    candidates = [k for k in kernel_table() if k.dtype == dtype and k.serves(kind, capability)]
+    if not candidates:
+        return _fallback(f"no compiled kernel for {dtype} on sm_{capability[0]}{capability[1]}")
+    chunk = _batch_chunk(problem, 2)
+    launch = replace(problem, n=min(problem.n, chunk) or 1)
+    ranked = _ranked(candidates, launch, sm_count or SM_COUNTS.get(tuple(capability), 108))
+    statuses = []
+    for candidate in ranked:
+        statuses.append(candidate.can_implement(launch))
+        if statuses[-1] == 0:
+            return Choice(candidate.name, None, pad_channels, chunk if problem.n > chunk else 0, merge)
+    why = torch.ops.cutlass_resnet_C.status_string(statuses[0])
+    return _fallback(f"CUTLASS rejected it ({ranked[0].name}): {why}")
+
+
+def launch_form(problem: Problem) -> tuple[Problem, KernelKind, int, int]:
+    """``problem`` as its kernel sees it, with the kernel kind, the stem's padded C (or 0) and the
+    number of groups merged (0 for a grouped conv that cannot be blocked)."""
+    if problem.groups > 1:
+        merge = _merge_factor(problem)
+        return replace(problem, groups=problem.groups // max(merge, 1)), KernelKind.GROUPED, 0, merge
+    if problem.c < STEM_CHANNELS:
+        return replace(problem, c=STEM_CHANNELS), KernelKind.STEM, STEM_CHANNELS, 0
+    return problem, KernelKind.REGULAR, 0, 0
+
+
+def _merge_factor(problem: Problem) -> int:
+    """How many adjacent groups to merge so that each merged group has a multiple of 8 input and of
+    the grouped kernel's tile N output channels; 0 if none does. Merging multiplies the MACs by it."""
+    c, k = problem.c // problem.groups, problem.k // problem.groups
+    for m in range(1, problem.groups + 1):
+        if problem.groups % m == 0 and (m * c) % 8 == 0 and (m * k) % GROUP_TILE_N == 0:
+            return m
+    return 0

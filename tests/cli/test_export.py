@@ -1,0 +1,52 @@
+"""``cutlass-resnet export`` and ``scripts/export_weights.py``: what they print, and their errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cutlass_resnet.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_script_errors_are_one_line_and_exit_2(hub, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "export_weights.py"), "resnet18", "--weights", "V3", "--out", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        proc.stderr.strip()
+        == "cutlass-resnet export: unknown weights 'V3': ResNet18_Weights has IMAGENET1K_V1, DEFAULT"
+    )
+    assert proc.returncode == 2
+
+
+def test_offline_export_names_the_missing_file(pointed, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["export", "resnet18", "--out", str(tmp_path / "out"), "--variant", "fp32"]) == 3
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("cutlass-resnet export: resnet18-")
+        and "HF_HUB_OFFLINE" in err
+        and not (tmp_path / "out").exists()
+    )
+
+
+@pytest.mark.parametrize("bad", [["vgg16"], ["resnet18", "--variant", "int8"]])
+def test_bad_arguments(bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *bad])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_export_command_prints_the_folders(pointed, tmp_path, capsys):
+    assert main(["export", "resnet18", "--out", str(tmp_path), "--variant", "fused-fp16"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "resnet18.tv_in1k.fused-fp16")]

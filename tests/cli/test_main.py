@@ -1,0 +1,218 @@
+"""Every command through its real entry point (a subprocess), on the CPU, with weights from local servers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from servers import Repo
+
+import cutlass_resnet
+from cutlass_resnet.cli.predict import sample_image
+
+CATEGORIES = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def hub_resnet18(hub):
+    """A random-init resnet18, fused and saved as we save (fp16), on the local hub as me/resnet18."""
+    model = cutlass_resnet.fuse_bn(cutlass_resnet.resnet18().eval()).half()
+    folder = cutlass_resnet.save_pretrained(model, Path(os.environ["HF_HUB_CACHE"]).parent / "export")
+    hub.state.repos["me/resnet18"] = Repo({p.name: p.read_bytes() for p in folder.iterdir()})
+    return "hf:me/resnet18"
+
+
+def test_console_script_is_installed():
+    script = shutil.which("cutlass-resnet")
+    if script is None and os.environ.get("CI") != "true":
+        pytest.skip("the package is not pip-installed here")
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cutlass-resnet {cutlass_resnet.__version__}"
+
+
+def test_no_command_prints_usage_and_exits_2():
+    proc = cli()
+    assert proc.returncode == 2
+    for command in ("predict", "bench", "selftest", "info", "export"):
+        assert command in proc.stderr
+
+
+def test_sample_photo_is_shipped_with_its_licence():
+    with Image.open(sample_image()) as image:
+        assert image.size == (451, 300) and image.format == "JPEG"
+    assert "CC0" in (sample_image().parent / "README.md").read_text()
+
+
+def test_predict_on_the_sample_photo(hub_resnet18):
+    proc = cli("predict", "--weights", hub_resnet18)
+    assert proc.returncode == 0, proc.stderr
+    header, image, *rows = proc.stdout.splitlines()
+    assert header == "resnet18 (hf:me/resnet18@main), fused float32 on cpu, reference convolution (CPU)"
+    assert image == str(sample_image()) and len(rows) == 5
+    ranks = [int(r.split(".")[0]) for r in rows]
+    probabilities = [float(r.split()[1].rstrip("%")) for r in rows]
+    labels = [r.split("%", 1)[1].strip() for r in rows]
+    assert ranks == [1, 2, 3, 4, 5] and probabilities == sorted(probabilities, reverse=True)
+    assert 0 < sum(probabilities) <= 100 and all(label in CATEGORIES for label in labels)
+
+
+def test_predict_json_for_several_images(hub_resnet18, tmp_path):
+    with Image.open(sample_image()) as image:
+        image.rotate(90, expand=True).save(tmp_path / "rotated.png")
+    proc = cli("predict", str(sample_image()), str(tmp_path / "rotated.png"), "--weights", hub_resnet18,
+               "--topk", "3", "--json", "--dtype", "bf16")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["model"] == dict(arch="resnet18", weights="hf:me/resnet18@main", device="cpu", dtype="bfloat16",
+                                fused=True)  # fmt: skip
+    assert [p["image"] for p in out["predictions"]] == [str(sample_image()), str(tmp_path / "rotated.png")]
+    for prediction in out["predictions"]:
+        top = prediction["top"]
+        assert len(top) == 3 and [t["probability"] for t in top] == sorted(
+            (t["probability"] for t in top), reverse=True
+        )
+        assert all(CATEGORIES[t["index"]] == t["label"] for t in top)
+
+
+def test_predict_with_a_local_folder_matches_torchvision(tmp_path):
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    ours = cutlass_resnet.resnet18(num_classes=10)
+    cutlass_resnet.load_torchvision_state_dict(ours, model.state_dict())
+    cutlass_resnet.save_pretrained(ours, tmp_path / "ten")
+    proc = cli("predict", "--weights", str(tmp_path / "ten"), "--topk", "10", "--json", "--no-fuse")
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)["predictions"][0]["top"]
+    assert sorted(t["index"] for t in top) == list(range(10)) and top[0]["label"].startswith("class ")
+    transform = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.transforms()
+    with Image.open(sample_image()) as image, torch.no_grad():
+        expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0]
+    assert top[0]["index"] == int(expected.argmax())
+    assert abs(top[0]["probability"] - float(expected.max())) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["missing.jpg"], 2, "no such image: missing.jpg"),
+        (["README.md"], 2, "cannot read README.md as an image"),
+        (["--weights", "HUB", "--topk", "0"], 2, "--topk must be between 1 and 1000"),
+        (["--weights", "IMAGENET1K_V9"], 2, "unknown weights 'IMAGENET1K_V9': ResNet50_Weights has IMAGENET1K_V1"),
+        (["--weights", "nowhere/model.safetensors"], 2, "no such weights file or folder"),
+        (["--device", "cuda"], 2, "no CUDA GPU is visible"),
+        (["--weights", "HUB", "--no-fuse"], 2, "holds a fused model (BatchNorm folded away)"),
+        ([], 3, "resnet50-11ad3fa6.pth is not cached and HF_HUB_OFFLINE is set"),
+        (["--weights", "hf:nobody/resnet18"], 3, "'nobody/resnet18'"),
+    ],
+)
+def test_predict_errors_are_one_line_with_an_exit_code(hub_resnet18, args, code, message):
+    if args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    args = [hub_resnet18 if a == "HUB" else a for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", "predict", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"} if not args else None,
+    )
+    assert proc.returncode == code and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_bad_option_gets_argparse_usage():
+    proc = cli("predict", "--arch", "vgg16")
+    assert proc.returncode == 2 and "invalid choice: 'vgg16'" in proc.stderr
+
+
+def test_verbose_shows_the_traceback(hub):
+    proc = cli("predict", "--weights", "hf:nobody/resnet18", "--verbose")
+    assert proc.returncode == 3 and "Traceback" in proc.stderr and "RepositoryNotFoundError" in proc.stderr
+
+
+def test_bench_on_the_cpu_writes_table_json_and_plot(tmp_path):
+    proc = cli("bench", "--device", "cpu", "--arch", "resnet18", "--batch", "1", "2", "--image-size", "32",
+               "--warmup", "0", "--iters", "1", "--no-compile", "--json", str(tmp_path / "b.json"),
+               "--plot", str(tmp_path / "b.png"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())
+    assert rows["meta"]["device"].startswith("CPU") and len(rows["results"]) == 4
+    assert {(r["batch"], r["impl"]) for r in rows["results"]} == {
+        (b, i) for b in (1, 2) for i in ("cutlass-resnet", "torchvision")
+    }
+    assert all(r["ms"] > 0 and r["images_per_s"] == pytest.approx(r["batch"] * 1000 / r["ms"]) for r in rows["results"])
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("resnet18")]) == 4
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.png"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_bench_without_a_gpu_exits_4():
+    proc = cli("bench", "--arch", "resnet18")
+    assert proc.returncode == 4 and "needs a CUDA GPU and none is visible; nothing was measured" in proc.stderr
+
+
+def test_bench_rejects_bad_values():
+    proc = cli("bench", "--device", "cpu", "--batch", "0")
+    assert proc.returncode == 2 and "--batch, --image-size and --iters must be >= 1" in proc.stderr
+
+
+def test_selftest_on_the_cpu_says_no_kernel_ran():
+    proc = cli("selftest", "--arch", "resnet18", "--image-size", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 passed, 0 failed" in proc.stdout and "No GPU is visible: no CUTLASS kernel was exercised." in proc.stdout
+
+
+def test_info_reports_versions_caches_and_disabled_kernels(tmp_path):
+    (tmp_path / "kernels").mkdir()
+    verdicts = {"GPU|sm_90|build|sm90_f16_t128x128x64": "error 3.1e-01 > 2x aten's 1.0e-03", "GPU|sm_80|b|k": ""}
+    (tmp_path / "kernels" / "verdicts.json").write_text(json.dumps(verdicts))
+    env = {"CUTLASS_RESNET_CACHE": str(tmp_path), "TORCH_HOME": str(tmp_path / "th")}
+    proc = cli("info", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["cutlass_resnet"] == cutlass_resnet.__version__ and info["torch"] == torch.__version__
+    assert info["kernel_cache"] == str(tmp_path / "kernels") and info["cached_builds"] == []
+    assert info["torchvision_weights_cache"] == str(tmp_path / "th" / "hub" / "checkpoints")
+    assert info["disabled_kernels"] == {"GPU|sm_90|build|sm90_f16_t128x128x64": "error 3.1e-01 > 2x aten's 1.0e-03"}
+    text = cli("info", env=env)
+    assert text.returncode == 0 and "disabled by self-check: GPU|sm_90|build|sm90_f16_t128x128x64" in text.stdout
+    assert f"torch {torch.__version__}" in text.stdout and str(tmp_path / "kernels") in text.stdout
+
+
+def test_predict_with_a_torchvision_checkpoint_checks_its_hash(tmp_path):
+    model = torchvision.models.resnet18().eval()
+    torch.save(model.state_dict(), tmp_path / "checkpoint")
+    data = (tmp_path / "checkpoint").read_bytes()
+    good = tmp_path / f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    good.write_bytes(data)
+    proc = cli("predict", "--arch", "resnet18", "--weights", str(good), "--topk", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)["predictions"][0]["top"][0]
+    transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    with Image.open(sample_image()) as image, torch.no_grad():
+        expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0]
+    assert top["index"] == int(expected.argmax()) and abs(top["probability"] - float(expected.max())) < 1e-4
+    bad = tmp_path / "resnet18-00000000.pth"
+    bad.write_bytes(data)
+    proc = cli("predict", "--arch", "resnet18", "--weights", str(bad))
+    assert proc.returncode == 3 and "not the 00000000... its name says" in proc.stderr

@@ -1,0 +1,68 @@
+"""The self-check, ``python -m cutlass_resnet selftest``, through its real entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from conftest import emulated_launch
+
+from cutlass_resnet.cli import selftest
+from cutlass_resnet.ops.select import kernel_table
+from cutlass_resnet.ops.selfcheck import verdicts_path
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", "selftest", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_selftest_prints_parity_and_passes():
+    proc = run("--arch", "resnet18", "resnext50_32x4d", "--image-size", "32")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("resnet18 ", "resnext50_32x4d "))]
+    assert [r[0] for r in rows] == ["resnet18", "resnext50_32x4d"]
+    for row in rows:
+        torchvision_error, *ours = map(float, row[1:5])
+        assert 0 < torchvision_error < 1e-4 and all(e <= 2 * torchvision_error for e in ours)
+        assert row[-1] == "ok"
+    assert "2 passed, 0 failed" in proc.stdout
+    assert "no CUTLASS kernel runs here" in proc.stdout
+
+
+def test_bad_arguments_exit_2_with_a_message():
+    proc = run("--arch", "resnet7")
+    assert proc.returncode == 2 and "invalid choice: 'resnet7'" in proc.stderr
+    proc = run("--image-size", "0")
+    assert proc.returncode == 2 and "--image-size and --batch-size must be >= 1" in proc.stderr
+
+
+def test_kernel_sweep_runs_every_kernel_on_the_zoo_shapes(emulated_gpu):
+    results = selftest.kernel_sweep(torch.device("cpu"), (9, 0), image_size=32)  # Hopper: every kernel applies
+    assert {k for k, _, _ in results} == {k.name for k in kernel_table()}
+    assert all(reason is None for _, _, reason in results)
+    assert all((p.groups > 1) == ("group" in k) for k, p, _ in results)
+    assert not verdicts_path().exists()  # nothing failed, nothing recorded
+
+
+def test_kernel_sweep_records_a_wrong_kernel(emulated_gpu):
+    def wrong_bf16(kernel, x, weight, bias, residual, *conv):
+        y = emulated_launch(kernel, x, weight, bias, residual, *conv)
+        return y * 1.01 if "bf16_t128x64" in kernel.name else y
+
+    emulated_gpu.use(wrong_bf16)
+    results = selftest.kernel_sweep(torch.device("cpu"), (8, 0), image_size=32)
+    failed = {k for k, _, reason in results if reason}
+    assert failed == {"sm80_bf16_t128x64_64x4"}
+    assert not any(k.startswith("sm90_") for k, _, _ in results)  # sm_90a code is not run on sm_80
+    records = json.loads(verdicts_path().read_text())
+    assert all("sm80_bf16_t128x64_64x4" in key for key, reason in records.items() if reason)
+    assert records
+
+
+def test_without_a_gpu_says_no_kernel_ran():
+    proc = run("--arch", "resnet18", "--image-size", "16")
+    assert proc.returncode == 0 and "No GPU is visible: no CUTLASS kernel was exercised." in proc.stdout

@@ -1,0 +1,60 @@
+"""plan() for the whole zoo, host-only, with CUTLASS's real can_implement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cutlass_resnet
+from cutlass_resnet.testing import ARCHS
+
+
+@pytest.fixture(scope="module")
+def fused_models():
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        return {arch: cutlass_resnet.fuse_bn(getattr(cutlass_resnet, arch)().eval()) for arch in ARCHS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_plan_every_conv_of_the_zoo(extension, fused_models, arch):
+    """Batch 1, 8, 256, 2048; fp16 and bf16; sm_80 and sm_90: a kernel CUTLASS accepts, or a known reason."""
+    model = fused_models[arch]
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    for batch in (1, 8, 256, 2048):
+        for dtype in (torch.float16, torch.bfloat16):
+            for gpu in ((8, 0), (9, 0)):
+                entries = cutlass_resnet.plan(model, (batch, 3, 224, 224), dtype, gpu)
+                assert len(entries) == convs
+                for e in entries:
+                    assert e.choice.kernel is not None, f"{arch} {e}"
+                    family = ("sm80_", "sm90_") if gpu == (9, 0) else ("sm80_",)
+                    assert e.choice.kernel.startswith(family), e
+                    assert {torch.float16: "_f16_", torch.bfloat16: "_bf16_"}[dtype] in e.choice.kernel
+                    assert ("group" in e.choice.kernel) == (e.problem.groups > 1)
+                stem = entries[0]
+                assert stem.module == "conv1" and stem.problem.c == 3
+                assert "stem" in stem.choice.kernel and stem.choice.pad_channels == 4
+                for e in entries:  # split exactly where a tensor reaches 2 GiB, into launches below it
+                    pr, c = e.problem, max(e.problem.c, 4)
+                    image = max(pr.h * pr.w * c, pr.p * pr.q * pr.k) * 2
+                    assert bool(e.choice.batch_chunk) == (e.choice.kernel is not None and batch * image >= 2**31)
+                    assert e.choice.batch_chunk * image < 2**31 <= (e.choice.batch_chunk + 1) * image or (
+                        not e.choice.batch_chunk
+                    )
+                if batch == 2048:  # 2048x224x224x4 fp16 is 822 MB, but 2048x112x112x64 is 3.3 GB
+                    assert stem.choice.batch_chunk == 1337
+
+
+@pytest.mark.parametrize(
+    "arch,merges",
+    [("resnext50_32x4d", [8, 4, 2, 1]), ("resnext101_32x8d", [4, 2, 1, 1]), ("resnext101_64x4d", [8, 4, 2, 1])],
+)
+def test_grouped_convs_are_merged_into_32_channel_groups(extension, fused_models, arch, merges):
+    """4, 8, 16, 32+ channels per group: 8, 4, 2, 1 adjacent groups merged (block-diagonal weights)."""
+    entries = [e for e in cutlass_resnet.plan(fused_models[arch], (8, 3, 224, 224)) if e.problem.groups > 1]
+    for e in entries:
+        stage = int(e.module[5]) - 1
+        assert e.choice.kernel == "sm80_f16_group_t128x32_32x4" and e.choice.merge_groups == merges[stage]
+        assert (e.problem.c // e.problem.groups * merges[stage]) % 8 == 0
+    assert f"groups merged by {merges[0]}" in str(entries[0])

@@ -1,0 +1,140 @@
+"""The extension compiles and links for sm_80 and sm_90a here, with no GPU, and fails soft without nvcc."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cutlass_resnet.ops import build
+from cutlass_resnet.ops.select import Problem, kernel_table, select
+
+
+def test_extension_compiled_for_sm80_and_sm90a(extension):
+    library = Path(extension.library_path())
+    assert library.is_relative_to(build.cache_root()) and library.name == "cutlass_resnet_C.so"
+    data = library.read_bytes()
+    units = len(build.sources(["8.0", "9.0a"])) - 1  # every .cu; binding.cpp is host code
+    assert len(re.findall(rb"sm_80\b", data)) >= units
+    assert len(re.findall(rb"sm_90a", data)) >= units
+    names = [k.name for k in kernel_table()]
+    kernel_files = [p for p in build.sources(["8.0", "9.0a"]) if p.stem.startswith(("k80_", "k90_"))]
+    assert sorted(names) == sorted("sm" + p.stem[1:] for p in kernel_files)
+    assert any(name.startswith("sm90_") for name in names)
+    assert not any(p.stem.startswith("k90_") for p in build.sources(["8.0"]))  # no Hopper code without sm_90a
+
+
+def test_cache_key_names_what_changes_the_binary(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
+    key = build.cache_dir(["8.0", "9.0a"]).name
+    assert build.cache_dir(["8.0", "9.0a"]).parent == tmp_path / "kernels"
+    for part in ("cr0.", "cutlass4.", f"torch{torch.__version__}".replace("+", "_"), "sm80_90a"):
+        assert part in key
+    assert build.cache_dir(["9.0a"]) != build.cache_dir(["8.0", "9.0a"])
+
+
+def test_nvcc_arch_of_hopper_is_90a():
+    assert build.nvcc_arch((9, 0)) == "9.0a" and build.nvcc_arch((8, 6)) == "8.6" and build.nvcc_arch((10, 0)) == "10.0"
+
+
+def test_no_nvcc_means_the_reference_path_with_a_clear_message(monkeypatch):
+    monkeypatch.setitem(build._state, "path", None)
+    monkeypatch.setitem(build._state, "error", None)
+    monkeypatch.setattr(build, "cuda_home", lambda: None)
+    with pytest.warns(
+        UserWarning, match="CUTLASS kernels unavailable, using the reference convolution: nvcc not found"
+    ):
+        assert build.load(["8.0"]) is False
+    choice = select(Problem(8, 56, 56, 64, 64, 3, 3), torch.float16, (8, 0))
+    assert choice.kernel is None and "extension is unavailable: nvcc not found" in choice.reason
+
+
+def test_no_arch_without_a_gpu_is_an_error(monkeypatch):
+    monkeypatch.setitem(build._state, "path", None)
+    monkeypatch.setitem(build._state, "error", None)
+    with pytest.warns(UserWarning, match="no GPU is visible and no arch was given"):
+        assert build.load() is False
+
+
+@pytest.mark.parametrize(
+    ("built", "needed", "runs"),
+    [
+        ("8.0", "8.0", True),
+        ("8.0", "8.6", True),  # sm_80 code runs on every 8.x
+        ("8.6", "8.0", False),
+        ("8.0", "9.0a", False),
+        ("9.0", "9.0a", True),  # sm_90 code (without the wgmma kernels) runs on Hopper
+        ("9.0a", "9.0a", True),
+        ("9.0a", "10.0", False),  # arch-specific code runs on that arch only
+    ],
+)
+def test_which_build_runs_on_which_gpu(built, needed, runs):
+    assert build.nvcc_arch_runs_on(built, needed) is runs
+
+
+@pytest.fixture
+def prebuilt(monkeypatch, tmp_path):
+    """A fake install-time build: the info file setup.py writes, next to a (dummy) library."""
+    library = tmp_path / "_C.cpython-311-x86_64-linux-gnu.so"
+    library.write_bytes(b"")
+    info = {"library": library.name, "archs": ["8.0", "9.0a"], "torch": torch.__version__, "cuda": torch.version.cuda}
+    monkeypatch.setattr(build, "PREBUILT_INFO", tmp_path / "_C.json")
+
+    def write(**changes):
+        (tmp_path / "_C.json").write_text(json.dumps({**info, **changes}))
+        return str(library)
+
+    return write
+
+
+def test_prebuilt_library_is_used_when_it_fits(prebuilt):
+    library = prebuilt()
+    assert build._prebuilt(["8.0"]) == library and build._prebuilt(["8.9", "9.0a"]) == library
+    assert build._prebuilt([]) == library  # no GPU: loaded for planning
+
+
+@pytest.mark.parametrize(
+    ("changes", "archs", "why"),
+    [
+        ({"torch": "2.0.0"}, ["8.0"], "it was built for torch 2.0.0"),
+        ({}, ["10.0"], "it was built for 8.0, 9.0a, not 10.0"),
+        ({"library": "gone.so"}, ["8.0"], "gone.so is missing"),
+    ],
+)
+def test_prebuilt_library_that_does_not_fit_is_skipped_with_the_reason(prebuilt, changes, archs, why):
+    prebuilt(**changes)
+    with pytest.warns(UserWarning, match=f"not using the prebuilt kernels \\(.*{re.escape(why)}"):
+        assert build._prebuilt(archs) is None
+
+
+def test_no_prebuilt_library_means_jit(monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "PREBUILT_INFO", tmp_path / "_C.json")
+    assert build._prebuilt(["8.0"]) is None
+
+
+def test_setup_py_builds_what_the_jit_build_builds():
+    setup = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    assert "build.extension_args(ARCHS)" in setup and "build.source_digest()" in setup
+    args = build.extension_args(["8.0"])
+    assert [Path(s).name for s in args["sources"]] == [p.name for p in build.sources(["8.0"])]
+    assert "-DCR_WITH_SM90" not in args["nvcc"] and "-DCR_WITH_SM90" in build.extension_args(["9.0a"])["nvcc"]
+
+
+def test_first_build_shows_a_progress_bar_on_a_terminal(monkeypatch, tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with build._progress(tmp_path, total=3):
+        (tmp_path / "binding.o").touch()
+        (tmp_path / "k80_f16_t64x64_64x5.cuda.o").touch()
+        time.sleep(1.5)  # the bar looks at the folder once a second
+    assert "compiling CUTLASS kernels" in terminal.getvalue() and "2/3" in terminal.getvalue()

@@ -1,0 +1,126 @@
+"""The op's CUDA implementation on CPU tensors, with the kernel launch emulated: what it pads, merges,
+splits, checks and falls back on."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import CL, emulated_launch
+
+from cutlass_resnet.ops import dispatch, select, selfcheck
+
+
+@pytest.fixture
+def conv(emulated_gpu):
+    """The op's CUDA implementation, run on CPU tensors with the launch emulated."""
+    return dispatch._cuda_conv2d_fprop
+
+
+def operands(n, c, k, h, dtype=torch.float16, r=3, groups=1):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, h, generator=g).to(dtype).contiguous(memory_format=CL)
+    w = (torch.randn(k, c // groups, r, r, generator=g) / (c * r * r) ** 0.5).to(dtype).contiguous(memory_format=CL)
+    return x, w, torch.randn(k, generator=g).to(dtype)
+
+
+def test_stem_is_padded_to_four_channels(conv, emulated_gpu):
+    x, w, b = operands(2, 3, 64, 32, r=7)
+    y = conv(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
+    assert emulated_gpu.calls[-1] == ("sm80_f16_stem_t128x64_64x3", (2, 4, 32, 32), 1)
+    expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 3))
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+    conv(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
+    assert dispatch._prepared_weights[w][1].shape == (64, 4, 7, 7)  # padded once, then cached
+
+
+def test_batch_split_past_two_gigabytes(conv, monkeypatch, emulated_gpu):
+    monkeypatch.setattr(select, "MAX_BYTES", 2 * 16 * 8 * 8 * 2 + 1)  # two images per launch
+    x, w, b = operands(5, 16, 16, 8)
+    residual = torch.randn(5, 16, 8, 8).half().contiguous(memory_format=CL)
+    y = conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    assert [shape[0] for _, shape, _ in emulated_gpu.calls[1:]] == [2, 2, 1]  # after the kernel's one self-check
+    expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_grouped_conv_runs_merged_block_diagonal(conv, emulated_gpu):
+    """32 groups of 4 channels -> 4 groups of 32, zeros outside the original groups: same result."""
+    x, w, b = operands(2, 128, 128, 8, groups=32)
+    y = conv(x, w, b, None, [2, 2], [1, 1], [1, 1], 32, True)
+    assert emulated_gpu.calls[-1] == ("sm80_f16_group_t128x32_32x4", (2, 128, 8, 8), 4)
+    expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 1, 1, 32))
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+    blocks = dispatch._prepared_weights[w][1]
+    assert blocks.shape == (128, 32, 3, 3) and torch.count_nonzero(blocks) == torch.count_nonzero(w)
+
+
+def test_fallback_warns_once_per_reason(conv, emulated_gpu):
+    x, w, b = operands(2, 16, 16, 8, groups=4)  # 4 channels per group, 4 groups: cannot be blocked
+    with pytest.warns(UserWarning, match="cannot be blocked.*running the reference"):
+        y = conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 4, False)
+    torch.testing.assert_close(
+        y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 4), rtol=2e-3, atol=2e-3
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 4, False)
+    assert emulated_gpu.calls == []
+
+
+def test_strict_mode_raises(conv, monkeypatch):
+    monkeypatch.setattr(dispatch, "STRICT", True)
+    x, w, b = operands(2, 16, 16, 8, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="float32 has no CUTLASS kernel.*CUTLASS_RESNET_STRICT"):
+        conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+
+
+def test_each_kernel_checks_itself_once_per_gpu(conv, emulated_gpu):
+    x, w, b = operands(2, 16, 16, 8)
+    for _ in range(3):
+        conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, True)
+    kernel = emulated_gpu.calls[0][0]
+    assert [c[0] for c in emulated_gpu.calls] == [kernel] * 4  # one self-check, then three launches
+    records = json.loads(selfcheck.verdicts_path().read_text())
+    assert [v for k, v in records.items() if k.endswith("|" + kernel)] == [""]
+
+
+def test_a_kernel_that_fails_its_check_is_never_dispatched(conv, monkeypatch, emulated_gpu):
+    def wrong(kernel, x, weight, bias, residual, *conv):
+        return emulated_launch(kernel, x, weight, bias, None, *conv)  # drops the residual
+
+    emulated_gpu.use(wrong)
+    x, w, b = operands(2, 16, 16, 8)
+    residual = torch.randn(2, 16, 8, 8).half().contiguous(memory_format=CL)
+    with pytest.warns(UserWarning, match="failed its self-check"):
+        y = conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+    conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    assert len(emulated_gpu.calls) == 1  # the check; never launched for real
+    records = json.loads(selfcheck.verdicts_path().read_text())
+    assert any("failed its self-check" in v for v in records.values())
+    selfcheck._checked_verdict.cache_clear()  # a new process reads the verdict from disk
+    conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
+    assert len(emulated_gpu.calls) == 1
+
+
+def test_no_self_check_while_a_cuda_graph_is_captured(conv, monkeypatch, emulated_gpu):
+    """The check synchronizes, which capture forbids: an unchecked kernel is not used in a graph,
+    and nothing is recorded against it."""
+    monkeypatch.setattr(selfcheck, "_capturing", lambda: True)
+    x, w, b = operands(2, 16, 16, 8)
+    with pytest.warns(UserWarning, match="not self-checked yet: run the model once before capturing"):
+        y = conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+    torch.testing.assert_close(y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1), rtol=2e-3, atol=2e-3)
+    assert emulated_gpu.calls == [] and not selfcheck.verdicts_path().exists()
+    monkeypatch.setattr(selfcheck, "_capturing", lambda: False)
+    conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # a plain run checks it, then launches
+    assert len(emulated_gpu.calls) == 2
+    monkeypatch.setattr(selfcheck, "_capturing", lambda: True)
+    conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # checked: used in the graph too
+    assert len(emulated_gpu.calls) == 3

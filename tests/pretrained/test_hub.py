@@ -1,0 +1,256 @@
+"""from_pretrained / save_pretrained / push_to_hub against a local server playing the Hugging Face hub.
+
+The served files are made here from random-init torchvision models, laid out as timm's
+republished torchvision weights (``timm/<arch>.tv_in1k``: torchvision keys, timm's config) or
+as our own saves; every loaded model is compared with the torchvision model holding the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from huggingface_hub import constants
+from safetensors.torch import load_file, save
+from servers import Repo
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+import cutlass_resnet
+from cutlass_resnet import CorruptWeightsError, WeightsUnavailableError, from_pretrained, save_pretrained
+from cutlass_resnet.testing import torchvision_model_with_statistics
+
+REPO = "timm/resnet18.tv_in1k"
+FILE = f"/{REPO}/resolve/main/model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def tv18():
+    """torchvision resnet18 with non-trivial BatchNorm statistics (so folding is exercised), 10 classes."""
+    return torchvision_model_with_statistics("resnet18", seed=5, num_classes=10)
+
+
+@pytest.fixture
+def x():
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def safetensors_bytes(model: torch.nn.Module) -> bytes:
+    return save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
+
+
+@pytest.fixture
+def timm_repo(hub, tv18):
+    """``timm/resnet18.tv_in1k`` as timm publishes it: torchvision keys, timm's config.json."""
+    config = {"architecture": "resnet18", "num_classes": 10, "pretrained_cfg": {"tag": "tv_in1k"}}
+    hub.state.repos[REPO] = Repo(
+        {"model.safetensors": safetensors_bytes(tv18), "config.json": json.dumps(config).encode()}
+    )
+    return hub
+
+
+def cache_dir() -> Path:
+    return Path(constants.HF_HUB_CACHE)
+
+
+def blob() -> Path:
+    (path,) = (cache_dir() / "models--timm--resnet18.tv_in1k" / "blobs").glob("?" * 64)
+    return path
+
+
+def check_parity(model, tv18, x, atol=1e-5):
+    with torch.no_grad():
+        expected = tv18(x)
+        assert torch.allclose(model(x.to(model.fc.weight.dtype)).float(), expected, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("fuse_bn", [None, True])
+def test_timm_repo_loads_as_torchvision(timm_repo, tv18, x, fuse_bn):
+    model = from_pretrained(REPO, fuse_bn=fuse_bn)
+    assert model.fused is bool(fuse_bn) and not model.training and model.fc.out_features == 10
+    check_parity(model, tv18, x)
+    assert model.pretrained_source == f"hf:{REPO}@main"
+
+
+def test_arch_from_the_repo_name_when_there_is_no_config(hub, tv18, x):
+    hub.state.repos["timm/resnet18.a1_in1k"] = Repo({"model.safetensors": safetensors_bytes(tv18)})
+    check_parity(from_pretrained("timm/resnet18.a1_in1k"), tv18, x)
+
+
+def test_second_load_is_a_cache_hit(timm_repo):
+    from_pretrained(REPO)
+    from_pretrained(REPO)
+    assert timm_repo.state.requests[("GET", FILE)] == 1
+
+
+def test_offline_mode_uses_the_cache_and_says_what_is_missing(timm_repo, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsUnavailableError, match="'model.safetensors' of 'timm/resnet18.tv_in1k'.*HF_HUB_OFFLINE"):
+        from_pretrained(REPO)
+    assert timm_repo.state.requests[("GET", FILE)] == 0
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    from_pretrained(REPO)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    from_pretrained(REPO)
+    assert timm_repo.state.requests[("GET", FILE)] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupted_cache_is_reported_and_fetched_again(timm_repo, tv18, x, damage):
+    from_pretrained(REPO)
+    path = blob()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.warns(
+        UserWarning, match="snapshots/0{40}/model.safetensors is corrupted .*sha256.*downloading it again"
+    ):
+        model = from_pretrained(REPO)
+    check_parity(model, tv18, x)
+    assert timm_repo.state.requests[("GET", FILE)] == 2
+
+
+def test_hub_serving_the_wrong_bytes_is_refused(timm_repo, tv18):
+    data = bytearray(timm_repo.state.repos[REPO].files["model.safetensors"])
+    data[-100] ^= 1  # one bit of one weight: same size, valid file, wrong numbers
+    timm_repo.state.tampered[f"{REPO}/model.safetensors"] = bytes(data)
+    with pytest.warns(UserWarning, match="corrupted"), pytest.raises(CorruptWeightsError, match="refusing to load"):
+        from_pretrained(REPO)
+    assert timm_repo.state.requests[("GET", FILE)] == 2  # fetched again once, then refused
+
+
+def test_wrong_sha256_is_refused(timm_repo):
+    with pytest.warns(UserWarning), pytest.raises(CorruptWeightsError, match="expected 0000"):
+        from_pretrained(REPO, sha256="0" * 64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"filename": "weights.safetensors"}, WeightsUnavailableError, "the hub has no file 'weights.safetensors'"),
+        ({"revision": "v2"}, WeightsUnavailableError, "RevisionNotFoundError"),
+        ({"arch": "resnet34"}, RuntimeError, "missing key 'layer1.2.conv1.weight'"),
+        ({"arch": "resnet50"}, ValueError, "'layer1.0.conv1.weight' has shape"),
+        ({"arch": "vgg16"}, ValueError, "unknown architecture 'vgg16'"),
+        ({"num_classes": 1000}, ValueError, "the weights have 10 classes but num_classes=1000"),
+    ],
+)
+def test_bad_requests_get_clear_errors(timm_repo, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        from_pretrained(REPO, **kwargs)
+
+
+def test_unknown_repo(hub):
+    with pytest.raises(WeightsUnavailableError, match="'nobody/resnet18'.*RepositoryNotFoundError"):
+        from_pretrained("nobody/resnet18")
+
+
+@pytest.mark.parametrize(("fuse", "dtype"), [(False, torch.float32), (True, torch.float16), (True, torch.bfloat16)])
+def test_save_pretrained_round_trip(tmp_path, tv18, x, fuse, dtype):
+    model = cutlass_resnet.resnet18(num_classes=10).eval()
+    cutlass_resnet.load_torchvision_state_dict(model, tv18.state_dict())
+    if fuse:
+        cutlass_resnet.fuse_bn(model)
+    model = model.to(dtype)
+    folder = save_pretrained(model, tmp_path / "saved", source="test")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet18" and config["fused"] is fuse and config["dtype"] == str(dtype)[6:]
+    assert (
+        config["sha256"]["model.safetensors"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no temporary files
+    loaded = from_pretrained(folder)
+    assert loaded.fused is fuse and loaded.fc.weight.dtype == dtype and loaded.pretrained_source == "test"
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    if not fuse:  # an unfused save is torchvision's format: torchvision loads it as it is
+        reference = torchvision.models.resnet18(num_classes=10)
+        reference.load_state_dict(load_file(folder / "model.safetensors"))
+        check_parity(loaded, reference.eval(), x)
+    if fuse:
+        with pytest.raises(ValueError, match="cannot be unfused"):
+            from_pretrained(folder, fuse_bn=False)
+
+
+def test_local_file_that_is_not_safetensors_is_refused(tmp_path, tv18):
+    folder = save_pretrained(cutlass_resnet.resnet18(num_classes=10), tmp_path / "saved")
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptWeightsError, match=f"refusing to load {path}: its sha256"):
+        from_pretrained(folder)
+    (folder / "config.json").unlink()  # no hash to check: the header check still refuses it
+    with pytest.raises(CorruptWeightsError, match="not a readable safetensors file"):
+        from_pretrained(path, arch="resnet18")
+
+
+def test_push_to_hub_then_from_pretrained(hub, tv18, x):
+    model = cutlass_resnet.resnet18(num_classes=10).eval()
+    cutlass_resnet.load_torchvision_state_dict(model, tv18.state_dict())
+    model = cutlass_resnet.fuse_bn(model).half()
+    url = cutlass_resnet.push_to_hub(model, "me/resnet18-fused", source="test")
+    repo = hub.state.repos["me/resnet18-fused"]
+    assert url.startswith(f"{hub.url}/me/resnet18-fused/commit/") and url.endswith(repo.commit)
+    assert sorted(repo.files) == ["README.md", "config.json", "model.safetensors"]
+    assert repo.files["README.md"].startswith(b"---\nlibrary_name: cutlass_resnet")
+    loaded = from_pretrained("me/resnet18-fused", dtype=torch.float32)
+    assert loaded.fused
+    check_parity(loaded, tv18, x, atol=2e-2)  # fp16 weights, fp32 compute
+
+
+def test_concurrent_downloads_end_with_one_good_copy(timm_repo):
+    timm_repo.state.delay_s = 0.01
+    code = f"import cutlass_resnet; cutlass_resnet.from_pretrained({REPO!r})"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    path = blob()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    assert not list(path.parent.glob("*.incomplete"))  # no partial download left behind
+
+
+def test_file_without_num_batches_tracked_loads(tmp_path, tv18, x):
+    """torchvision's older checkpoints, and conversions of them, leave the BatchNorm counters out."""
+    from safetensors.torch import save_file
+
+    state_dict = {k: v.contiguous() for k, v in tv18.state_dict().items() if not k.endswith("num_batches_tracked")}
+    save_file(state_dict, tmp_path / "model.safetensors")
+    for fuse in (None, True):
+        check_parity(from_pretrained(tmp_path, arch="resnet18", fuse_bn=fuse), tv18, x)
+
+
+def test_folding_on_load_rounds_once(timm_repo, tv18):
+    model = from_pretrained(REPO, fuse_bn=True, dtype=torch.float16)
+    conv, bn = tv18.conv1, tv18.bn1
+    w, b = fuse_conv_bn_weights(
+        conv.weight.double(), None, bn.running_mean.double(), bn.running_var.double(), bn.eps,
+        bn.weight.double(), bn.bias.double(),
+    )  # fmt: skip
+    assert torch.equal(model.conv1.weight, w.half()) and torch.equal(model.conv1.bias, b.half())
+
+
+@pytest.mark.parametrize("name", ["weights.pth", "resnet18-ffffffff.pt"])
+def test_torchvision_checkpoint_loads_with_its_architecture_read_from_its_shapes(tmp_path, tv18, x, name):
+    """A local .pth/.pt state dict loads through from_pretrained like any weights (no arch in its name);
+    a sha256 prefix in its name is checked."""
+    data = io.BytesIO()
+    torch.save(tv18.state_dict(), data)
+    if name.startswith("resnet18-"):
+        name = f"resnet18-{hashlib.sha256(data.getvalue()).hexdigest()[:8]}.pt"
+    path = tmp_path / name
+    path.write_bytes(data.getvalue())
+    model = from_pretrained(path)
+    assert not model.fused and model.fc.out_features == 10 and model.pretrained_source == str(path)
+    check_parity(model, tv18, x)
+    fused = from_pretrained(path, fuse_bn=True, dtype=torch.float64)
+    assert fused.fused and fused.fc.weight.dtype == torch.float64
+    check_parity(fused.float(), tv18, x)
+    (tmp_path / "resnet18-00000000.pth").write_bytes(data.getvalue())
+    with pytest.raises(CorruptWeightsError, match="not the 00000000... its name says"):
+        from_pretrained(tmp_path / "resnet18-00000000.pth")
+    with pytest.raises(ValueError, match="unknown architecture 'resnet7'"):
+        from_pretrained(path, arch="resnet7")
