@@ -53,6 +53,7 @@ def _extension_setup() -> dict:
                 "torch": torch.__version__,
                 "cuda": torch.version.cuda,
                 "sources": build.source_digest(),
+                "library_file": build.file_record(library),
             }
             library.with_name("_C.json").write_text(json.dumps(info, indent=1) + "\n")
 

@@ -1,11 +1,15 @@
 """Build and load the CUTLASS extension: JIT on first use, or ahead of time.
 
 ``cutlass-resnet build [--arch 8.0 9.0a]`` builds into the cache what a later process loads
-without compiling. The cache is keyed by package, CUTLASS, torch and CUDA
-versions and the target archs; a file lock keeps two processes building at once from
-corrupting it. ``CUTLASS_RESNET_CUDA_ARCHS="8.0;9.0a" pip install --no-build-isolation .``
-compiles the kernels into the installed package instead (``setup.py``); that prebuilt library
-is loaded first whenever it was built for this torch and covers the GPU's arch.
+without compiling. The cache is keyed by package, CUTLASS, torch and CUDA versions and the
+target archs. Each build compiles in a private folder, records the library's size and sha256
+(``manifest.json``) and is renamed into place whole; a library is loaded only when it matches
+its record, so a truncated file is rebuilt instead of crashing the process, and a complete
+build loads from a read-only folder without nvcc. A file lock beside the folder keeps two
+processes from building the same key at once.
+``CUTLASS_RESNET_CUDA_ARCHS="8.0;9.0a" pip install --no-build-isolation .`` compiles the kernels
+into the installed package instead (``setup.py``); that prebuilt library is loaded first
+whenever it was built for this torch, covers the GPU's arch and matches its record.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -33,9 +38,12 @@ __all__ = [
     "cuda_home",
     "default_nvcc_archs",
     "extension_args",
+    "file_record",
     "find_library",
+    "library_problem",
     "library_path",
     "load",
+    "load_built",
     "load_error",
     "loaded",
     "nvcc_arch",
@@ -46,6 +54,8 @@ __all__ = [
 
 CSRC = Path(__file__).with_name("csrc")
 PREBUILT_INFO = Path(__file__).with_name("_C.json")  # written by setup.py next to the library it built
+LIBRARY_NAME = "cutlass_resnet_C.so"
+MANIFEST_NAME = "manifest.json"
 _state: dict[str, object] = {"path": None, "error": None}
 
 
@@ -106,6 +116,41 @@ def cache_dir(archs: list[str]) -> Path:
     return cache_root() / "kernels" / key.replace("+", "_")
 
 
+def file_record(path: Path) -> dict[str, object]:
+    """Size and sha256 of a built library: what :func:`library_problem` checks before it is loaded."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def library_problem(library: Path, record: dict[str, object] | None) -> str | None:
+    """Why ``library`` must not be loaded (missing, no record, not the file that was built), or None.
+
+    Loading a truncated shared library kills the process with SIGBUS, so nothing is loaded unchecked.
+    """
+    if not library.is_file():
+        return f"{library} is missing"
+    if not record or "sha256" not in record:
+        return f"{library} has no record of its size and sha256 (an unfinished or older build)"
+    size = library.stat().st_size
+    if size != record.get("size"):
+        return f"{library} has {size} bytes, but {record.get('size')} were built (truncated or replaced)"
+    if file_record(library)["sha256"] != record["sha256"]:
+        return f"{library} does not match the sha256 recorded when it was built"
+    return None
+
+
+def _cached_build_problem(folder: Path) -> str | None:
+    manifest = folder / MANIFEST_NAME
+    try:
+        record = json.loads(manifest.read_text()) if manifest.exists() else None
+    except (OSError, ValueError):
+        record = None
+    return library_problem(folder / LIBRARY_NAME, record)
+
+
 def cuda_home() -> str | None:
     """The first CUDA toolkit with an nvcc among CUDA_HOME, CUDA_PATH, nvcc on PATH and /usr/local/cuda."""
     candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
@@ -139,6 +184,12 @@ def build_id() -> str:
 def load_error() -> str | None:
     """Why the extension could not be loaded, or None."""
     return _state["error"]  # type: ignore[return-value]
+
+
+def load_built(path: str) -> None:
+    """Load the library that another process loaded and verified (the self-check's child process)."""
+    torch.ops.load_library(path)
+    _state["path"], _state["error"] = path, None
 
 
 def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
@@ -189,8 +240,8 @@ def _prebuilt(archs: list[str]) -> str | None:
         mismatch = f"it was built for torch {info['torch']} (CUDA {info['cuda']}), this is {torch.__version__}"
     elif missing := [a for a in archs if not any(nvcc_arch_runs_on(b, a) for b in info["archs"])]:
         mismatch = f"it was built for {', '.join(info['archs'])}, not {', '.join(missing)}"
-    elif not library.exists():
-        mismatch = f"{library} is missing"
+    else:
+        mismatch = library_problem(library, info.get("library_file"))
     if mismatch:
         warnings.warn(f"cutlass_resnet: not using the prebuilt kernels ({mismatch}); compiling instead", stacklevel=3)
         return None
@@ -202,8 +253,9 @@ def find_library(archs: list[str]) -> str | None:
     prebuilt = _prebuilt(archs)
     if prebuilt is not None:
         return prebuilt
-    library = cache_dir(archs) / "cutlass_resnet_C.so" if archs else None
-    return str(library) if library is not None and library.exists() else None
+    if not archs or _cached_build_problem(cache_dir(archs)) is not None:
+        return None
+    return str(cache_dir(archs) / LIBRARY_NAME)
 
 
 def extension_args(archs: list[str]) -> dict[str, list[str]]:
@@ -240,52 +292,82 @@ def _progress(build_dir: Path, total: int) -> Iterator[None]:
 
 
 def build(archs: list[str], *, verbose: bool = False) -> str:
-    """Compile the extension for ``archs`` into the cache (unless it is there) and load it; return its path."""
+    """Load the verified build for ``archs`` from the cache, compiling it first when there is none; return its path.
+
+    A complete build needs neither nvcc nor a writable cache. Otherwise the build compiles in a
+    private folder beside the final one (so a killed build, or its orphaned compilers, never
+    touch another's files) and is renamed into place once its library and record are written.
+    """
     if not archs:
         raise RuntimeError("no GPU is visible and no arch was given (e.g. archs=['8.0', '9.0a'])")
+    target = cache_dir(archs)
+    problem = _cached_build_problem(target)
+    if problem is None:
+        torch.ops.load_library(str(target / LIBRARY_NAME))
+        return str(target / LIBRARY_NAME)
     if torch.version.cuda is None:
         raise RuntimeError(f"torch {torch.__version__} is not a CUDA build")
     home = cuda_home()
     if home is None:
-        raise RuntimeError("nvcc not found: install the CUDA toolkit and set CUDA_HOME")
-    os.environ["CUDA_HOME"] = home  # before torch.utils.cpp_extension reads it at import
-    import torch.utils.cpp_extension as cpp_extension
+        damaged = f"; the cached build cannot be used ({problem}): delete {target}" if target.exists() else ""
+        raise RuntimeError(f"nvcc not found: install the CUDA toolkit and set CUDA_HOME{damaged}")
     from filelock import FileLock
 
-    cpp_extension.CUDA_HOME = home
-    build_dir = cache_dir(archs)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    name = "cutlass_resnet_C"
-    args = extension_args(archs)
-    with FileLock(str(build_dir / "build.lock")):
-        library = build_dir / f"{name}.so"
-        fresh = not library.exists()
-        if fresh:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if _cached_build_problem(target) is None:  # another process built it while we waited
+            torch.ops.load_library(str(target / LIBRARY_NAME))
+            return str(target / LIBRARY_NAME)
+        for stale in target.parent.glob(f".{target.name}.build-*"):  # left by killed builds of this key
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+        try:
             targets = ", ".join(f"sm_{a.replace('.', '')}" for a in archs)
             print(
-                f"cutlass_resnet: compiling CUTLASS kernels for {targets} into {build_dir} "
+                f"cutlass_resnet: compiling CUTLASS kernels for {targets} into {target} "
                 "(first run only, a few minutes)",
                 file=sys.stderr,
                 flush=True,
             )
-        previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
-        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
-        progress = _progress(build_dir, len(args["sources"])) if fresh and not verbose else contextlib.nullcontext()
-        try:
-            with progress:
-                cpp_extension.load(
-                    name=name,
-                    sources=args["sources"],
-                    extra_include_paths=args["include_dirs"],
-                    extra_cflags=args["cxx"],
-                    extra_cuda_cflags=args["nvcc"],
-                    build_directory=str(build_dir),
-                    is_python_module=False,
-                    verbose=verbose,
-                )
+            library = _compile(archs, scratch, home, verbose)
+            library.rename(scratch / LIBRARY_NAME)
+            (scratch / MANIFEST_NAME).write_text(json.dumps(file_record(scratch / LIBRARY_NAME)) + "\n")
+            if target.exists():  # a damaged build: moved aside, then removed
+                trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+                target.rename(trash / "build")
+                shutil.rmtree(trash, ignore_errors=True)
+            scratch.rename(target)
         finally:
-            if previous is None:
-                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
-            else:
-                os.environ["TORCH_CUDA_ARCH_LIST"] = previous
-    return str(library)
+            shutil.rmtree(scratch, ignore_errors=True)
+    return str(target / LIBRARY_NAME)
+
+
+def _compile(archs: list[str], build_dir: Path, home: str, verbose: bool) -> Path:
+    """Compile and load the extension in ``build_dir`` with torch's JIT build (ninja); return the library."""
+    os.environ["CUDA_HOME"] = home  # before torch.utils.cpp_extension reads it at import
+    import torch.utils.cpp_extension as cpp_extension
+
+    cpp_extension.CUDA_HOME = home
+    args = extension_args(archs)
+    previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
+    progress = _progress(build_dir, len(args["sources"])) if not verbose else contextlib.nullcontext()
+    try:
+        with progress:
+            cpp_extension.load(
+                name=LIBRARY_NAME.removesuffix(".so"),
+                sources=args["sources"],
+                extra_include_paths=args["include_dirs"],
+                extra_cflags=args["cxx"],
+                extra_cuda_cflags=args["nvcc"],
+                build_directory=str(build_dir),
+                is_python_module=False,
+                verbose=verbose,
+            )
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = previous
+    (library,) = build_dir.glob("cutlass_resnet_C*.so")  # torch names a rebuild in one process ..._v1.so
+    return library

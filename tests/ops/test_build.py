@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -82,8 +87,14 @@ def test_which_build_runs_on_which_gpu(built, needed, runs):
 def prebuilt(monkeypatch, tmp_path):
     """A fake install-time build: the info file setup.py writes, next to a (dummy) library."""
     library = tmp_path / "_C.cpython-311-x86_64-linux-gnu.so"
-    library.write_bytes(b"")
-    info = {"library": library.name, "archs": ["8.0", "9.0a"], "torch": torch.__version__, "cuda": torch.version.cuda}
+    library.write_bytes(b"not really a library")
+    info = {
+        "library": library.name,
+        "archs": ["8.0", "9.0a"],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "library_file": build.file_record(library),
+    }
     monkeypatch.setattr(build, "PREBUILT_INFO", tmp_path / "_C.json")
 
     def write(**changes):
@@ -105,6 +116,9 @@ def test_prebuilt_library_is_used_when_it_fits(prebuilt):
         ({"torch": "2.0.0"}, ["8.0"], "it was built for torch 2.0.0"),
         ({}, ["10.0"], "it was built for 8.0, 9.0a, not 10.0"),
         ({"library": "gone.so"}, ["8.0"], "gone.so is missing"),
+        ({"library_file": {"size": 3, "sha256": "0" * 64}}, ["8.0"], "has 20 bytes, but 3 were built"),
+        ({"library_file": {"size": 20, "sha256": "0" * 64}}, ["8.0"], "does not match the sha256 recorded"),
+        ({"library_file": None}, ["8.0"], "has no record of its size and sha256"),
     ],
 )
 def test_prebuilt_library_that_does_not_fit_is_skipped_with_the_reason(prebuilt, changes, archs, why):
@@ -138,3 +152,112 @@ def test_first_build_shows_a_progress_bar_on_a_terminal(monkeypatch, tmp_path):
         (tmp_path / "k80_f16_t64x64_64x5.cuda.o").touch()
         time.sleep(1.5)  # the bar looks at the folder once a second
     assert "compiling CUTLASS kernels" in terminal.getvalue() and "2/3" in terminal.getvalue()
+
+
+@pytest.fixture
+def compiler(monkeypatch, tmp_path):
+    """build() with a stand-in compiler that writes a small library, and a loader that records what it loads."""
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "cuda_home", lambda: "/stand-in/cuda")
+    runs = SimpleNamespace(compiled=[], loaded=[])
+
+    def compile(archs, build_dir, home, verbose):
+        runs.compiled.append(build_dir)
+        (build_dir / "build.ninja").write_text("")
+        (build_dir / build.LIBRARY_NAME).write_bytes(b"\x7fELF" + bytes(4096))
+        runs.loaded.append(str(build_dir / build.LIBRARY_NAME))  # torch's JIT build loads what it built
+        return build_dir / build.LIBRARY_NAME
+
+    monkeypatch.setattr(build, "_compile", compile)
+    monkeypatch.setattr(torch.ops, "load_library", runs.loaded.append)
+    return runs
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_build_compiles_in_a_private_folder_and_is_renamed_into_place(compiler):
+    target = build.cache_dir(["8.0"])
+    (target.parent).mkdir(parents=True)
+    leftover = target.parent / f".{target.name}.build-killed"  # what a killed build leaves
+    leftover.mkdir()
+    (leftover / "half.o").write_bytes(b"x")
+    assert build.build(["8.0"]) == str(target / build.LIBRARY_NAME)
+    (scratch,) = compiler.compiled
+    assert scratch.parent == target.parent and scratch.name.startswith(f".{target.name}.build-")
+    assert not scratch.exists() and not leftover.exists()
+    assert sorted(p.name for p in target.iterdir()) == ["build.ninja", "cutlass_resnet_C.so", "manifest.json"]
+    manifest = json.loads((target / "manifest.json").read_text())
+    data = (target / build.LIBRARY_NAME).read_bytes()
+    assert manifest == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert compiler.loaded == [str(scratch / build.LIBRARY_NAME)]
+    assert sorted(p.name for p in target.parent.iterdir()) == [f".{target.name}.lock", target.name]
+    build.build(["8.0"])  # complete: loaded, not compiled again
+    assert len(compiler.compiled) == 1 and compiler.loaded[1:] == [str(target / build.LIBRARY_NAME)]
+
+
+def test_a_complete_build_loads_without_nvcc_and_writes_nothing(compiler, monkeypatch):
+    build.build(["8.0"])
+    root = build.cache_root()
+    before = tree(root)
+    monkeypatch.setattr(build, "cuda_home", lambda: None)
+    assert build.build(["8.0"]) == str(build.cache_dir(["8.0"]) / build.LIBRARY_NAME)
+    assert tree(root) == before and len(compiler.compiled) == 1
+    assert build.find_library(["8.0"]) == str(build.cache_dir(["8.0"]) / build.LIBRARY_NAME)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no-manifest"])
+def test_a_damaged_build_is_rebuilt_never_loaded(compiler, damage):
+    target = build.cache_dir(["8.0"])
+    build.build(["8.0"])
+    library = target / build.LIBRARY_NAME
+    if damage == "truncate":
+        library.write_bytes(library.read_bytes()[:100])
+    elif damage == "flip":
+        library.write_bytes(b"\x7fELF" + bytes(4095) + b"\x01")
+    else:
+        (target / "manifest.json").unlink()
+    assert build.find_library(["8.0"]) is None
+    build.build(["8.0"])
+    assert (
+        len(compiler.compiled) == 2
+        and build.library_problem(library, json.loads((target / "manifest.json").read_text())) is None
+    )
+
+
+def test_a_damaged_build_without_nvcc_names_the_folder_to_delete(compiler, monkeypatch):
+    target = build.cache_dir(["8.0"])
+    build.build(["8.0"])
+    (target / build.LIBRARY_NAME).write_bytes(b"\x7fELF")
+    monkeypatch.setattr(build, "cuda_home", lambda: None)
+    with pytest.raises(
+        RuntimeError, match=f"nvcc not found.*has 4 bytes, but 4100 were built.*delete {re.escape(str(target))}"
+    ):
+        build.build(["8.0"])
+    assert len(compiler.loaded) == 1  # only what the first build loaded
+
+
+def test_a_truncated_real_library_is_never_loaded(extension, tmp_path):
+    """Loading a truncated .so kills the process with SIGBUS: plan(), info and load() must check it first."""
+    source = build.cache_dir(["8.0", "9.0a"])
+    cache = tmp_path / "cache"
+    copy = cache / "kernels" / source.name
+    shutil.copytree(source, copy)
+    library = copy / build.LIBRARY_NAME
+    library.write_bytes(library.read_bytes()[: library.stat().st_size // 2])
+    env = {**os.environ, "CUTLASS_RESNET_CACHE": str(cache)}
+    code = (
+        "from cutlass_resnet.ops import build; build.cuda_home = lambda: None;"
+        "print(build.load(['8.0', '9.0a'])); print(build.load_error())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    loaded, error = proc.stdout.splitlines()
+    assert loaded == "False" and "has" in error and "were built (truncated or replaced)" in error
+    assert f"delete {copy}" in error
+    proc = subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", "info", "--json"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["kernels"] == []
