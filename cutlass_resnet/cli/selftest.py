@@ -22,8 +22,17 @@ import torchvision
 from .. import models
 from ..nn import fuse_bn, plan
 from ..ops import build
-from ..ops.select import kernel_table, launch_form
-from ..ops.selfcheck import check_kernel, record_verdict, verdict_key
+from ..ops.select import KernelKind, kernel_table, launch_form
+from ..ops.selfcheck import (
+    SelfCheckUnavailable,
+    check_cases,
+    check_kernel,
+    forget_verdicts,
+    isolated_check,
+    record_verdict,
+    verdict_key,
+    verdicts_path,
+)
 from ..pretrained import load_torchvision_state_dict
 from ..testing import ARCHS, relative_error, torchvision_model_with_statistics
 from .common import EXIT_FAILED, EXIT_OK
@@ -118,14 +127,47 @@ def gpu_model_parity(arch: str, device: torch.device, dtype: torch.dtype, batch_
     return relative_error(ours, expected), relative_error(theirs, expected)
 
 
-def gpu_selftest(archs: list[str]) -> int:
-    """The kernel sweep and the fused fp16/bf16 models against torchvision; returns the failure count."""
+def matrix_checks(device: torch.device, sanitizer: str | None = None) -> int:
+    """Every kernel that serves this GPU, over its self-check matrix, each in a child process (under
+    ``compute-sanitizer --tool sanitizer`` if given); verdicts recorded; returns the failure count."""
+    if not build.load():
+        print(f"the CUTLASS extension is unavailable: {build.load_error()}")
+        return 1
+    capability = torch.cuda.get_device_capability(device)
+    under = f" under compute-sanitizer --tool {sanitizer}" if sanitizer else ""
+    print(
+        "\nEach kernel's self-check matrix (bias/residual/ReLU on and off, partial tiles, 1x1/3x3/7x7 at stride "
+        f"1 and 2, groups, a batch chunk) in a child process{under}:"
+    )
+    failures = 0
+    for kernel in kernel_table():
+        kind = KernelKind.REGULAR if kernel.kind == KernelKind.REGULAR_SM90A else kernel.kind
+        if not kernel.serves(kind, capability):
+            continue
+        start = time.perf_counter()
+        try:
+            reason = isolated_check(kernel.name, device.index or 0, build.library_path(), sanitizer=sanitizer)
+        except SelfCheckUnavailable as exc:
+            print(f"{kernel.name:<32} not checked: {exc}")
+            failures += 1
+            continue
+        record_verdict(verdict_key(kernel.name, device.index or 0), reason)
+        failures += reason is not None
+        seconds = time.perf_counter() - start
+        print(f"{kernel.name:<32} {len(check_cases(kernel)):>4} cases {seconds:6.1f}s  {reason or 'ok'}", flush=True)
+    return failures
+
+
+def gpu_selftest(archs: list[str], sanitizer: str | None = None) -> int:
+    """The kernels' matrices, the zoo sweep and the fused fp16/bf16 models against torchvision; the failure count."""
     device = torch.device("cuda", torch.cuda.current_device())
     name, cap = torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
-    print(
-        f"\nGPU self-check on {name} (sm_{cap[0]}{cap[1]}): every kernel on every distinct conv shape of the zoo "
-        "(batch 2), error against float64 at most twice aten's in the same dtype"
-    )
+    print(f"\nGPU self-check on {name} (sm_{cap[0]}{cap[1]}): error against float64 at most twice aten's, same dtype")
+    matrix_failures = matrix_checks(device, sanitizer)
+    if matrix_failures:  # a kernel that crashed its check must not run in this process
+        print(f"{matrix_failures} kernel(s) failed their matrix: the zoo sweep and the model checks are skipped")
+        return matrix_failures
+    print("\nEvery kernel on every distinct conv shape of the zoo (batch 2):")
     sweep = kernel_sweep(device)
     failures = [(k, p, r) for k, p, r in sweep if r is not None]
     for kernel in sorted({k for k, _, _ in sweep}):
@@ -151,6 +193,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=64, help="input height and width (default 64)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--skip-cpu", action="store_true", help="only the GPU checks")
+    parser.add_argument(
+        "--recheck", action="store_true", help="forget the kernels' recorded self-check verdicts and check them again"
+    )
+    parser.add_argument(
+        "--sanitize",
+        nargs="?",
+        const="memcheck",
+        choices=["memcheck", "racecheck", "initcheck", "synccheck"],
+        help="run each kernel's check under compute-sanitizer with this tool (default memcheck)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,11 +210,14 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size < 1 or args.batch_size < 1:
         raise ValueError("--image-size and --batch-size must be >= 1")
     torch.set_grad_enabled(False)
+    if args.recheck:
+        forget_verdicts()
+        print(f"Forgot the recorded kernel verdicts ({verdicts_path()}): each kernel checks itself again.")
     failures = 0
     if not args.skip_cpu:
         failures += cpu_parity(args.arch, args.image_size, args.batch_size)
     if torch.cuda.is_available():
-        failures += gpu_selftest(args.arch)
+        failures += gpu_selftest(args.arch, args.sanitize)
     else:
         print("No GPU is visible: no CUTLASS kernel was exercised.")
     return EXIT_FAILED if failures else EXIT_OK

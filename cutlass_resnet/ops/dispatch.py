@@ -16,7 +16,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .conv import _check_args, conv2d_fprop, reference_conv2d_fprop
 from .select import Choice, Problem, device_info, kernel, select
-from .selfcheck import kernel_verdict
+from .selfcheck import RECHECK_HINT, kernel_verdict
 
 __all__ = ["STRICT"]
 
@@ -70,7 +70,9 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
     problem = Problem.from_conv(x.shape, weight.shape, stride, padding, dilation, groups)
     device_index = x.device.index or 0
     choice = _cached_select(problem, x.dtype, device_index, residual is not None)
-    reason = choice.reason if choice.kernel is None else kernel_verdict(choice.kernel, device_index)
+    reason = choice.reason
+    if choice.kernel is not None and (verdict := kernel_verdict(choice.kernel, device_index)) is not None:
+        reason = f"{verdict} ({RECHECK_HINT})"
     if reason is not None:
         message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {reason}"
         if STRICT:

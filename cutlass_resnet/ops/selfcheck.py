@@ -1,5 +1,10 @@
 """Each kernel checks itself once per GPU and build before it is trusted; the verdicts are kept on disk.
 
+The check (:func:`check_kernel`) runs the kernel over a matrix of problems and epilogues and
+compares each result with float64. On a GPU it runs in a separate process with a time limit, so
+that a kernel that crashes (an illegal address poisons the CUDA context) or hangs takes down
+only that process; the user's process launches only kernels whose verdict is "passed".
+
 A verdict is ``""`` (passed) or why the kernel was disabled, in ``<cache>/kernels/verdicts.json``,
 keyed by GPU, compute capability, build and kernel. :func:`read_verdicts` is the one reader of
 that file and :func:`record_verdict` the one writer.
@@ -7,7 +12,13 @@ that file and :func:`record_verdict` the one writer.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -15,11 +26,32 @@ import torch
 
 from .._io import write_text
 from . import build
-from .select import KernelKind, Problem, device_info, kernel
+from .select import KernelInfo, KernelKind, Problem, device_info, kernel
 
-__all__ = ["check_kernel", "kernel_verdict", "read_verdicts", "record_verdict", "verdict_key", "verdicts_path"]
+__all__ = [
+    "RECHECK_HINT",
+    "SelfCheckUnavailable",
+    "Case",
+    "check_cases",
+    "check_kernel",
+    "forget_verdicts",
+    "kernel_verdict",
+    "read_verdicts",
+    "record_verdict",
+    "verdict_key",
+    "verdicts_path",
+]
 
-# The problem each kind of kernel checks itself on, unless given one.
+RECHECK_HINT = "`cutlass-resnet selftest --recheck` checks the kernels again"
+
+
+class SelfCheckUnavailable(RuntimeError):
+    """The check could not run now (out of memory): nothing is recorded, and it runs again on next use."""
+
+
+#: Seconds a kernel's self-check process may take (it imports torch and starts CUDA first).
+CHECK_TIMEOUT = float(os.environ.get("CUTLASS_RESNET_SELFCHECK_TIMEOUT", "300"))
+# A problem of each kind of kernel, for what does not depend on the problem (its shared memory).
 CHECK_PROBLEMS = {
     KernelKind.REGULAR: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
     KernelKind.STEM: Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3)),
@@ -52,6 +84,17 @@ def record_verdict(key: str, reason: str | None) -> dict[str, str]:
     return records
 
 
+def forget_verdicts() -> None:
+    """Remove every recorded verdict, so each kernel checks itself again on its next use."""
+    from filelock import FileLock
+
+    path = verdicts_path()
+    if path.exists():
+        with FileLock(str(path) + ".lock"):
+            path.unlink(missing_ok=True)
+    _checked_verdict.cache_clear()
+
+
 def verdict_key(kernel_name: str, device_index: int) -> str:
     """``<GPU name>|sm_<cc>|<build>|<kernel>``: a verdict holds for one kernel of one build on one kind of GPU."""
     major, minor = device_info(device_index)[0]
@@ -78,7 +121,10 @@ def kernel_verdict(kernel_name: str, device_index: int) -> str | None:
         if known is None:
             return f"{kernel_name} is not self-checked yet: run the model once before capturing a CUDA graph"
         return known or None
-    return _checked_verdict(kernel_name, device_index)
+    try:
+        return _checked_verdict(kernel_name, device_index)
+    except SelfCheckUnavailable as exc:
+        return f"{kernel_name} could not be self-checked now ({exc}); it is checked again on its next use"
 
 
 @cache
@@ -86,19 +132,139 @@ def _checked_verdict(kernel_name: str, device_index: int) -> str | None:
     key = verdict_key(kernel_name, device_index)
     records = read_verdicts()
     if key not in records:
-        records = record_verdict(key, check_kernel(kernel_name, _device(device_index)))
+        device = _device(device_index)
+        if device.type == "cuda":
+            reason = isolated_check(kernel_name, device_index, build.library_path())
+        else:
+            reason = check_kernel(kernel_name, device)
+        records = record_verdict(key, reason)
     return records[key] or None
 
 
-def check_kernel(kernel_name: str, device: torch.device, problem: Problem | None = None) -> str | None:
-    """Run the kernel once on random data and compare with float64; None when it is right.
+def isolated_check(
+    kernel_name: str, device_index: int, library: str, timeout: float | None = None, sanitizer: str | None = None
+) -> str | None:
+    """:func:`check_kernel` in a child process (``python -m cutlass_resnet.ops._check_child``) with a time limit,
+    under ``compute-sanitizer --tool <sanitizer>`` if one is named.
 
-    Right means the brief's rule: error at most twice that of aten's own computation in the
-    same dtype (plus half an ulp of the largest output).
+    A crash or a hang there, or a sanitizer's error, is the kernel's verdict; running out of memory
+    raises :class:`SelfCheckUnavailable`, as in the process itself.
+    """
+    command = [sys.executable, "-m", "cutlass_resnet.ops._check_child", kernel_name, str(device_index), library]
+    if sanitizer:
+        command = [compute_sanitizer(), "--tool", sanitizer, "--error-exitcode", "86", *command]
+    outcome = run_isolated(command, timeout or CHECK_TIMEOUT)
+    if outcome.get("unavailable"):
+        raise SelfCheckUnavailable(outcome["unavailable"])
+    if "crashed" in outcome:
+        return f"{kernel_name} failed its self-check: the check process {outcome['crashed']}"
+    return outcome["reason"]
+
+
+def compute_sanitizer() -> str:
+    """The CUDA toolkit's compute-sanitizer (next to nvcc, or on PATH)."""
+    home = build.cuda_home()
+    found = shutil.which("compute-sanitizer") or (home and shutil.which("compute-sanitizer", path=f"{home}/bin"))
+    if not found:
+        raise FileNotFoundError("compute-sanitizer not found: it comes with the CUDA toolkit (set CUDA_HOME)")
+    return found
+
+
+def run_isolated(command: list[str], timeout: float) -> dict[str, str | None]:
+    """Run a check process that prints one JSON object last; a hang, a crash or no answer says so under "crashed"."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"crashed": f"did not finish in {timeout:g} s (a hang?) and was killed"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        try:
+            return json.loads(lines[-1])
+        except ValueError:
+            pass
+    how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
+    tail = (proc.stderr.strip().splitlines() or [""])[-1]
+    return {"crashed": how + (f" ({tail})" if tail else "")}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One launch of the self-check: a problem and the epilogue's terms."""
+
+    problem: Problem
+    bias: bool = True
+    residual: bool = False
+    relu: bool = True
+    offset: int = 0  #: images before the launched ones, as a launch on a chunk of a split batch sees
+
+    def __str__(self) -> str:
+        terms = [t for t, on in (("bias", self.bias), ("residual", self.residual), ("relu", self.relu)) if on]
+        return f"{self.problem} with {'+'.join(terms) or 'no epilogue terms'}" + (
+            f", from image {self.offset}" if self.offset else ""
+        )
+
+
+def check_cases(info: KernelInfo) -> list[Case]:
+    """The matrix a kernel checks itself on, as far as it takes each problem: every combination of
+    bias, residual and ReLU; C in 8, 24, 64, 136, 256 and K in 8, 64, 136, 256 (partial tiles in
+    M, N and K); 1x1, 3x3 and 7x7 filters at stride 1 and 2; grouped convs of 8, 16 and 32 channels
+    per group; a launch on a chunk of a batch."""
+    takes_residual = info.kind not in (KernelKind.STEM, KernelKind.GROUPED)
+    if info.kind == KernelKind.GROUPED:
+        shapes = [
+            Problem(2, 9, 10, groups * per_group, groups * 32, r, r, (s, s), (r // 2, r // 2), groups=groups)
+            for per_group in (8, 16, 32)
+            for groups in (2, 4)
+            for r in (1, 3)
+            for s in (1, 2)
+        ]
+    else:
+        channels = (4,) if info.kind == KernelKind.STEM else (8, 24, 64, 136, 256)
+        shapes = [
+            Problem(2, 9, 10, c, k, r, r, (s, s), (r // 2, r // 2))
+            for c in channels
+            for k in (8, 64, 136, 256)
+            for r in (1, 3, 7)
+            for s in (1, 2)
+        ]
+    shapes = [p for p in shapes if info.can_implement(p) == 0]
+    if not shapes:
+        return []
+    first = shapes[0]
+    epilogues = [
+        Case(first, bias, residual, relu)
+        for bias, residual, relu in itertools.product((False, True), repeat=3)
+        if takes_residual or not residual
+    ]
+    chunk = Case(replace(first, n=3), residual=takes_residual, offset=1)
+    return epilogues + [Case(p, residual=takes_residual) for p in shapes[1:]] + [chunk]
+
+
+def check_kernel(kernel_name: str, device: torch.device, problem: Problem | None = None) -> str | None:
+    """Run the kernel on random data and compare with float64; None when it is right, else why not.
+
+    On ``problem`` with bias, ReLU and (where the kernel takes one) a residual, else on every case of
+    :func:`check_cases`. Right means the brief's rule: error at most twice that of aten's own
+    computation in the same dtype (plus half an ulp of the largest output), with the references
+    computed from copies made before the launch and the inputs unchanged by it. Running out of
+    memory says nothing about the kernel: it raises :class:`SelfCheckUnavailable` instead.
     """
     info = kernel(kernel_name)
-    dtype = info.dtype
-    pr = problem or CHECK_PROBLEMS[info.kind]
+    if problem is not None:
+        cases = [Case(problem, residual=info.kind not in (KernelKind.STEM, KernelKind.GROUPED))]
+    else:
+        cases = check_cases(info)
+        if not cases:
+            return f"{kernel_name} accepts none of its self-check problems"
+    for case in cases:
+        reason = _check_case(info, device, case)
+        if reason is not None:
+            return f"{kernel_name} failed its self-check on {case}: {reason}"
+    return None
+
+
+def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | None:
+    pr, dtype = case.problem, info.dtype
     g = torch.Generator().manual_seed(0)
 
     def operand(*shape, scale=1.0):
@@ -107,23 +273,34 @@ def check_kernel(kernel_name: str, device: torch.device, problem: Problem | None
 
     c = pr.c // pr.groups
     x, w = operand(pr.n, pr.c, pr.h, pr.w), operand(pr.k, c, pr.r, pr.s, scale=(c * pr.r * pr.s) ** -0.5)
-    bias = operand(pr.k)
-    residual = None if info.kind == KernelKind.GROUPED else operand(pr.n, pr.k, pr.p, pr.q)
+    bias = operand(pr.k) if case.bias else None
+    residual = operand(pr.n, pr.k, pr.p, pr.q) if case.residual else None
+    x, residual = x[case.offset :], None if residual is None else residual[case.offset :]
     conv = (list(pr.stride), list(pr.padding), list(pr.dilation), pr.groups)
     F = torch.nn.functional
+
+    def epilogue(y: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+        y = y if r is None else y + r
+        return y.relu() if case.relu else y
+
+    inputs = [t for t in (x, w, bias, residual) if t is not None]
     try:
-        y = info.launch(x, w, bias, residual, *conv, True)
-        aten = F.conv2d(x, w, bias, *conv) + (0 if residual is None else residual)
-        expected = F.conv2d(x.double(), w.double(), bias.double(), *conv)
-        expected = torch.relu(expected + (0 if residual is None else residual.double()))
-        aten = torch.relu(aten)
+        before = [t.clone() for t in inputs]
+        aten = epilogue(F.conv2d(x, w, bias, *conv), residual)
+        expected = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), *conv)
+        expected = epilogue(expected, None if residual is None else residual.double())
+        y = info.launch(x, w, bias, residual, *conv, case.relu)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    except Exception as exc:  # noqa: BLE001 - any failure disables the kernel
-        return f"{kernel_name} failed its self-check: {exc}"
+    except torch.OutOfMemoryError as exc:
+        raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure disables the kernel
+        return f"{type(exc).__name__}: {exc}"
+    if not all(torch.equal(a, b) for a, b in zip(inputs, before, strict=True)):
+        return "it wrote into its inputs"
     error = (y.double() - expected).abs().max().item()
     aten_error = (aten.double() - expected).abs().max().item()
     floor = 0.5 * torch.finfo(dtype).eps * expected.abs().max().item()
     if not error <= 2 * aten_error + floor:
-        return f"{kernel_name} failed its self-check on {pr} (error {error:.3g}, aten's {aten_error:.3g})"
+        return f"error {error:.3g}, aten's {aten_error:.3g}"
     return None

@@ -14,6 +14,11 @@ from conftest import CL, emulated_launch
 from cutlass_resnet.ops import dispatch, select, selfcheck
 
 
+def check_launches(kernel_name: str) -> int:
+    """How many launches a kernel's self-check makes."""
+    return len(selfcheck.check_cases(select.kernel(kernel_name)))
+
+
 @pytest.fixture
 def conv(emulated_gpu):
     """The op's CUDA implementation, run on CPU tensors with the launch emulated."""
@@ -42,7 +47,8 @@ def test_batch_split_past_two_gigabytes(conv, monkeypatch, emulated_gpu):
     x, w, b = operands(5, 16, 16, 8)
     residual = torch.randn(5, 16, 8, 8).half().contiguous(memory_format=CL)
     y = conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
-    assert [shape[0] for _, shape, _ in emulated_gpu.calls[1:]] == [2, 2, 1]  # after the kernel's one self-check
+    assert [shape[0] for _, shape, _ in emulated_gpu.calls[-3:]] == [2, 2, 1]  # after the kernel's self-check
+    assert len(emulated_gpu.calls) == check_launches(emulated_gpu.calls[-1][0]) + 3
     expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
     assert y.is_contiguous(memory_format=CL)
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
@@ -84,7 +90,8 @@ def test_each_kernel_checks_itself_once_per_gpu(conv, emulated_gpu):
     for _ in range(3):
         conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, True)
     kernel = emulated_gpu.calls[0][0]
-    assert [c[0] for c in emulated_gpu.calls] == [kernel] * 4  # one self-check, then three launches
+    assert check_launches(kernel) > 100  # the self-check's matrix, once, then three launches
+    assert [c[0] for c in emulated_gpu.calls] == [kernel] * (check_launches(kernel) + 3)
     records = json.loads(selfcheck.verdicts_path().read_text())
     assert [v for k, v in records.items() if k.endswith("|" + kernel)] == [""]
 
@@ -100,13 +107,15 @@ def test_a_kernel_that_fails_its_check_is_never_dispatched(conv, monkeypatch, em
         y = conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
     expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1) + residual.double()
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+    checked = len(emulated_gpu.calls)  # the check, up to its first case with a residual
+    assert 0 < checked < check_launches(emulated_gpu.calls[0][0])
     conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
-    assert len(emulated_gpu.calls) == 1  # the check; never launched for real
+    assert len(emulated_gpu.calls) == checked  # never launched for real
     records = json.loads(selfcheck.verdicts_path().read_text())
-    assert any("failed its self-check" in v for v in records.values())
+    assert any("failed its self-check on " in v and "residual" in v for v in records.values())
     selfcheck._checked_verdict.cache_clear()  # a new process reads the verdict from disk
     conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 1, False)
-    assert len(emulated_gpu.calls) == 1
+    assert len(emulated_gpu.calls) == checked
 
 
 def test_no_self_check_while_a_cuda_graph_is_captured(conv, monkeypatch, emulated_gpu):
@@ -120,7 +129,68 @@ def test_no_self_check_while_a_cuda_graph_is_captured(conv, monkeypatch, emulate
     assert emulated_gpu.calls == [] and not selfcheck.verdicts_path().exists()
     monkeypatch.setattr(selfcheck, "_capturing", lambda: False)
     conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # a plain run checks it, then launches
-    assert len(emulated_gpu.calls) == 2
+    checked = check_launches(emulated_gpu.calls[0][0])
+    assert len(emulated_gpu.calls) == checked + 1
     monkeypatch.setattr(selfcheck, "_capturing", lambda: True)
     conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # checked: used in the graph too
-    assert len(emulated_gpu.calls) == 3
+    assert len(emulated_gpu.calls) == checked + 2
+
+
+def test_a_kernel_that_writes_into_its_inputs_fails_its_check(conv, emulated_gpu):
+    """The references are computed from copies made before the launch, and the inputs must come back
+    unchanged: a kernel that scribbles over its input cannot agree with itself."""
+
+    def scribbles(kernel, x, weight, bias, residual, *conv):
+        y = emulated_launch(kernel, x, weight, bias, residual, *conv)
+        x.zero_()
+        return y
+
+    emulated_gpu.use(scribbles)
+    x, w, b = operands(2, 16, 16, 8)
+    expected = F.conv2d(x.double(), w.double(), b.double(), 1, 1)
+    with pytest.warns(UserWarning, match="failed its self-check on .*: it wrote into its inputs.*selftest --recheck"):
+        y = conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+    torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_out_of_memory_during_the_check_is_not_a_verdict(conv, emulated_gpu):
+    """An OOM says nothing about the kernel: nothing is recorded, the reference runs, and the next use checks again."""
+
+    def out_of_memory(kernel, *args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    emulated_gpu.use(out_of_memory)
+    x, w, b = operands(2, 16, 16, 8)
+    with pytest.warns(UserWarning, match="could not be self-checked now \\(out of memory"):
+        y = conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+    torch.testing.assert_close(y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1), rtol=2e-3, atol=2e-3)
+    assert not selfcheck.verdicts_path().exists()
+    emulated_gpu.use(emulated_launch)
+    conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # memory is back: checked, then launched
+    assert len(emulated_gpu.calls) == 1 + check_launches(emulated_gpu.calls[0][0]) + 1
+    assert list(selfcheck.read_verdicts().values()) == [""]
+
+
+def test_forget_verdicts_makes_every_kernel_check_itself_again(conv, emulated_gpu):
+    x, w, b = operands(2, 16, 16, 8)
+    conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+    once = len(emulated_gpu.calls)
+    assert once == check_launches(emulated_gpu.calls[0][0]) + 1 and selfcheck.verdicts_path().exists()
+    selfcheck.forget_verdicts()
+    assert not selfcheck.verdicts_path().exists()
+    conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
+    assert len(emulated_gpu.calls) == 2 * once  # checked again, then launched
+
+
+def test_the_self_check_matrix_covers_epilogues_partial_tiles_filters_and_groups(extension):
+    regular = selfcheck.check_cases(select.kernel("sm80_f16_t128x64_64x3"))
+    terms = {(c.bias, c.residual, c.relu) for c in regular}
+    assert len(terms) == 8  # bias, residual, ReLU: each on and off
+    problems = [c.problem for c in regular]
+    assert {p.c for p in problems} == {8, 24, 64, 136, 256} and {p.k for p in problems} == {8, 64, 136, 256}
+    assert {(p.r, p.stride[0]) for p in problems} == {(r, s) for r in (1, 3, 7) for s in (1, 2)}
+    assert any(c.offset for c in regular)  # a launch on a chunk of a batch
+    stem = selfcheck.check_cases(select.kernel("sm80_bf16_stem_t128x64_64x3"))
+    assert {c.problem.c for c in stem} == {4} and not any(c.residual for c in stem)
+    grouped = selfcheck.check_cases(select.kernel("sm80_f16_group_t128x32_32x4"))
+    assert {c.problem.c // c.problem.groups for c in grouped} == {8, 16, 32} and not any(c.residual for c in grouped)
