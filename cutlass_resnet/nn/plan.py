@@ -22,6 +22,7 @@ class PlanEntry:
     module: str
     problem: Problem
     choice: Choice
+    residual: bool = False  #: whether the conv adds a residual in its epilogue
 
     def __str__(self) -> str:
         what = self.choice.kernel or f"reference: {self.choice.reason}"
@@ -32,6 +33,8 @@ class PlanEntry:
             extras.append(f"batch split by {self.choice.batch_chunk}")
         if self.choice.merge_groups:
             extras.append(f"groups merged by {self.choice.merge_groups}")
+        if self.choice.launch is not None:
+            extras.append(str(self.choice.launch))
         return f"{self.module:<28} {self.problem!s:<44} {what}" + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -47,7 +50,8 @@ def plan(
 
     Host-only: the model runs on fake tensors to find each conv's problem, and each problem
     goes through :func:`cutlass_resnet.ops.select.select` (so CUTLASS's ``can_implement``), with
-    no GPU needed.
+    no GPU needed. Each entry's ``choice.launch`` says, from the kernel's own parameters, how many
+    CTAs one launch runs, how many main-loop iterations each makes and how much shared memory it takes.
     """
     problems: list[tuple[str, Problem, bool]] = []
 
@@ -72,4 +76,4 @@ def plan(
         for h in hooks:
             h.remove()
     build.load(build.default_nvcc_archs() or [build.nvcc_arch(arch)])
-    return [PlanEntry(name, p, select(p, dtype, arch, sm_count, residual)) for name, p, residual in problems]
+    return [PlanEntry(name, p, select(p, dtype, arch, sm_count, r), r) for name, p, r in problems]

@@ -23,6 +23,7 @@ from .conv import output_size
 __all__ = [
     "Choice",
     "KernelInfo",
+    "LaunchShape",
     "KernelKind",
     "Problem",
     "device_info",
@@ -113,6 +114,17 @@ class Problem:
         )
 
 
+class LaunchShape(NamedTuple):
+    """What one launch of a kernel does, from the kernel's own parameters (host-only)."""
+
+    ctas: int  #: threadblocks launched
+    mainloop_iterations: int  #: k-iterations of the main loop per threadblock
+    shared_memory: int  #: bytes of shared memory per threadblock
+
+    def __str__(self) -> str:
+        return f"{self.ctas} CTAs x {self.mainloop_iterations} iterations, {self.shared_memory / 1024:.0f} KiB smem"
+
+
 class KernelInfo(NamedTuple):
     """One compiled kernel, as the binding's ``kernel_info`` describes it (CrKernel in conv_api.h)."""
 
@@ -138,6 +150,15 @@ class KernelInfo(NamedTuple):
     def can_implement(self, problem: Problem) -> int:
         """CUTLASS's host-side ``can_implement`` of the problem: 0 when accepted, else a status."""
         return int(torch.ops.cutlass_resnet_C.can_implement(self.index, problem.as_list()))
+
+    def describe(self, problem: Problem) -> LaunchShape:
+        """CTAs, main-loop iterations and shared memory of a launch on ``problem`` (which it must accept)."""
+        return LaunchShape(*torch.ops.cutlass_resnet_C.describe(self.index, problem.as_list()))
+
+    def host_reference(self, *args: object) -> Tensor:
+        """:meth:`launch`'s arguments, as CPU tensors: the binding's checks and operand packing, then CUTLASS's
+        host reference convolution on the arguments a launch would get, with this kernel's epilogue."""
+        return torch.ops.cutlass_resnet_C.host_reference(*args, self.index)
 
     def launch(
         self,
@@ -192,6 +213,7 @@ class Choice:
     pad_channels: int = 0  #: C the input and weight are zero-padded to (the stem), 0 for none
     batch_chunk: int = 0  #: images per launch, when the batch must be split
     merge_groups: int = 0  #: adjacent groups merged into one block-diagonal group (grouped convs)
+    launch: LaunchShape | None = None  #: what one launch does (of a chunk, when the batch is split)
 
 
 def _fallback(reason: str) -> Choice:
@@ -236,6 +258,8 @@ def select(
         )
     if kind == KernelKind.GROUPED and residual:
         return _fallback("grouped convolution with a residual add has no CUTLASS kernel")
+    if kind == KernelKind.STEM and residual:
+        return _fallback(f"C={original.c} input channels with a residual add has no CUTLASS kernel")
     if kind == KernelKind.REGULAR and problem.c % 8:
         return _fallback(f"C={problem.c} input channels is not a multiple of 8 (128-bit loads)")
     if not build.load():
@@ -250,7 +274,8 @@ def select(
     for candidate in ranked:
         statuses.append(candidate.can_implement(launch))
         if statuses[-1] == 0:
-            return Choice(candidate.name, None, pad_channels, chunk if problem.n > chunk else 0, merge)
+            split = chunk if problem.n > chunk else 0
+            return Choice(candidate.name, None, pad_channels, split, merge, candidate.describe(launch))
     why = torch.ops.cutlass_resnet_C.status_string(statuses[0])
     return _fallback(f"CUTLASS rejected it ({ranked[0].name}): {why}")
 

@@ -58,3 +58,21 @@ def test_grouped_convs_are_merged_into_32_channel_groups(extension, fused_models
         assert e.choice.kernel == "sm80_f16_group_t128x32_32x4" and e.choice.merge_groups == merges[stage]
         assert (e.problem.c // e.problem.groups * merges[stage]) % 8 == 0
     assert f"groups merged by {merges[0]}" in str(entries[0])
+
+
+def test_plan_reports_each_launch_from_the_kernel_s_parameters(extension, fused_models):
+    """CTAs, main-loop iterations and shared memory come from CUTLASS's own Params: the stem (7x7, C padded
+    to 4, tile K 64) needs ceil(7*7*4/64) = 4 iterations, not the 49 of a kernel that counts as if C were 64."""
+    from cutlass_resnet.ops.select import kernel
+
+    entries = cutlass_resnet.plan(fused_models["resnet50"], (1, 3, 224, 224), torch.float16, (8, 0))
+    stem = entries[0]
+    assert stem.choice.launch.mainloop_iterations == 4 and stem.choice.launch.ctas == 98  # 112*112/128 x 64/64
+    assert "98 CTAs x 4 iterations" in str(stem)
+    for e in entries:
+        k, pr = kernel(e.choice.kernel), e.problem
+        if e.problem.groups == 1 and e.problem.c % 8 == 0:
+            m = pr.n * pr.p * pr.q
+            assert e.choice.launch.ctas == -(-m // k.tile_m) * -(-pr.k // k.tile_n), e
+            assert e.choice.launch.mainloop_iterations == pr.r * pr.s * -(-pr.c // k.tile_k), e
+        assert 0 < e.choice.launch.shared_memory <= 163 * 1024, e  # A100's per-block limit

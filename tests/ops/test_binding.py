@@ -14,7 +14,7 @@ def fprop(extension):
 
     names = [k.name for k in kernel_table()]
     index = {
-        "regular": names.index("sm80_f16_t128x64_64x4"),
+        "regular": names.index("sm80_f16_t128x64_64x3"),
         "stem": names.index("sm80_f16_stem_t128x64_64x3"),
         "group": names.index("sm80_f16_group_t128x32_32x4"),
     }
@@ -92,7 +92,7 @@ def test_grouped_kernel(fprop):
     grouped = dict(weight=cl_zeros(64, 32, 3, 3), bias=torch.zeros(64, dtype=torch.half), groups=2, residual=None)
     with pytest.raises(RuntimeError, match="arguments are valid"):
         fprop("group", **grouped)
-    with pytest.raises(RuntimeError, match="grouped kernels take no residual"):
+    with pytest.raises(RuntimeError, match="sm80_f16_group_t128x32_32x4 takes no residual"):
         fprop("group", **{**grouped, "residual": cl_zeros(2, 64, 8, 8)})
     with pytest.raises(RuntimeError, match="takes groups=1 only"):
         fprop("regular", **grouped)
@@ -100,6 +100,40 @@ def test_grouped_kernel(fprop):
         fprop("group", **{**grouped, "weight": cl_zeros(32, 32, 3, 3), "bias": torch.zeros(32, dtype=torch.half)})
 
 
-def test_stem_kernel_needs_exactly_four_channels(fprop):
+def test_stem_kernel_needs_exactly_four_channels_and_no_residual(fprop):
     with pytest.raises(RuntimeError, match="cannot implement this convolution: Error Invalid Problem"):
         fprop("stem", residual=None)  # C=64 with the fixed-channels kernel
+    stem = dict(x=cl_zeros(1, 4, 16, 16), weight=cl_zeros(32, 4, 7, 7), stride=[2, 2], padding=[3, 3])
+    with pytest.raises(RuntimeError, match="stem_t128x64_64x3 takes no residual"):
+        fprop("stem", **stem, residual=cl_zeros(1, 32, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("value", "leaky_alpha", "expected"),
+    [
+        (3.5, 0.0, 3.5),
+        (-2.0, 0.0, 0.0),
+        (float("-inf"), 0.0, 0.0),  # torch.relu(-inf) is 0; CUTLASS's LeakyReLU gives 0 * -inf = NaN
+        (float("inf"), 0.0, float("inf")),
+        (-2.0, 1.0, -2.0),  # slope 1: no activation
+        (float("-inf"), 1.0, float("-inf")),
+    ],
+)
+def test_the_epilogue_activation_is_torch_s_relu_or_the_identity(extension, value, leaky_alpha, expected):
+    y = torch.ops.cutlass_resnet_C.activation(value, leaky_alpha)
+    reference = torch.relu(torch.tensor(value)).item() if leaky_alpha == 0 else value
+    assert y == expected == reference
+
+
+def test_the_epilogue_activation_keeps_nan(extension):
+    assert torch.ops.cutlass_resnet_C.activation(float("nan"), 0.0) != torch.ops.cutlass_resnet_C.activation(
+        float("nan"), 0.0
+    )
+
+
+def test_status_names_say_what_failed(extension):
+    status = torch.ops.cutlass_resnet_C.status_string
+    assert status(2000 + 2) == "out of memory"  # a failed launch: CR_STATUS_CUDA_ERROR + its cudaError_t
+    assert status(2000 + 700) == "an illegal memory access was encountered"
+    assert "TMA im2col limits" in status(1001) and "workspace" in status(1000)
+    assert status(0) == "Success"

@@ -17,6 +17,7 @@ from cutlass_resnet.ops.select import KernelKind, Problem, kernel, kernel_table,
         (Problem(8, 56, 56, 12, 64, 3, 3), torch.bfloat16, (9, 0), "C=12 input channels is not a multiple of 8"),
         (Problem(8, 56, 56, 6, 64, 3, 3, groups=2), torch.float16, (8, 0), "3 channels per group cannot be blocked"),
         (Problem(8, 56, 56, 64, 64, 3, 3, groups=2), torch.float16, (8, 0), "grouped convolution with a residual"),
+        (Problem(8, 56, 56, 3, 64, 7, 7), torch.float16, (8, 0), "C=3 input channels with a residual add"),
     ],
 )
 def test_named_fallbacks(problem, dtype, gpu, reason):
@@ -35,11 +36,21 @@ def test_cutlass_rejection_is_named(extension):
     [
         (Problem(256, 56, 56, 64, 256, 1, 1), "t128x128_64x3"),  # large M and N
         (Problem(1, 7, 7, 512, 2048, 1, 1), "t64x64_64x5"),  # batch 1, last stage: few CTAs
-        (Problem(8, 28, 28, 256, 256, 3, 3, padding=(1, 1)), "t128x64_64x4"),  # 98 CTAs of 128x128
+        (Problem(8, 28, 28, 256, 256, 3, 3, padding=(1, 1)), "t128x64_64x3"),  # 98 CTAs of 128x128
     ],
 )
 def test_tile_heuristic(extension, problem, tile):
     assert select(problem, torch.float16, (8, 0), sm_count=108).kernel == f"sm80_f16_{tile}"
+
+
+def test_hopper_kernels_refuse_strides_the_tma_cannot_encode(extension):
+    """TMA im2col traverses with strides of 1 to 8 at most; a larger stride runs on an Sm80 kernel."""
+    hopper = kernel("sm90_f16_t128x128x64")
+    assert hopper.can_implement(Problem(64, 64, 64, 64, 256, 1, 1, stride=(8, 8))) == 0
+    status = hopper.can_implement(Problem(64, 90, 90, 64, 256, 1, 1, stride=(9, 9)))
+    assert "TMA im2col limits" in torch.ops.cutlass_resnet_C.status_string(status)
+    choice = select(Problem(256, 90, 90, 64, 256, 1, 1, stride=(9, 9)), torch.float16, (9, 0), sm_count=132)
+    assert choice.kernel.startswith("sm80_f16_")
 
 
 def test_hopper_prefers_its_own_kernel_at_equal_tile(extension):

@@ -52,6 +52,22 @@ int64_t can_implement(int64_t index, c10::IntArrayRef problem) {
 
 std::string status_string(int64_t status) { return cr_status_string(static_cast<int>(status)); }
 
+// Host-only: CTAs, main-loop iterations and shared memory of a launch on an accepted problem.
+std::vector<int64_t> describe(int64_t index, c10::IntArrayRef problem) {
+  const CrKernel& k = kernel_at(index);
+  CrProblem p = to_problem(problem);
+  int status = k.can_implement(&p);
+  TORCH_CHECK(status == 0, "cutlass_resnet: kernel ", k.name, " cannot implement this convolution: ",
+              cr_status_string(status));
+  CrLaunchShape shape{};
+  TORCH_CHECK(k.describe(&p, &shape) == 0, "cutlass_resnet: kernel ", k.name, " cannot describe its launch");
+  return {shape.ctas, shape.mainloop_iterations, shape.shared_memory};
+}
+
+double activation(double value, double leaky_alpha) {
+  return cr_activation(static_cast<float>(value), static_cast<float>(leaky_alpha));
+}
+
 void check_operand(const at::Tensor& t, const char* name, const at::Tensor& x, c10::ScalarType dtype,
                    int64_t align_bytes, bool nhwc) {
   TORCH_CHECK(t.device() == x.device(), "cutlass_resnet: ", name, " must be on ", x.device(), ", got ", t.device());
@@ -92,7 +108,8 @@ CrProblem validate(const CrKernel& k, const at::Tensor& x, const at::Tensor& wei
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == K, "cutlass_resnet: bias must have shape (", K, ",)");
   }
   if (residual) {
-    TORCH_CHECK(k.kind != CR_GROUPED, "cutlass_resnet: grouped kernels take no residual");
+    TORCH_CHECK(k.kind != CR_GROUPED && k.kind != CR_STEM, "cutlass_resnet: kernel ", k.name,
+                " takes no residual (grouped and stem kernels have the plain epilogue)");
     check_operand(*residual, "residual", x, dtype, out_align, true);
     TORCH_CHECK(residual->sizes() == at::IntArrayRef({N, K, P, Q}), "cutlass_resnet: residual must have shape (",
                 N, ", ", K, ", ", P, ", ", Q, "), got ", residual->sizes());
@@ -105,6 +122,18 @@ CrProblem validate(const CrKernel& k, const at::Tensor& x, const at::Tensor& wei
   return p;
 }
 
+// The operands of a launch: one place packs them for the GPU and for the host reference.
+CrOperands operands(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                    const std::optional<at::Tensor>& residual, at::Tensor& y, bool relu, cudaStream_t stream) {
+  return {x.data_ptr(),
+          weight.data_ptr(),
+          bias ? bias->data_ptr() : nullptr,
+          residual ? residual->data_ptr() : nullptr,
+          y.data_ptr(),
+          relu ? 0.f : 1.f,
+          stream};
+}
+
 at::Tensor fprop_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                       const std::optional<at::Tensor>& residual, c10::IntArrayRef stride, c10::IntArrayRef padding,
                       c10::IntArrayRef dilation, int64_t groups, bool relu, int64_t index) {
@@ -113,15 +142,25 @@ at::Tensor fprop_cuda(const at::Tensor& x, const at::Tensor& weight, const std::
   c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty({p.N, p.K, p.P, p.Q}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (p.N == 0) return y;
-  CrOperands ops{x.data_ptr(),
-                 weight.data_ptr(),
-                 bias ? bias->data_ptr() : nullptr,
-                 residual ? residual->data_ptr() : nullptr,
-                 y.data_ptr(),
-                 relu ? 0.f : 1.f,
-                 c10::cuda::getCurrentCUDAStream(x.device().index()).stream()};
+  CrOperands ops = operands(x, weight, bias, residual, y, relu,
+                            c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   int status = k.run(&p, &ops);
   TORCH_CHECK(status == 0, "cutlass_resnet: kernel ", k.name, " failed: ", cr_status_string(status));
+  return y;
+}
+
+// CPU tensors through the same checks and operand packing, into CUTLASS's host reference instead of a launch.
+at::Tensor host_reference(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& residual, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                          c10::IntArrayRef dilation, int64_t groups, bool relu, int64_t index) {
+  const CrKernel& k = kernel_at(index);
+  TORCH_CHECK(x.device().is_cpu(), "cutlass_resnet: host_reference takes CPU tensors");
+  TORCH_CHECK(k.host_reference != nullptr, "cutlass_resnet: kernel ", k.name, " has no host reference");
+  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups);
+  at::Tensor y = at::empty({p.N, p.K, p.P, p.Q}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr);
+  int status = k.host_reference(&p, &ops);
+  TORCH_CHECK(status == 0, "cutlass_resnet: kernel ", k.name, " host reference failed: ", cr_status_string(status));
   return y;
 }
 
@@ -139,6 +178,11 @@ TORCH_LIBRARY(cutlass_resnet_C, m) {
   m.def("kernel_info(int index) -> int[]", &kernel_info);
   m.def("can_implement(int index, int[] problem) -> int", &can_implement);
   m.def("status_string(int status) -> str", &status_string);
+  m.def("describe(int index, int[] problem) -> int[]", &describe);
+  m.def("activation(float value, float leaky_alpha) -> float", &activation);
+  m.def(
+      "host_reference(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
+      "int[] dilation, int groups, bool relu, int index) -> Tensor");
   m.def(
       "fprop(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
       "int[] dilation, int groups, bool relu, int index) -> Tensor");
@@ -147,4 +191,7 @@ TORCH_LIBRARY(cutlass_resnet_C, m) {
 TORCH_LIBRARY_IMPL(cutlass_resnet_C, CUDA, m) { m.impl("fprop", &fprop_cuda); }
 
 // CPU: the same checks and no launch, so that they can be tested without a GPU.
-TORCH_LIBRARY_IMPL(cutlass_resnet_C, CPU, m) { m.impl("fprop", &fprop_cpu); }
+TORCH_LIBRARY_IMPL(cutlass_resnet_C, CPU, m) {
+  m.impl("fprop", &fprop_cpu);
+  m.impl("host_reference", &host_reference);
+}

@@ -1,30 +1,27 @@
 // CUTLASS 2.x implicit-GEMM fprop, Sm80 tag (cp.async + mma.sync: runs on sm_80 and newer), NHWC,
 // fp16 or bf16 in and out, fp32 accumulation, epilogue with broadcast:
-//   y = LeakyReLU(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
-// rounded once to the output type.
+//   y = act(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,  act = CrLeakyReLU,
+// rounded once to the output type. For groups == 1 and C a multiple of 8.
 #pragma once
 #include "conv_common.cuh"
 #include "cutlass/cutlass.h"
 #include "cutlass/conv/conv2d_problem_size.h"
 #include "cutlass/conv/device/implicit_gemm_convolution.h"
 #include "cutlass/conv/kernel/default_conv2d_fprop_with_broadcast.h"
-#include "cutlass/epilogue/thread/activation.h"
 #include "cutlass/epilogue/thread/linear_combination_bias_elementwise.h"
 
-template <typename Element, int TbM, int TbN, int TbK, int WM, int WN, int WK, int Stages,
-          cutlass::conv::IteratorAlgorithm Iterator = cutlass::conv::IteratorAlgorithm::kOptimized,
-          int Alignment = 8>
+template <typename Element, int TbM, int TbN, int TbK, int WM, int WN, int WK, int Stages>
 struct Conv80 {
   using Layout = cutlass::layout::TensorNHWC;
-  static constexpr int kOutputAlignment = 8;  // 128-bit stores of y and loads of residual and bias
+  static constexpr int kAlignment = 8;  // 128-bit loads of x and w, stores of y, loads of residual and bias
   using EpilogueOp = cutlass::epilogue::thread::LinearCombinationBiasElementwise<
       Element,  // residual
       float,    // accumulator
       float,    // compute
       Element,  // y
       Element,  // pre-activation (not stored)
-      kOutputAlignment,
-      cutlass::epilogue::thread::LeakyReLU<float>,
+      kAlignment,
+      CrLeakyReLU<float>,
       cutlass::plus<float>,
       false,     // do not store the pre-activation
       Element>;  // bias
@@ -38,9 +35,9 @@ struct Conv80 {
       cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<4>,
       Stages,
       cutlass::arch::OpMultiplyAdd,
-      Iterator,
+      cutlass::conv::IteratorAlgorithm::kOptimized,
       cutlass::conv::StrideSupport::kStrided,
-      Alignment, Alignment>::Kernel;
+      kAlignment, kAlignment>::Kernel;
   using Op = cutlass::conv::device::ImplicitGemmConvolution<Kernel>;
   using Ref = cutlass::TensorRef<Element, Layout>;
 
@@ -60,8 +57,17 @@ struct Conv80 {
                                   o ? const_cast<void*>(o->bias) : nullptr, nullptr, 0, p.K);
   }
 
-  static int can_implement(const CrProblem* p) {
-    return cr_check<Op>(arguments(*p, nullptr));
+  static int can_implement(const CrProblem* p) { return cr_check<Op>(arguments(*p, nullptr)); }
+
+  static int describe(const CrProblem* p, CrLaunchShape* shape) {
+    return cr_describe80<Op>(arguments(*p, nullptr), shape);
+  }
+
+  static int host_reference(const CrProblem* p, const CrOperands* o) {
+    auto args = arguments(*p, o);
+    auto const& e = args.output_op;
+    return cr_host_reference80<Op, Element>(args, e.alpha, e.beta, (const Element*)args.ptr_Vector,
+                                            e.elementwise.leaky_alpha);
   }
 
   static int run(const CrProblem* p, const CrOperands* o) {
@@ -72,7 +78,8 @@ struct Conv80 {
 };
 
 // One translation unit per instantiation: NAME is the kernel's registry entry.
-#define CR_DEFINE_KERNEL80(NAME, ELEMENT, DTYPE, KIND, ALIGN, TM, TN, TK, WM, WN, WK, STAGES, ITER) \
-  using NAME##_t = Conv80<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES, ITER, ALIGN>;                    \
-  extern "C" const CrKernel NAME = {#NAME, DTYPE, 80, ALIGN, KIND, TM, TN, TK, STAGES,             \
-                                    &NAME##_t::can_implement, &NAME##_t::run};
+#define CR_DEFINE_KERNEL80(NAME, ELEMENT, DTYPE, TM, TN, TK, WM, WN, WK, STAGES)               \
+  using NAME##_t = Conv80<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES>;                            \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 80, 8, CR_REGULAR, TM, TN, TK, STAGES,       \
+                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,    \
+                                    &NAME##_t::host_reference};

@@ -1,6 +1,6 @@
 // CUTLASS 3.x SM90 implicit-GEMM fprop for Hopper (compiled for sm_90a only): TMA im2col loads,
-// wgmma, warp-specialized, with the fused EVT epilogue LinCombPerColBiasEltAct<LeakyReLU>:
-//   y = LeakyReLU(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
+// wgmma, warp-specialized, with the fused EVT epilogue LinCombPerColBiasEltAct<CrLeakyReLU>:
+//   y = act(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
 // leaky_alpha 0 for ReLU, 1 for none; fp32 accumulation, one rounding.
 #pragma once
 #include "conv_common.cuh"
@@ -14,14 +14,13 @@
 #include "cutlass/conv/collective/collective_builder.hpp"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/epilogue/fusion/operations.hpp"
-#include "cutlass/epilogue/thread/activation.h"
 
 template <typename Element, class TileShape, class ClusterShape>
 struct Conv90 {
   using Layout = cutlass::layout::TensorNHWC;
   static constexpr int kAlignment = 8;  // 16-byte TMA: C and K multiples of 8
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<
-      cutlass::epilogue::thread::LeakyReLU, Element /*out*/, float /*compute*/, Element /*bias*/,
+      CrLeakyReLU, Element /*out*/, float /*compute*/, Element /*bias*/,
       Element /*source*/, float /*scalar*/>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
@@ -82,14 +81,29 @@ struct Conv90 {
 
   static int can_implement(const CrProblem* p) {
     if (p->groups != 1 || !output_matches(*p)) return int(cutlass::Status::kErrorInvalidProblem);
+    // The im2col tensor map takes traversal strides of 1 to 8; CUTLASS does not check it, and with
+    // NDEBUG a failed encode is not even asserted.
+    if (p->stride_h > 8 || p->stride_w > 8) return CR_STATUS_TMA_LIMIT;
     return cr_check<Op>(arguments(*p, nullptr, 1));
+  }
+
+  // A tile per CTA (no persistent scheduling); the im2col main loop steps through tile K channels at
+  // each of the R*S filter positions.
+  static int describe(const CrProblem* p, CrLaunchShape* shape) {
+    constexpr int tm = cute::size<0>(TileShape{}), tn = cute::size<1>(TileShape{}), tk = cute::size<2>(TileShape{});
+    const int64_t m = int64_t(p->N) * p->P * p->Q;
+    shape->ctas = ((m + tm - 1) / tm) * ((p->K + tn - 1) / tn);
+    shape->mainloop_iterations = p->R * p->S * ((p->C + tk - 1) / tk);
+    shape->shared_memory = int(Kernel::SharedStorageSize);
+    return 0;
   }
 
   static int run(const CrProblem* p, const CrOperands* o) {
     int st = can_implement(p);
     if (st != 0) return st;
     int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return CR_STATUS_CUDA_ERROR;
+    cudaError_t error = cudaGetDevice(&device);
+    if (error != cudaSuccess) return CR_STATUS_CUDA_ERROR + int(error);
     int sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
     return cr_launch<Op>(arguments(*p, o, sm_count), o->stream);
   }
@@ -99,4 +113,4 @@ struct Conv90 {
   using NAME##_t = Conv90<ELEMENT, cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Shape<cute::Int<TK>>>, \
                           cute::Shape<cute::_1, cute::_1, cute::_1>>;                                      \
   extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_REGULAR_SM90A, TM, TN, TK, 0,                 \
-                                    &NAME##_t::can_implement, &NAME##_t::run};
+                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe, nullptr};

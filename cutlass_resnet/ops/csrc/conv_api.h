@@ -1,6 +1,7 @@
 // Torch-free C interface between the binding (binding.cpp) and the CUTLASS kernels (k80_*.cu).
 #pragma once
 #include <cuda_runtime.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,10 +30,17 @@ typedef struct {
 enum CrDtype { CR_FLOAT16 = 0, CR_BFLOAT16 = 1 };
 enum CrKind {
   CR_REGULAR = 0,  // groups == 1, C a multiple of the alignment
-  CR_STEM = 1,     // fixed-channels iterator: C == alignment (the padded 3-channel stem)
-  CR_GROUPED = 2,  // single-group mode: C / groups a multiple of the alignment, K / groups of tile_n
+  CR_STEM = 1,     // fixed-channels iterator: C == alignment (the padded 3-channel stem); no residual
+  CR_GROUPED = 2,  // single-group mode: C / groups a multiple of the alignment, K / groups of tile_n; no residual
   CR_REGULAR_SM90A = 3,  // Hopper only (sm_90a code): groups == 1, C and K multiples of 8
 };
+
+// What one launch of a kernel on a problem does, from the kernel's own parameters (host-only).
+typedef struct {
+  int64_t ctas;             // threadblocks launched
+  int mainloop_iterations;  // k-iterations of the main loop per threadblock
+  int shared_memory;        // bytes of shared memory per threadblock
+} CrLaunchShape;
 
 typedef struct {
   const char* name;  // e.g. "sm80_f16_t128x128_64x3", named for its tile shape
@@ -45,15 +53,23 @@ typedef struct {
   int (*can_implement)(const CrProblem*);
   // Checks can_implement again, then launches on ops->stream. 0 = launched.
   int (*run)(const CrProblem*, const CrOperands*);
+  // Host-only: the launch shape of an accepted problem. 0 = filled in.
+  int (*describe)(const CrProblem*, CrLaunchShape*);
+  // Host-only, operands in host memory: CUTLASS's host reference convolution on the arguments a
+  // launch would get, with this kernel's epilogue. Null where there is none (the 3.x kernels).
+  int (*host_reference)(const CrProblem*, const CrOperands*);
 } CrKernel;
 
 int cr_kernel_count(void);
 const CrKernel* cr_kernel(int index);
 // A readable name for a status returned by can_implement or run.
 const char* cr_status_string(int status);
+// The epilogue's activation (CrLeakyReLU), on the host: what every kernel applies to acc + bias + residual.
+float cr_activation(float value, float leaky_alpha);
 
 #define CR_STATUS_WORKSPACE_NEEDED 1000
-#define CR_STATUS_CUDA_ERROR 1001
+#define CR_STATUS_TMA_LIMIT 1001  // outside what the TMA im2col descriptor encodes (e.g. stride > 8)
+#define CR_STATUS_CUDA_ERROR 2000  // + the cudaError_t of a failed launch
 
 #ifdef __cplusplus
 }

@@ -1,2 +1,6 @@
+// mainloop as cutlass_library/generator.py GenerateSM80_TensorOp_16816: TileDescription([128, 64, 64], 3, [2, 2, 1]).
+// The broadcast epilogue (DefaultConv2dFpropWithBroadcast) is tested upstream only with SM75 tensor ops
+// and SM80 SIMT (test/unit/conv/device/conv2d_fprop_with_broadcast_*.cu): this pairing is checked by
+// the self-check and CUTLASS's host reference (tests/ops/test_host_reference.py), not upstream.
 #include "conv80.cuh"
-CR_DEFINE_KERNEL80(sm80_bf16_t128x64_64x4, cutlass::bfloat16_t, CR_BFLOAT16, CR_REGULAR, 8, 128, 64, 64, 64, 32, 64, 4, cutlass::conv::IteratorAlgorithm::kOptimized)
+CR_DEFINE_KERNEL80(sm80_bf16_t128x64_64x3, cutlass::bfloat16_t, CR_BFLOAT16, 128, 64, 64, 64, 32, 64, 3)
