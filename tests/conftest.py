@@ -128,6 +128,7 @@ def emulated_gpu(monkeypatch, extension, tmp_path):
     from cutlass_resnet.ops import dispatch, select, selfcheck
 
     def forget() -> None:
+        dispatch._warned.clear()
         dispatch._cached_select.cache_clear()
         selfcheck._checked_verdict.cache_clear()
         select.device_info.cache_clear()

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     elif build.loaded():  # a conv no kernel takes still falls back, with its own warning
         kernel_path = "CUTLASS kernels"
     else:
-        kernel_path = f"reference convolution: CUTLASS kernels unavailable ({build.load_error()})"
+        kernel_path = f"aten's convolution: CUTLASS kernels unavailable ({build.load_error()})"
     info = dict(arch=arch, weights=model.pretrained_source, device=str(device), dtype=str(dtype)[6:], fused=model.fused)
     results = [
         dict(

@@ -4,8 +4,8 @@
 tensors), KRSC filters (channels_last weights), accumulated in fp32 (fp64 for fp64 inputs)
 and rounded once to the output dtype, exactly as a CUTLASS epilogue does.
 
-The reference implementation below, built on aten's convolution, is registered for CPU, and for
-CUDA where no CUTLASS kernel can run a problem.
+The reference implementation below, built on aten's convolution, is registered for CPU; on CUDA
+the implementation in dispatch.py runs the kernels (or aten's convolution where none can).
 """
 
 from __future__ import annotations

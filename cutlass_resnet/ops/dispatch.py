@@ -1,7 +1,9 @@
 """The CUDA implementation of the op: the chosen kernel, its prepared weights, the launch, or the fallback.
 
-Whatever has no kernel, or whose kernel has not passed its self-check on this GPU, runs the
-reference implementation, with a one-time warning (or raises, with ``CUTLASS_RESNET_STRICT=1``).
+Whatever has no kernel, or whose kernel has not passed its self-check on this GPU, falls back,
+with a one-time warning (or raises, with ``CUTLASS_RESNET_STRICT=1``), to :func:`fallback_conv2d_fprop`:
+cuDNN in the input's dtype with the bias, residual and ReLU applied after it, as torchvision
+computes a block. The single-rounding reference stays the CPU implementation.
 """
 
 from __future__ import annotations
@@ -14,17 +16,37 @@ import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .conv import _check_args, conv2d_fprop, reference_conv2d_fprop
+from .conv import _check_args, conv2d_fprop
 from .select import Choice, Problem, device_info, kernel, select
 from .selfcheck import RECHECK_HINT, kernel_verdict
 
-__all__ = ["STRICT"]
+__all__ = ["STRICT", "fallback_conv2d_fprop"]
 
 #: Raise instead of falling back to the reference when a CUDA conv has no kernel.
 STRICT = os.environ.get("CUTLASS_RESNET_STRICT", "") == "1"
 
 _warned: set[str] = set()
 _prepared_weights = WeakIdKeyDictionary()  # weight -> ((its _version, how), prepared copy)
+
+
+def fallback_conv2d_fprop(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    relu: bool,
+) -> Tensor:
+    """The op as torchvision's arithmetic computes it: aten's convolution (cuDNN) in the input dtype, then
+    the residual add and ReLU in place; channels_last, as the op's output."""
+    y = torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    y = y.contiguous(memory_format=torch.channels_last)
+    if residual is not None:
+        y.add_(residual)
+    return y.relu_() if relu else y
 
 
 @cache
@@ -79,8 +101,8 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
             raise RuntimeError(message + "; unset CUTLASS_RESNET_STRICT to fall back to the reference")
         if reason not in _warned:
             _warned.add(reason)
-            warnings.warn(message + "; running the reference convolution (warned once per reason)", stacklevel=2)
-        return reference_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
+            warnings.warn(message + "; running aten's convolution instead (warned once per reason)", stacklevel=2)
+        return fallback_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
     if choice.pad_channels:
         x = _pad_channels(x, choice.pad_channels)
         weight = _prepared_weight(weight, ("pad", choice.pad_channels), lambda w: _pad_channels(w, choice.pad_channels))

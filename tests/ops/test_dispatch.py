@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CL, emulated_launch
+from conftest import CL, assert_within_twice_aten, emulated_launch
 
 from cutlass_resnet.ops import dispatch, select, selfcheck
 
@@ -67,7 +67,7 @@ def test_grouped_conv_runs_merged_block_diagonal(conv, emulated_gpu):
 
 def test_fallback_warns_once_per_reason(conv, emulated_gpu):
     x, w, b = operands(2, 16, 16, 8, groups=4)  # 4 channels per group, 4 groups: cannot be blocked
-    with pytest.warns(UserWarning, match="cannot be blocked.*running the reference"):
+    with pytest.warns(UserWarning, match="cannot be blocked.*running aten's convolution instead"):
         y = conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 4, False)
     torch.testing.assert_close(
         y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 4), rtol=2e-3, atol=2e-3
@@ -76,6 +76,19 @@ def test_fallback_warns_once_per_reason(conv, emulated_gpu):
         warnings.simplefilter("error")
         conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 4, False)
     assert emulated_gpu.calls == []
+
+
+def test_the_fallback_computes_in_the_input_dtype_as_torchvision_does(conv, emulated_gpu):
+    """No kernel: aten's convolution in fp16 (cuDNN on a GPU), then the residual and ReLU, not an fp32 upcast;
+    its error is aten's own."""
+    x, w, b = operands(2, 16, 16, 8, groups=4)
+    residual = torch.randn(2, 16, 8, 8).half().contiguous(memory_format=CL)
+    with pytest.warns(UserWarning, match="running aten's convolution instead"):
+        y = conv(x, w, b, residual, [1, 1], [1, 1], [1, 1], 4, True)
+    torchvision_block = torch.relu(F.conv2d(x, w, b, 1, 1, 1, 4) + residual)
+    assert y.dtype == torch.float16 and y.is_contiguous(memory_format=CL) and torch.equal(y, torchvision_block)
+    expected = torch.relu(F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 4) + residual.double())
+    assert_within_twice_aten(y, torchvision_block, expected)
 
 
 def test_strict_mode_raises(conv, monkeypatch):
