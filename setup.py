@@ -3,7 +3,10 @@
     CUTLASS_RESNET_CUDA_ARCHS="8.0;9.0a" pip install --no-build-isolation .
 
 builds the extension at install time (the build must see the torch it will run with, hence
-``--no-build-isolation``), so the first use compiles nothing. Everything else is in pyproject.toml.
+``--no-build-isolation``), so the first use compiles nothing. ``TORCH_CUDA_ARCH_LIST`` is the
+default target list, as for other torch extensions, when torch is importable in the build
+(``9.0`` builds the ``9.0a`` Hopper kernels); ``MAX_JOBS`` limits the parallel compilers.
+Everything else is in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -17,13 +20,19 @@ from pathlib import Path
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
-ARCHS = [a.strip() for a in os.environ.get("CUTLASS_RESNET_CUDA_ARCHS", "").replace(",", ";").split(";") if a.strip()]
+EXPLICIT = os.environ.get("CUTLASS_RESNET_CUDA_ARCHS", "").strip()
+DEFAULT = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
 
 
-def _extension_setup() -> dict:
+def _extension_setup(archs_text: str) -> dict:
     try:
         import torch
     except ImportError:
+        if not EXPLICIT:  # only TORCH_CUDA_ARCH_LIST, in an isolated build: a pure-Python wheel, as without it
+            print(
+                "TORCH_CUDA_ARCH_LIST is set but torch is not importable here: no kernels compiled in", file=sys.stderr
+            )
+            return {}
         sys.exit(
             "CUTLASS_RESNET_CUDA_ARCHS is set but torch is not importable while building: "
             "install with `pip install --no-build-isolation .` so the kernels compile against your torch"
@@ -31,15 +40,19 @@ def _extension_setup() -> dict:
     spec = importlib.util.spec_from_file_location("_cutlass_resnet_build", ROOT / "cutlass_resnet" / "ops" / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
+    archs = build.parse_arch_list(archs_text)
     home = build.cuda_home()
     if home is None:
+        if not EXPLICIT:
+            print("TORCH_CUDA_ARCH_LIST is set but nvcc was not found: no kernels compiled in", file=sys.stderr)
+            return {}
         sys.exit("CUTLASS_RESNET_CUDA_ARCHS is set but nvcc was not found: install the CUDA toolkit, set CUDA_HOME")
     os.environ["CUDA_HOME"] = home
-    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(ARCHS)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
     from torch.utils import cpp_extension
 
     cpp_extension.CUDA_HOME = home
-    args = build.extension_args(ARCHS)
+    args = build.extension_args(archs)
 
     class BuildExtension(cpp_extension.BuildExtension):
         """Records next to the library what it was built for, so the loader can tell whether it fits."""
@@ -49,7 +62,7 @@ def _extension_setup() -> dict:
             library = Path(self.get_ext_fullpath("cutlass_resnet.ops._C"))
             info = {
                 "library": library.name,
-                "archs": ARCHS,
+                "archs": archs,
                 "torch": torch.__version__,
                 "cuda": torch.version.cuda,
                 "sources": build.source_digest(),
@@ -66,4 +79,4 @@ def _extension_setup() -> dict:
     return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
 
 
-setup(**(_extension_setup() if ARCHS else {}))
+setup(**(_extension_setup(EXPLICIT or DEFAULT) if EXPLICIT or DEFAULT else {}))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -21,6 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+def checked(command: list, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``command``; on failure, the assertion shows what it printed."""
+    proc = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, command))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc
+
+
 def build_wheel(tmp_path: Path, **env: str) -> Path:
     """Build from a copy of the source tree, so nothing is written into the checkout."""
     source = tmp_path / "src"
@@ -29,36 +40,29 @@ def build_wheel(tmp_path: Path, **env: str) -> Path:
         source,
         ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "_C*"),
     )
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=1200,
-        env={**os.environ, **env},
-    )
+    command = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp_path / "dist", source]
+    clean = {k: v for k, v in os.environ.items() if k not in ("TORCH_CUDA_ARCH_LIST", "CUTLASS_RESNET_CUDA_ARCHS")}
+    checked(command, timeout=1200, env={**clean, **env})
     (wheel,) = (tmp_path / "dist").glob("cutlass_resnet-*.whl")
     return wheel
 
 
 def install(tmp_path: Path, wheel: Path) -> Path:
-    """A venv that sees this interpreter's torch (a multi-GB install) but not our source tree."""
-    venv.create(tmp_path / "venv", system_site_packages=True, with_pip=True)
+    """A fresh venv that sees the packages of the interpreter running the tests (torch is a multi-GB install)
+    but not our source tree: this interpreter's site-packages go on its path through a .pth file, which
+    works whether the tests run in a venv or not (system_site_packages would see the base interpreter's)."""
+    venv.create(tmp_path / "venv", with_pip=True)
     python = tmp_path / "venv" / "bin" / "python"
-    subprocess.run(
-        [python, "-m", "pip", "install", "--no-index", "--no-deps", str(wheel)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    purelib = checked([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    ours = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(purelib) / "_tests_parent_site.pth").write_text("\n".join(ours) + "\n")
+    checked([python, "-m", "pip", "install", "--no-index", "--no-deps", wheel], timeout=600)
     return python
 
 
 def run(python: Path, code: str, tmp_path: Path) -> list[str]:
     env = {**os.environ, "CUTLASS_RESNET_CACHE": str(tmp_path / "cache")}
-    check = subprocess.run(
-        [python, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=600, env=env
-    )
-    return check.stdout.splitlines()
+    return checked([python, "-c", code], cwd=tmp_path, timeout=600, env=env).stdout.splitlines()
 
 
 def test_wheel_installs_into_a_fresh_venv_and_imports(tmp_path):
@@ -92,3 +96,24 @@ def test_kernels_compiled_at_install_time_are_loaded_without_compiling(tmp_path)
     assert not (tmp_path / "cache" / "kernels").exists()  # nothing was compiled on first use
     expected = sorted("sm" + p.stem[1:] for p in build.sources(["8.0"]) if p.stem.startswith("k80_"))
     assert sorted(names) == expected  # every Sm80 kernel, no Hopper kernel (not built for 9.0a)
+
+
+def test_sdist_holds_what_the_tests_and_docs_need(tmp_path):
+    """The sdist carries the whole test suite (helpers included), docs, scripts and hubconf.py; its tests collect."""
+    import tarfile
+
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__"))
+    checked([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", tmp_path / "dist", source])
+    (sdist,) = (tmp_path / "dist").glob("cutlass_resnet-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    tests = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")}
+    wanted = {"LICENSE", "hubconf.py", "setup.py", "docs/architecture.md", "scripts/bench.py", "weights/README.md"}
+    assert tests | wanted | {"cutlass_resnet/ops/csrc/conv_api.h", "cutlass_resnet/data/chelsea.jpg"} <= names
+    assert not any("__pycache__" in name or name.endswith(".so") for name in names)
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    proc = checked([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=unpacked)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "tests collected" in last and "error" not in last and int(last.split()[0]) > 300, last

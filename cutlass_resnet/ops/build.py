@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -48,6 +49,7 @@ __all__ = [
     "loaded",
     "nvcc_arch",
     "nvcc_arch_runs_on",
+    "parse_arch_list",
     "source_digest",
     "sources",
 ]
@@ -72,8 +74,24 @@ def nvcc_arch(capability: tuple[int, int]) -> str:
     return f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "")
 
 
+def parse_arch_list(text: str) -> list[str]:
+    """nvcc archs from a list as ``TORCH_CUDA_ARCH_LIST`` writes it (``"8.0;8.6 9.0+PTX"``): separators ``;``,
+    ``,`` or spaces, ``+PTX`` dropped, and ``9.0`` read as ``9.0a``, which the Hopper kernels need."""
+    archs = []
+    for item in text.replace(",", ";").replace(" ", ";").split(";"):
+        arch = item.strip().removesuffix("+PTX")
+        if not arch:
+            continue
+        if not re.fullmatch(r"\d+\.\d+[af]?", arch):
+            raise ValueError(f"{item!r} is not an arch like 8.0, 8.6 or 9.0a (in {text!r})")
+        archs.append("9.0a" if arch == "9.0" else arch)
+    return sorted(set(archs), key=archs.index)
+
+
 def default_nvcc_archs() -> list[str]:
-    """The nvcc archs of the visible GPUs; empty when there is none."""
+    """``TORCH_CUDA_ARCH_LIST`` when set, else the nvcc archs of the visible GPUs; empty when there is neither."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+        return parse_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
     if not torch.cuda.is_available():
         return []
     return sorted({nvcc_arch(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())})
@@ -196,7 +214,7 @@ def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
     """Build (first time only) and load the extension; return whether its ops are available.
 
     On failure (no nvcc, no CUDA build of torch, a compile error) warn once, saying why, and
-    return False: callers then use the reference implementation.
+    return False: CUDA convs then run aten's convolution.
     """
     if _state["path"] is not None:
         return True
@@ -211,10 +229,10 @@ def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
         else:
             _state["path"] = build(archs, verbose=verbose)
         return True
-    except Exception as exc:  # noqa: BLE001 - any failure means: use the reference path
+    except Exception as exc:  # noqa: BLE001 - any failure means: no kernels, aten's convolution
         _state["error"] = str(exc)
         warnings.warn(
-            f"cutlass_resnet: CUTLASS kernels unavailable, using the reference convolution: {exc}", stacklevel=2
+            f"cutlass_resnet: CUTLASS kernels unavailable, CUDA convs run aten's convolution: {exc}", stacklevel=2
         )
         return False
 

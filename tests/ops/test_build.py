@@ -53,7 +53,7 @@ def test_no_nvcc_means_the_reference_path_with_a_clear_message(monkeypatch):
     monkeypatch.setitem(build._state, "error", None)
     monkeypatch.setattr(build, "cuda_home", lambda: None)
     with pytest.warns(
-        UserWarning, match="CUTLASS kernels unavailable, using the reference convolution: nvcc not found"
+        UserWarning, match="CUTLASS kernels unavailable, CUDA convs run aten's convolution: nvcc not found"
     ):
         assert build.load(["8.0"]) is False
     choice = select(Problem(8, 56, 56, 64, 64, 3, 3), torch.float16, (8, 0))
@@ -61,6 +61,7 @@ def test_no_nvcc_means_the_reference_path_with_a_clear_message(monkeypatch):
 
 
 def test_no_arch_without_a_gpu_is_an_error(monkeypatch):
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
     monkeypatch.setitem(build._state, "path", None)
     monkeypatch.setitem(build._state, "error", None)
     with pytest.warns(UserWarning, match="no GPU is visible and no arch was given"):
@@ -261,3 +262,24 @@ def test_a_truncated_real_library_is_never_loaded(extension, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["kernels"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "archs"),
+    [
+        ("8.0;9.0a", ["8.0", "9.0a"]),
+        ("8.0 8.6+PTX, 9.0", ["8.0", "8.6", "9.0a"]),  # 9.0 builds the Hopper kernels, which need 9.0a
+        ("10.0a;12.0;8.0;8.0", ["10.0a", "12.0", "8.0"]),
+        ("", []),
+    ],
+)
+def test_arch_lists_are_read_as_torch_reads_them(text, archs):
+    assert build.parse_arch_list(text) == archs
+
+
+def test_torch_cuda_arch_list_is_the_default_target_list(monkeypatch):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    assert build.default_nvcc_archs() == ["8.0", "9.0a"]
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "Kepler")
+    with pytest.raises(ValueError, match="'Kepler' is not an arch like 8.0"):
+        build.default_nvcc_archs()
