@@ -47,6 +47,7 @@ def _extension_setup(archs_text: str) -> dict:
             print("TORCH_CUDA_ARCH_LIST is set but nvcc was not found: no kernels compiled in", file=sys.stderr)
             return {}
         sys.exit("CUTLASS_RESNET_CUDA_ARCHS is set but nvcc was not found: install the CUDA toolkit, set CUDA_HOME")
+    home = build.linkable_toolkit(home)
     os.environ["CUDA_HOME"] = home
     os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
     from torch.utils import cpp_extension

@@ -72,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     gpus = ", ".join(f"{g['name']} (builds for {g['arch']})" for g in data["gpus"]) or "none visible"
     prebuilt = data["prebuilt_kernels"]
+    no_toolkit = f"not found: kernels cannot be compiled here ({build.JIT_INSTALL} brings nvcc)"
     lines = [
         f"cutlass-resnet {data['cutlass_resnet']}",
         f"python {data['python']}, torch {data['torch']} (CUDA {data['torch_cuda']}), torchvision "
         f"{data['torchvision']}, CUTLASS {data['cutlass']}, huggingface_hub {data['huggingface_hub']}",
-        f"CUDA toolkit (nvcc): {data['cuda_toolkit'] or 'not found: kernels cannot be compiled here'}",
+        f"CUDA toolkit (nvcc): {data['cuda_toolkit'] or no_toolkit}",
         f"GPU: {gpus}",
         f"kernel cache: {data['kernel_cache']}",
         f"  installed kernels: {'built for ' + ', '.join(prebuilt['archs']) if prebuilt else 'none'}",

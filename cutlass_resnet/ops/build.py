@@ -169,17 +169,57 @@ def _cached_build_problem(folder: Path) -> str | None:
     return library_problem(folder / LIBRARY_NAME, record)
 
 
+SYSTEM_CUDA = "/usr/local/cuda"
+#: How to get nvcc without a system CUDA toolkit: NVIDIA's wheels, which cuda_home() finds in site-packages.
+JIT_INSTALL = 'pip install "cutlass-resnet[jit]"'
+
+
 def cuda_home() -> str | None:
-    """The first CUDA toolkit with an nvcc among CUDA_HOME, CUDA_PATH, nvcc on PATH and /usr/local/cuda."""
+    """The first CUDA toolkit with an nvcc among CUDA_HOME, CUDA_PATH, nvcc on PATH, /usr/local/cuda and
+    NVIDIA's nvcc wheels in site-packages (``nvidia/cu<major>``, for the CUDA major of this torch)."""
     candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
     nvcc = shutil.which("nvcc")
     if nvcc:  # may be a wrapper script: resolve it to the toolkit it runs
         candidates.append(str(Path(os.path.realpath(nvcc)).parents[1]))
-    candidates.append("/usr/local/cuda")
+    candidates.append(SYSTEM_CUDA)
+    if torch.version.cuda:
+        major = torch.version.cuda.split(".")[0]
+        candidates += [str(Path(entry) / "nvidia" / f"cu{major}") for entry in sys.path if entry]
     for home in filter(None, candidates):
         if (Path(home) / "bin" / "nvcc").exists() and (Path(home) / "include" / "cuda_runtime.h").exists():
             return home
     return None
+
+
+def linkable_toolkit(home: str) -> str:
+    """``home``, or where it lacks ``lib/libcudart.so`` (NVIDIA's wheels ship only ``libcudart.so.<major>``),
+    a folder in the cache that links to everything in it plus that ``libcudart.so``, for the linker."""
+    lib = Path(home) / "lib"
+    if (lib / "libcudart.so").exists() or (Path(home) / "lib64" / "libcudart.so").exists():
+        return home
+    versioned = sorted(lib.glob("libcudart.so.*"))
+    if not versioned:
+        raise RuntimeError(f"{home} has no libcudart.so to link the extension with")
+    overlay = cache_root() / "toolkit" / hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
+    if not (overlay / "lib" / "libcudart.so").exists():
+        scratch = Path(tempfile.mkdtemp(dir=_mkdir(overlay.parent), prefix=".overlay-"))
+        for entry in Path(home).iterdir():
+            if entry.name != "lib":
+                (scratch / entry.name).symlink_to(entry.resolve())
+        (scratch / "lib").mkdir()
+        for entry in lib.iterdir():
+            (scratch / "lib" / entry.name).symlink_to(entry.resolve())
+        (scratch / "lib" / "libcudart.so").symlink_to(versioned[0].resolve())
+        try:
+            scratch.rename(overlay)
+        except OSError:  # another process made it first
+            shutil.rmtree(scratch, ignore_errors=True)
+    return str(overlay)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def loaded() -> bool:
@@ -328,7 +368,10 @@ def build(archs: list[str], *, verbose: bool = False) -> str:
     home = cuda_home()
     if home is None:
         damaged = f"; the cached build cannot be used ({problem}): delete {target}" if target.exists() else ""
-        raise RuntimeError(f"nvcc not found: install the CUDA toolkit and set CUDA_HOME{damaged}")
+        raise RuntimeError(
+            f"nvcc not found: install the CUDA toolkit and set CUDA_HOME, or `{JIT_INSTALL}` for NVIDIA's nvcc "
+            f"wheels{damaged}"
+        )
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -362,6 +405,7 @@ def build(archs: list[str], *, verbose: bool = False) -> str:
 
 def _compile(archs: list[str], build_dir: Path, home: str, verbose: bool) -> Path:
     """Compile and load the extension in ``build_dir`` with torch's JIT build (ninja); return the library."""
+    home = linkable_toolkit(home)
     os.environ["CUDA_HOME"] = home  # before torch.utils.cpp_extension reads it at import
     import torch.utils.cpp_extension as cpp_extension
 

@@ -58,6 +58,7 @@ def test_no_nvcc_means_the_reference_path_with_a_clear_message(monkeypatch):
         assert build.load(["8.0"]) is False
     choice = select(Problem(8, 56, 56, 64, 64, 3, 3), torch.float16, (8, 0))
     assert choice.kernel is None and "extension is unavailable: nvcc not found" in choice.reason
+    assert 'pip install "cutlass-resnet[jit]"' in choice.reason
 
 
 def test_no_arch_without_a_gpu_is_an_error(monkeypatch):
@@ -135,7 +136,8 @@ def test_no_prebuilt_library_means_jit(monkeypatch, tmp_path):
 
 def test_setup_py_builds_what_the_jit_build_builds():
     setup = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
-    assert "build.extension_args(ARCHS)" in setup and "build.source_digest()" in setup
+    assert "build.extension_args(archs)" in setup and "build.source_digest()" in setup
+    assert "build.parse_arch_list(" in setup and "build.linkable_toolkit(home)" in setup
     args = build.extension_args(["8.0"])
     assert [Path(s).name for s in args["sources"]] == [p.name for p in build.sources(["8.0"])]
     assert "-DCR_WITH_SM90" not in args["nvcc"] and "-DCR_WITH_SM90" in build.extension_args(["9.0a"])["nvcc"]
@@ -283,3 +285,35 @@ def test_torch_cuda_arch_list_is_the_default_target_list(monkeypatch):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "Kepler")
     with pytest.raises(ValueError, match="'Kepler' is not an arch like 8.0"):
         build.default_nvcc_archs()
+
+
+def test_nvcc_from_nvidia_wheels_compiles_and_links_an_extension(monkeypatch, tmp_path):
+    """No CUDA_HOME, no nvcc on PATH, no /usr/local/cuda: the build finds NVIDIA's nvcc wheels (the ``jit`` extra)
+    in site-packages, gives the linker the libcudart.so those wheels lack, and a CUDA extension builds with them."""
+    for name in ("CUDA_HOME", "CUDA_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "nvcc").exists())
+    monkeypatch.setenv("PATH", path)
+    monkeypatch.setattr(build, "SYSTEM_CUDA", str(tmp_path / "no-cuda"))
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path / "cache"))
+    home = build.cuda_home()
+    if home is None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError("NVIDIA's nvcc wheels are not installed: the test extra brings them")
+        pytest.skip("NVIDIA's nvcc wheels are not installed")
+    assert Path(home).parts[-2:] == ("nvidia", f"cu{torch.version.cuda.split('.')[0]}")
+    toolkit = build.linkable_toolkit(home)
+    assert (Path(toolkit) / "lib" / "libcudart.so").exists() and build.linkable_toolkit(home) == toolkit
+    (tmp_path / "tiny.cu").write_text(
+        "__global__ void one(float* x) { x[0] = 1.f; }\n"
+        'extern "C" int launch_one(float* x) { one<<<1, 1>>>(x); return int(cudaGetLastError()); }\n'
+    )
+    code = (
+        f"import os; os.environ['CUDA_HOME'] = {toolkit!r}; os.environ['TORCH_CUDA_ARCH_LIST'] = '8.0'\n"
+        "import torch.utils.cpp_extension as c\n"
+        f"c.CUDA_HOME = {toolkit!r}\n"
+        f"c.load('tiny', [{str(tmp_path / 'tiny.cu')!r}], build_directory={str(tmp_path)!r}, is_python_module=False)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=os.environ)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "tiny.so").exists()
