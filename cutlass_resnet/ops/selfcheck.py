@@ -171,9 +171,16 @@ def compute_sanitizer() -> str:
 
 
 def run_isolated(command: list[str], timeout: float) -> dict[str, str | None]:
-    """Run a check process that prints one JSON object last; a hang, a crash or no answer says so under "crashed"."""
+    """Run a check process that prints one JSON object last; a hang, a crash or no answer says so under "crashed".
+
+    The child imports this very package, wherever it was imported from here (an install, a checkout on sys.path).
+    """
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env
+        )
     except subprocess.TimeoutExpired:
         return {"crashed": f"did not finish in {timeout:g} s (a hang?) and was killed"}
     lines = proc.stdout.strip().splitlines()

@@ -4,6 +4,7 @@ never the user's process's fate."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,3 +50,11 @@ def test_on_a_gpu_the_check_runs_isolated(emulated_gpu, monkeypatch):
     assert selfcheck.kernel_verdict("sm80_f16_t64x64_64x5", 0) is None
     assert asked == [("sm80_f16_t64x64_64x5", 0, build.library_path())] and emulated_gpu.calls == []
     assert list(selfcheck.read_verdicts().values()) == [""]
+
+
+def test_the_check_process_imports_this_package_wherever_it_came_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    code = "import json, cutlass_resnet; print(json.dumps({'reason': cutlass_resnet.__file__}))"
+    outcome = selfcheck.run_isolated([sys.executable, "-c", code], 60)
+    assert outcome["reason"] == str(Path(selfcheck.__file__).resolve().parents[1] / "__init__.py")
