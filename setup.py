@@ -76,6 +76,7 @@ def _extension_setup(archs_text: str) -> dict:
         sources=[os.path.relpath(p, ROOT) for p in args["sources"]],
         include_dirs=args["include_dirs"],
         extra_compile_args={"cxx": args["cxx"], "nvcc": args["nvcc"]},
+        extra_link_args=args["ldflags"],
     )
     return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
 

@@ -6,6 +6,7 @@ package loads them instead of compiling.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import site
@@ -96,6 +97,14 @@ def test_kernels_compiled_at_install_time_are_loaded_without_compiling(tmp_path)
     assert not (tmp_path / "cache" / "kernels").exists()  # nothing was compiled on first use
     expected = sorted("sm" + p.stem[1:] for p in build.sources(["8.0"]) if p.stem.startswith("k80_"))
     assert sorted(names) == expected  # every Sm80 kernel, no Hopper kernel (not built for 9.0a)
+    # No toolkit in sight: the installed kernels are found all the same, and info compiles nothing.
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "nvcc").exists())
+    path = os.pathsep.join([str(python.parent), path])
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
+    env.update(PATH=path, CUTLASS_RESNET_CACHE=str(tmp_path / "cache"))
+    info = json.loads(checked(["cutlass-resnet", "info", "--json"], cwd=tmp_path, timeout=300, env=env).stdout)
+    assert info["prebuilt_kernels"]["archs"] == ["8.0"] and sorted(info["kernels"]) == expected
+    assert not (tmp_path / "cache" / "kernels").exists()
 
 
 def test_sdist_holds_what_the_tests_and_docs_need(tmp_path):

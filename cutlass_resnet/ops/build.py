@@ -322,8 +322,11 @@ def extension_args(archs: list[str]) -> dict[str, list[str]]:
     return {
         "sources": [str(p) for p in sources(archs)],
         "include_dirs": [*_cutlass_includes(), str(CSRC)],
-        "cxx": ["-O3", "-DNDEBUG", *hopper],
+        # The binding uses the LibTorch stable ABI only: torch >= 2.10's, and no C++ symbol of libtorch.
+        "cxx": ["-O3", "-DNDEBUG", "-DTORCH_TARGET_VERSION=0x020a000000000000", "-DUSE_CUDA", *hopper],
         "nvcc": ["-O3", "-DNDEBUG", "--expt-relaxed-constexpr", *hopper],
+        # The CUDA runtime linked in: the library needs no libcudart.so beside it (nor libtorch_cuda.so).
+        "ldflags": ["-Wl,--as-needed", "-l:libcudart_static.a", "-ldl", "-lrt", "-lpthread"],
     }
 
 
@@ -422,6 +425,7 @@ def _compile(archs: list[str], build_dir: Path, home: str, verbose: bool) -> Pat
                 extra_include_paths=args["include_dirs"],
                 extra_cflags=args["cxx"],
                 extra_cuda_cflags=args["nvcc"],
+                extra_ldflags=args["ldflags"],
                 build_directory=str(build_dir),
                 is_python_module=False,
                 verbose=verbose,

@@ -317,3 +317,61 @@ def test_nvcc_from_nvidia_wheels_compiles_and_links_an_extension(monkeypatch, tm
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=os.environ)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "tiny.so").exists()
+
+
+def test_the_library_uses_the_stable_abi_only(extension):
+    """No C++ symbol of libtorch (c10::, at::, torch::): one library serves every torch from 2.10 on. Nor does it
+    need libtorch_cuda.so or libcudart.so: the CUDA runtime is linked in, and a CPU build of torch loads it."""
+    library = extension.library_path()
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", library], capture_output=True, text=True, check=True)
+    unstable = [s for s in undefined.stdout.split() if s.startswith(("_ZN3c10", "_ZN2at", "_ZN5torch"))]
+    assert not unstable, unstable[:5]
+    dynamic = subprocess.run(["readelf", "-d", library], capture_output=True, text=True, check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic)
+    assert "libc10.so" in needed and not [
+        n for n in needed if n.startswith(("libtorch_cuda", "libcudart", "libc10_cuda"))
+    ]
+
+
+@pytest.mark.slow
+def test_the_same_library_loads_under_another_torch(extension, tmp_path):
+    """torch 2.13.0 (a CPU build) loads the library built here against torch 2.14.1, and its host side answers
+    as here: the kernel table, CUTLASS's can_implement and the launch shapes of the zoo's convs."""
+    import site
+    import sysconfig
+    import venv
+
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "torch==2.13.0"], capture_output=True, text=True
+    )
+    if install.returncode != 0:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(install.stdout + install.stderr)
+        pytest.skip("torch 2.13.0 cannot be installed here")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    ).stdout.strip()
+    parents = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])
+    (Path(purelib) / "_parent_site.pth").write_text("\n".join(parents) + "\n")  # torch's own dependencies
+    problems = [Problem(1, 56, 56, 64, 256, 1, 1), Problem(8, 14, 14, 256, 256, 3, 3, padding=(1, 1))]
+    code = (
+        "import json, sys, torch\n"
+        f"torch.ops.load_library({extension.library_path()!r})\n"
+        "o = torch.ops.cutlass_resnet_C\n"
+        "problems = json.loads(sys.argv[1])\n"
+        "table = [(n, o.kernel_info(i), [o.can_implement(i, p) for p in problems])\n"
+        "         for i, n in enumerate(o.kernels())]\n"
+        "print(json.dumps({'torch': torch.__version__, 'table': table}))\n"
+    )
+    lists = json.dumps([p.as_list() for p in problems])
+    proc = subprocess.run([python, "-c", code, lists], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    there = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert there["torch"].startswith("2.13.0") and torch.__version__.startswith("2.14")
+    here = [
+        (k.name, list(torch.ops.cutlass_resnet_C.kernel_info(k.index)), [k.can_implement(p) for p in problems])
+        for k in kernel_table()
+    ]
+    assert [tuple(row) for row in there["table"]] == [(n, i, s) for n, i, s in here]
