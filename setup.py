@@ -76,8 +76,10 @@ def _extension_setup(archs_text: str) -> dict:
         sources=[os.path.relpath(p, ROOT) for p in args["sources"]],
         include_dirs=args["include_dirs"],
         extra_compile_args={"cxx": args["cxx"], "nvcc": args["nvcc"]},
-        extra_link_args=args["ldflags"],
     )
+    # setuptools puts extra link arguments after the libraries, so the JIT build's flags would come too late:
+    # link what the stable ABI needs (c10, torch_cpu) and the static CUDA runtime instead of torch's defaults.
+    extension.libraries = ["c10", "torch_cpu", *(flag.removeprefix("-l") for flag in args["ldflags"][1:])]
     return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -79,13 +80,26 @@ def test_wheel_installs_into_a_fresh_venv_and_imports(tmp_path):
     assert Path(location).is_relative_to(tmp_path / "venv") and shape == "(1, 3)"
 
 
-def test_kernels_compiled_at_install_time_are_loaded_without_compiling(tmp_path):
+def release_wheel(tmp_path: Path, archs: str) -> Path:
+    """scripts/build_wheel.sh for ``archs``, run on a copy of the source tree."""
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__"))
+    clean = {k: v for k, v in os.environ.items() if k != "TORCH_CUDA_ARCH_LIST"}
+    env = {**clean, "CUTLASS_RESNET_CUDA_ARCHS": archs}
+    checked(["bash", source / "scripts" / "build_wheel.sh", tmp_path / "dist"], timeout=1800, env=env)
+    (wheel,) = (tmp_path / "dist").glob("cutlass_resnet-*.whl")
+    return wheel
+
+
+def test_release_wheel_is_loaded_without_compiling_and_uses_the_stable_abi(tmp_path):
+    """The release script's wheel (kernels for 8.0 here; the script's default is every arch): manylinux-tagged,
+    its library on the stable ABI with the CUDA runtime linked in, found and loaded without compiling."""
     from cutlass_resnet.ops import build
 
     if build.cuda_home() is None and os.environ.get("CI") != "true":
         pytest.skip("nvcc is not installed")
-    wheel = build_wheel(tmp_path, CUTLASS_RESNET_CUDA_ARCHS="8.0")
-    assert "-py3-none-any" not in wheel.name  # a platform wheel: it holds a compiled library
+    wheel = release_wheel(tmp_path, "8.0")
+    assert "-manylinux_" in wheel.name  # a platform wheel, repaired: it holds a compiled library
     python = install(tmp_path, wheel)
     library, *names = run(
         python,
@@ -94,6 +108,18 @@ def test_kernels_compiled_at_install_time_are_loaded_without_compiling(tmp_path)
         tmp_path,
     )
     assert Path(library).parent.name == "ops" and Path(library).is_relative_to(tmp_path / "venv")
+    undefined = checked(["nm", "-D", "--undefined-only", library]).stdout.split()
+    assert not [s for s in undefined if s.startswith(("_ZN3c10", "_ZN2at", "_ZN5torch"))]
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", checked(["readelf", "-d", library]).stdout)
+    assert set(needed) <= {
+        "libc10.so",
+        "libtorch_cpu.so",
+        "libstdc++.so.6",
+        "libgcc_s.so.1",
+        "libc.so.6",
+        "libm.so.6",
+        "ld-linux-x86-64.so.2",
+    }, needed
     assert not (tmp_path / "cache" / "kernels").exists()  # nothing was compiled on first use
     expected = sorted("sm" + p.stem[1:] for p in build.sources(["8.0"]) if p.stem.startswith("k80_"))
     assert sorted(names) == expected  # every Sm80 kernel, no Hopper kernel (not built for 9.0a)
