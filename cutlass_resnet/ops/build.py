@@ -311,9 +311,10 @@ def find_library(archs: list[str]) -> str | None:
     prebuilt = _prebuilt(archs)
     if prebuilt is not None:
         return prebuilt
-    if not archs or _cached_build_problem(cache_dir(archs)) is not None:
+    if not archs:
         return None
-    return str(cache_dir(archs) / LIBRARY_NAME)
+    folder = cache_dir(archs)  # hashes every source file: once
+    return None if _cached_build_problem(folder) is not None else str(folder / LIBRARY_NAME)
 
 
 def extension_args(archs: list[str]) -> dict[str, list[str]]:

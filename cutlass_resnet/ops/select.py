@@ -189,8 +189,9 @@ def kernel_table() -> tuple[KernelInfo, ...]:
     return tuple(table)
 
 
+@cache
 def kernel(name: str) -> KernelInfo:
-    """The compiled kernel called ``name``."""
+    """The compiled kernel called ``name`` (looked up once: the dispatcher asks on every launch)."""
     for info in kernel_table():
         if info.name == name:
             return info
