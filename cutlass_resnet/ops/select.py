@@ -160,6 +160,12 @@ class KernelInfo(NamedTuple):
         host reference convolution on the arguments a launch would get, with this kernel's epilogue."""
         return torch.ops.cutlass_resnet_C.host_reference(*args, self.index)
 
+    def dry_run(self, *args: object) -> int:
+        """:meth:`launch`'s arguments, on tensors of any device: everything the launch does but the launch (the
+        binding's checks, the output, the kernel's Params and TMA descriptors). 0 when a launch would follow, else
+        the kernel's status (``torch.ops.cutlass_resnet_C.status_string`` names it)."""
+        return int(torch.ops.cutlass_resnet_C.dry_run(*args, self.index))
+
     def launch(
         self,
         x: Tensor,

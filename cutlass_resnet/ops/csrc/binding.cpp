@@ -207,6 +207,19 @@ Tensor host_reference(const Tensor& x, const Tensor& weight, const std::optional
   return y;
 }
 
+// Everything fprop does but the launch: the checks, the output tensor, the kernel's Params and TMA
+// descriptors. Host-only, for any device, so the host path can be checked and timed without a GPU;
+// returns 0 when a launch would follow, else the kernel's status.
+int64_t dry_run(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
+                int64_t groups, bool relu, int64_t index) {
+  const CrKernel& k = kernel_at(index);
+  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups);
+  Tensor y = empty_output(x, p);
+  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr);
+  return k.prepare(&p, &ops);
+}
+
 Tensor fprop_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                  const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
                  int64_t groups, bool relu, int64_t index) {
@@ -228,11 +241,14 @@ STABLE_TORCH_LIBRARY(cutlass_resnet_C, m) {
       "fprop(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
       "int[] dilation, int groups, bool relu, int index) -> Tensor");
   m.def(
+      "dry_run(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
+      "int[] dilation, int groups, bool relu, int index) -> int");
+  m.def(
       "host_reference(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
       "int[] dilation, int groups, bool relu, int index) -> Tensor");
 }
 
-// The host-only functions take no tensor: one implementation for every backend.
+// The host-only functions: one implementation for every backend.
 STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CompositeExplicitAutograd, m) {
   m.impl("kernels", TORCH_BOX(&kernels));
   m.impl("kernel_info", TORCH_BOX(&kernel_info));
@@ -240,6 +256,7 @@ STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CompositeExplicitAutograd, m) {
   m.impl("status_string", TORCH_BOX(&status_string));
   m.impl("describe", TORCH_BOX(&describe));
   m.impl("activation", TORCH_BOX(&activation));
+  m.impl("dry_run", TORCH_BOX(&dry_run));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CUDA, m) { m.impl("fprop", TORCH_BOX(&fprop_cuda)); }

@@ -39,28 +39,16 @@ struct Conv80 {
       cutlass::conv::StrideSupport::kStrided,
       kAlignment, kAlignment>::Kernel;
   using Op = cutlass::conv::device::ImplicitGemmConvolution<Kernel>;
-  using Ref = cutlass::TensorRef<Element, Layout>;
+  static constexpr bool kResidual = true;
 
   static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o) {
-    cutlass::conv::Conv2dProblemSize ps = cr_problem_size(p);
-    Element* x = o ? (Element*)o->x : nullptr;
-    Element* w = o ? (Element*)o->w : nullptr;
-    Element* y = o ? (Element*)o->y : nullptr;
-    Element* r = (o && o->residual) ? (Element*)o->residual : y;
-    Ref rx(x, Layout::packed({p.N, p.H, p.W, p.C}));
-    Ref rw(w, Layout::packed({p.K, p.R, p.S, p.C}));
-    Ref ry(y, Layout::packed({p.N, p.P, p.Q, p.K}));
-    Ref rr(r, Layout::packed({p.N, p.P, p.Q, p.K}));
+    CrRefs80<Element> refs(p, o);
+    auto r = (o && o->residual) ? typename CrRefs80<Element>::Ref(refs.pointer(o->residual), refs.y.layout()) : refs.y;
     float beta = (o && o->residual) ? 1.f : 0.f;
     typename EpilogueOp::Params epilogue(1.f, beta, {o ? o->leaky_alpha : 0.f});
-    return typename Op::Arguments(ps, rx, rw, rr, ry, epilogue, cutlass::conv::SplitKMode::kSerial,
-                                  o ? const_cast<void*>(o->bias) : nullptr, nullptr, 0, p.K);
-  }
-
-  static int can_implement(const CrProblem* p) { return cr_check<Op>(arguments(*p, nullptr)); }
-
-  static int describe(const CrProblem* p, CrLaunchShape* shape) {
-    return cr_describe80<Op>(arguments(*p, nullptr), shape);
+    return typename Op::Arguments(cr_problem_size(p), refs.x, refs.w, r, refs.y, epilogue,
+                                  cutlass::conv::SplitKMode::kSerial, o ? const_cast<void*>(o->bias) : nullptr,
+                                  nullptr, 0, p.K);
   }
 
   static int host_reference(const CrProblem* p, const CrOperands* o) {
@@ -69,17 +57,9 @@ struct Conv80 {
     return cr_host_reference80<Op, Element>(args, e.alpha, e.beta, (const Element*)args.ptr_Vector,
                                             e.elementwise.leaky_alpha);
   }
-
-  static int run(const CrProblem* p, const CrOperands* o) {
-    int st = can_implement(p);
-    if (st != 0) return st;
-    return cr_launch<Op>(arguments(*p, o), o->stream);
-  }
 };
 
 // One translation unit per instantiation: NAME is the kernel's registry entry.
-#define CR_DEFINE_KERNEL80(NAME, ELEMENT, DTYPE, TM, TN, TK, WM, WN, WK, STAGES)               \
-  using NAME##_t = Conv80<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES>;                            \
-  extern "C" const CrKernel NAME = {#NAME, DTYPE, 80, 8, CR_REGULAR, TM, TN, TK, STAGES,       \
-                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,    \
-                                    &NAME##_t::host_reference};
+#define CR_DEFINE_KERNEL80(NAME, ELEMENT, DTYPE, TM, TN, TK, WM, WN, WK, STAGES) \
+  using NAME##_t = Conv80<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES>;              \
+  CR_KERNEL80_ENTRY(NAME, NAME##_t, DTYPE, 8, CR_REGULAR, TM, TN, TK, STAGES)

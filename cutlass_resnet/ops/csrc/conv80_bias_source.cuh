@@ -37,29 +37,17 @@ using CrGroupKernel = typename cutlass::conv::kernel::DefaultConv2dGroupFprop<
 
 template <typename Element, class Kernel>
 struct ConvBiasSource80 {
-  using Layout = cutlass::layout::TensorNHWC;
   using Op = cutlass::conv::device::ImplicitGemmConvolution<Kernel>;
-  using Ref = cutlass::TensorRef<Element, Layout>;
+  static constexpr bool kResidual = false;
 
   static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o) {
-    cutlass::conv::Conv2dProblemSize ps = cr_problem_size(p);
-    Element* x = o ? (Element*)o->x : nullptr;
-    Element* w = o ? (Element*)o->w : nullptr;
-    Element* y = o ? (Element*)o->y : nullptr;
+    CrRefs80<Element> refs(p, o);
     bool has_bias = o && o->bias;
-    Ref rx(x, Layout::packed({p.N, p.H, p.W, p.C}));
-    Ref rw(w, Layout::packed({p.K, p.R, p.S, p.C / (p.groups > 0 ? p.groups : 1)}));
-    Ref ry(y, Layout::packed({p.N, p.P, p.Q, p.K}));
-    Ref rc = has_bias ? Ref((Element*)o->bias, Layout::Stride(0)) : ry;
+    auto c = has_bias ? typename CrRefs80<Element>::Ref(refs.pointer(o->bias), cutlass::layout::TensorNHWC::Stride(0))
+                      : refs.y;
     typename CrBiasSourceEpilogue<Element>::Params epilogue(1.f, has_bias ? 1.f : 0.f);
     epilogue.leaky_alpha = o ? o->leaky_alpha : 0.f;
-    return typename Op::Arguments(ps, rx, rw, rc, ry, epilogue);
-  }
-
-  static int can_implement(const CrProblem* p) { return cr_check<Op>(arguments(*p, nullptr)); }
-
-  static int describe(const CrProblem* p, CrLaunchShape* shape) {
-    return cr_describe80<Op>(arguments(*p, nullptr), shape);
+    return typename Op::Arguments(cr_problem_size(p), refs.x, refs.w, c, refs.y, epilogue);
   }
 
   static int host_reference(const CrProblem* p, const CrOperands* o) {
@@ -68,17 +56,8 @@ struct ConvBiasSource80 {
     return cr_host_reference80<Op, Element>(args, args.output_op.alpha, args.output_op.beta, nullptr,
                                             args.output_op.leaky_alpha);
   }
-
-  static int run(const CrProblem* p, const CrOperands* o) {
-    if (o->residual) return int(cutlass::Status::kErrorNotSupported);
-    int st = can_implement(p);
-    if (st != 0) return st;
-    return cr_launch<Op>(arguments(*p, o), o->stream);
-  }
 };
 
 #define CR_DEFINE_BIAS_SOURCE_KERNEL80(NAME, ELEMENT, DTYPE, KIND, KERNEL, ALIGN, TM, TN, TK, WM, WN, WK, STAGES) \
   using NAME##_t = ConvBiasSource80<ELEMENT, KERNEL<ELEMENT, TM, TN, TK, WM, WN, WK, STAGES>>;                  \
-  extern "C" const CrKernel NAME = {#NAME, DTYPE, 80, ALIGN, KIND, TM, TN, TK, STAGES,                          \
-                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,    \
-                                    &NAME##_t::host_reference};
+  CR_KERNEL80_ENTRY(NAME, NAME##_t, DTYPE, ALIGN, KIND, TM, TN, TK, STAGES)

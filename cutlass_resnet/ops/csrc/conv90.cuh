@@ -3,7 +3,10 @@
 //   y = act(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
 // leaky_alpha 0 for ReLU, 1 for none; fp32 accumulation, one rounding.
 #pragma once
+#include "cr_driver.cuh"  // first: CUTLASS's TMA headers must see its encoders
 #include "conv_common.cuh"
+#include <cstring>
+#include <mutex>
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
 #include "cutlass/numeric_types.h"
@@ -14,6 +17,64 @@
 #include "cutlass/conv/collective/collective_builder.hpp"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/epilogue/fusion/operations.hpp"
+
+// A launch's problem, operand addresses, activation and device: what its TMA descriptors depend on.
+struct CrParamsKey {
+  CrProblem problem;
+  const void* operands[5];
+  float leaky_alpha;
+  int device;
+
+  CrParamsKey() { std::memset(this, 0, sizeof(*this)); }  // compared bytewise
+  CrParamsKey(const CrProblem& p, const CrOperands* o, int device_index) : CrParamsKey() {
+    problem = p;
+    if (o) {
+      operands[0] = o->x, operands[1] = o->w, operands[2] = o->bias, operands[3] = o->residual, operands[4] = o->y;
+      leaky_alpha = o->leaky_alpha;
+    }
+    device = device_index;
+  }
+  bool operator==(const CrParamsKey& other) const { return std::memcmp(this, &other, sizeof(*this)) == 0; }
+};
+
+// The last kEntries Params made, for launches that repeat (the same layer on the same buffers).
+template <class Params, int kEntries = 64>
+class CrParamsCache {
+ public:
+  bool find(const CrParamsKey& key, Params* out) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (int i = 0; i < used_; ++i) {
+      if (keys_[i] == key) {
+        *out = params_[i];
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void insert(const CrParamsKey& key, const Params& params) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    keys_[next_] = key;
+    params_[next_] = params;
+    next_ = (next_ + 1) % kEntries;
+    used_ = used_ < kEntries ? used_ + 1 : kEntries;
+  }
+
+ private:
+  std::mutex mutex_;
+  CrParamsKey keys_[kEntries];
+  Params params_[kEntries];
+  int next_ = 0, used_ = 0;
+};
+
+// SMs of a device, asked once per device.
+inline int cr_sm_count(int device) {
+  static std::atomic<int> counts[64];
+  if (device < 0 || device >= 64) return cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
+  int n = counts[device].load();
+  if (n == 0) counts[device].store(n = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device));
+  return n;
+}
 
 template <typename Element, class TileShape, class ClusterShape>
 struct Conv90 {
@@ -42,6 +103,7 @@ struct Conv90 {
   using ProblemShape = cutlass::conv::ConvProblemShape<cutlass::conv::Operator::kFprop, 2>;
   using Kernel = cutlass::conv::kernel::ConvUniversal<ProblemShape, CollectiveMainloop, CollectiveEpilogue>;
   using Op = cutlass::conv::device::ConvUniversalAdapter<Kernel>;
+  using Params = typename Kernel::Params;
   using StrideC = typename Kernel::StrideC;
   using StrideD = typename Kernel::StrideD;
 
@@ -81,8 +143,7 @@ struct Conv90 {
 
   static int can_implement(const CrProblem* p) {
     if (p->groups != 1 || !output_matches(*p)) return int(cutlass::Status::kErrorInvalidProblem);
-    // The im2col tensor map takes traversal strides of 1 to 8; CUTLASS does not check it, and with
-    // NDEBUG a failed encode is not even asserted.
+    // The im2col tensor map takes traversal strides of 1 to 8, which CUTLASS does not check.
     if (p->stride_h > 8 || p->stride_w > 8) return CR_STATUS_TMA_LIMIT;
     return cr_check<Op>(arguments(*p, nullptr, 1));
   }
@@ -98,14 +159,39 @@ struct Conv90 {
     return 0;
   }
 
+  // The Params of a launch: encoding their TMA descriptors is a driver call, so they are kept per problem,
+  // operand addresses and device, and the encoders' results are checked (CUTLASS only asserts them).
+  static int params(const CrProblem& p, const CrOperands* o, int device, int sm_count, Params* out) {
+    CrParamsKey key(p, o, device);
+    if (cache().find(key, out)) return 0;
+    int st = cr_encode_check([&] { *out = Kernel::to_underlying_arguments(arguments(p, o, sm_count), nullptr); });
+    if (st == 0) cache().insert(key, *out);
+    return st;
+  }
+
+  static int prepare(const CrProblem* p, const CrOperands* o) {
+    if (int st = can_implement(p)) return st;
+    Params unused;
+    return params(*p, o, -1, 1, &unused);
+  }
+
   static int run(const CrProblem* p, const CrOperands* o) {
-    int st = can_implement(p);
-    if (st != 0) return st;
+    if (int st = can_implement(p)) return st;
     int device = 0;
-    cudaError_t error = cudaGetDevice(&device);
-    if (error != cudaSuccess) return CR_STATUS_CUDA_ERROR + int(error);
-    int sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
-    return cr_launch<Op>(arguments(*p, o, sm_count), o->stream);
+    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
+    Params launch;
+    if (int st = params(*p, o, device, cr_sm_count(device), &launch)) return st;
+    constexpr int smem = Kernel::SharedStorageSize;
+    if (int st = cr_allow_shared_memory<Kernel>((const void*)cutlass::device_kernel<Kernel>, smem)) return st;
+    cutlass::device_kernel<Kernel><<<Kernel::get_grid_shape(launch), Kernel::get_block_shape(), smem, o->stream>>>(
+        launch);
+    return cr_cuda_status(cudaGetLastError());
+  }
+
+ private:
+  static CrParamsCache<Params>& cache() {
+    static CrParamsCache<Params> instance;
+    return instance;
   }
 };
 
@@ -113,4 +199,5 @@ struct Conv90 {
   using NAME##_t = Conv90<ELEMENT, cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Shape<cute::Int<TK>>>, \
                           cute::Shape<cute::_1, cute::_1, cute::_1>>;                                      \
   extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_REGULAR_SM90A, TM, TN, TK, 0,                 \
-                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe, nullptr};
+                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe, nullptr, \
+                                    &NAME##_t::prepare};

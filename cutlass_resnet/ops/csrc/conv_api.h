@@ -58,6 +58,8 @@ typedef struct {
   // Host-only, operands in host memory: CUTLASS's host reference convolution on the arguments a
   // launch would get, with this kernel's epilogue. Null where there is none (the 3.x kernels).
   int (*host_reference)(const CrProblem*, const CrOperands*);
+  // Host-only: everything run does but the launch (checks, Params, TMA descriptors). 0 = ready.
+  int (*prepare)(const CrProblem*, const CrOperands*);
 } CrKernel;
 
 int cr_kernel_count(void);
@@ -70,6 +72,11 @@ float cr_activation(float value, float leaky_alpha);
 #define CR_STATUS_WORKSPACE_NEEDED 1000
 #define CR_STATUS_TMA_LIMIT 1001  // outside what the TMA im2col descriptor encodes (e.g. stride > 8)
 #define CR_STATUS_CUDA_ERROR 2000  // + the cudaError_t of a failed launch
+#define CR_STATUS_TMA_ENCODE 3000  // + the CUresult of a failed tensor-map encode (3.x kernels)
+
+// Tests only: replace the driver's tensor-map encoders (cuTensorMapEncodeIm2col, cuTensorMapEncodeTiled,
+// with their driver signatures) by these; null restores the driver's.
+void cr_testing_set_tensor_map_encoders(void* im2col, void* tiled);
 
 #ifdef __cplusplus
 }

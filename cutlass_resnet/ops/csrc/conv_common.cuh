@@ -1,12 +1,16 @@
 // What every kernel wrapper does the same way: the epilogue's activation, CUTLASS's host-only
-// checks, one launch, and the 2.x problem size.
+// checks, one launch, and the 2.x problem size, operands and CrKernel functions.
 #pragma once
 #include "conv_api.h"
+#include <atomic>
+#include <cstdint>
 #include <vector>
 
 #include "cutlass/array.h"
 #include "cutlass/cutlass.h"
+#include "cutlass/device_kernel.h"
 #include "cutlass/conv/conv2d_problem_size.h"
+#include "cutlass/layout/tensor.h"
 #include "cutlass/util/reference/host/convolution.h"
 
 // act(z) = z > 0 ? z : leaky_alpha * z, except that ReLU (leaky_alpha 0) maps every z <= 0 to 0:
@@ -56,17 +60,44 @@ int cr_check(typename Op::Arguments const& args) {
   return Op::get_workspace_size(args) == 0 ? 0 : CR_STATUS_WORKSPACE_NEEDED;
 }
 
-// Initialize and run on `stream`; call only with arguments cr_check accepted. A launch error is
-// taken off CUDA's error state (so the next launch of anyone else does not report it) and
-// returned as CR_STATUS_CUDA_ERROR + its cudaError_t.
+// CR_STATUS_CUDA_ERROR + error, or 0 for cudaSuccess. Reading an error takes it off CUDA's state, so the
+// next launch of anyone else does not report it.
+inline int cr_cuda_status(cudaError_t error) { return error == cudaSuccess ? 0 : CR_STATUS_CUDA_ERROR + int(error); }
+
+// Lets `kernel` use `bytes` of dynamic shared memory on the current device: once per device and kernel.
+template <class Tag>
+int cr_allow_shared_memory(const void* kernel, int bytes) {
+  static std::atomic<uint64_t> done{0};  // a bit per device
+  if (bytes < (48 << 10)) return 0;
+  int device = 0;
+  if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
+  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+  if (bit && (done.load() & bit)) return 0;
+  int st = cr_cuda_status(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  if (st == 0) done.fetch_or(bit);
+  cudaGetLastError();
+  return st;
+}
+
+// A 2.x kernel's Params from arguments cr_check accepted: everything a launch does but the launch.
 template <class Op>
-int cr_launch(typename Op::Arguments const& args, cudaStream_t stream) {
-  Op op;
-  cutlass::Status s = op.initialize(args, nullptr, stream);
-  if (s == cutlass::Status::kSuccess) s = op.run(stream);
-  cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) return CR_STATUS_CUDA_ERROR + int(error);
-  return s == cutlass::Status::kSuccess ? 0 : int(s);
+typename Op::UnderlyingKernel::Params cr_params80(typename Op::Arguments const& args) {
+  return typename Op::UnderlyingKernel::Params(args, nullptr);
+}
+
+// Launch a 2.x kernel on arguments cr_check accepted. CUTLASS's own run() reads the launch error itself
+// and returns only "internal error"; this returns the CUDA error.
+template <class Op>
+int cr_launch80(typename Op::Arguments const& args, cudaStream_t stream) {
+  using Kernel = typename Op::UnderlyingKernel;
+  constexpr int smem = int(sizeof(typename Kernel::SharedStorage));
+  if (int st = cr_allow_shared_memory<Kernel>((const void*)cutlass::Kernel<Kernel>, smem)) return st;
+  typename Kernel::Params params = cr_params80<Op>(args);
+  typename Op::ThreadblockSwizzle swizzle;
+  dim3 grid = swizzle.get_grid_shape(params.grid_tiled_shape);
+  dim3 block(32 * Op::kWarpCount, 1, 1);
+  cutlass::Kernel<Kernel><<<grid, block, smem, stream>>>(params);
+  return cr_cuda_status(cudaGetLastError());
 }
 
 // The CUTLASS 2.x problem of a CrProblem.
@@ -76,15 +107,60 @@ inline cutlass::conv::Conv2dProblemSize cr_problem_size(const CrProblem& p) {
                                           cutlass::conv::Mode::kCrossCorrelation, 1 /*split_k_slices*/, p.groups);
 }
 
-// What a 2.x kernel's Params say of a problem, host-only: CTAs, main-loop iterations, shared memory.
-template <class Op>
-int cr_describe80(typename Op::Arguments const& args, CrLaunchShape* shape) {
-  typename Op::UnderlyingKernel::Params params(args, nullptr);
-  shape->ctas = int64_t(params.grid_tiled_shape.m()) * params.grid_tiled_shape.n() * params.grid_tiled_shape.k();
-  shape->mainloop_iterations = params.gemm_k_iterations;
-  shape->shared_memory = int(sizeof(typename Op::UnderlyingKernel::SharedStorage));
-  return 0;
-}
+// x, w and y of a 2.x launch as NHWC / KRSC / NPQK tensor refs (null without operands: host-only checks).
+template <typename Element>
+struct CrRefs80 {
+  using Layout = cutlass::layout::TensorNHWC;
+  using Ref = cutlass::TensorRef<Element, Layout>;
+  Ref x, w, y;
+
+  CrRefs80(const CrProblem& p, const CrOperands* o)
+      : x(pointer(o ? o->x : nullptr), Layout::packed({p.N, p.H, p.W, p.C})),
+        w(pointer(o ? o->w : nullptr), Layout::packed({p.K, p.R, p.S, p.C / (p.groups > 0 ? p.groups : 1)})),
+        y(pointer(o ? o->y : nullptr), Layout::packed({p.N, p.P, p.Q, p.K})) {}
+
+  static Element* pointer(const void* p) { return static_cast<Element*>(const_cast<void*>(p)); }
+};
+
+// The CrKernel functions of a 2.x kernel wrapper W, which has the device-level Op, the Op's Arguments
+// for a problem (W::arguments; operands may be null) and whether it takes a residual (W::kResidual).
+template <class W>
+struct CrKernel80 {
+  using Op = typename W::Op;
+
+  static int can_implement(const CrProblem* p) { return cr_check<Op>(W::arguments(*p, nullptr)); }
+
+  // CTAs, main-loop iterations and shared memory, from the kernel's Params.
+  static int describe(const CrProblem* p, CrLaunchShape* shape) {
+    auto params = cr_params80<Op>(W::arguments(*p, nullptr));
+    shape->ctas = int64_t(params.grid_tiled_shape.m()) * params.grid_tiled_shape.n() * params.grid_tiled_shape.k();
+    shape->mainloop_iterations = params.gemm_k_iterations;
+    shape->shared_memory = int(sizeof(typename Op::UnderlyingKernel::SharedStorage));
+    return 0;
+  }
+
+  static int accepts(const CrProblem* p, const CrOperands* o) {
+    if (o->residual && !W::kResidual) return int(cutlass::Status::kErrorNotSupported);
+    return can_implement(p);
+  }
+
+  static int prepare(const CrProblem* p, const CrOperands* o) {
+    if (int st = accepts(p, o)) return st;
+    (void)cr_params80<Op>(W::arguments(*p, o));
+    return 0;
+  }
+
+  static int run(const CrProblem* p, const CrOperands* o) {
+    if (int st = accepts(p, o)) return st;
+    return cr_launch80<Op>(W::arguments(*p, o), o->stream);
+  }
+};
+
+// The registry entry NAME of 2.x wrapper W: {name, dtype, min_sm, alignment, kind, tile, functions}.
+#define CR_KERNEL80_ENTRY(NAME, W, DTYPE, ALIGN, KIND, TM, TN, TK, STAGES)                                     \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 80, ALIGN, KIND, TM, TN, TK, STAGES,                         \
+                                    &CrKernel80<W>::can_implement, &CrKernel80<W>::run,                        \
+                                    &CrKernel80<W>::describe, &W::host_reference, &CrKernel80<W>::prepare};
 
 // CUTLASS's host reference on the very arguments a 2.x launch would get (host pointers in `args`):
 // y = act(alpha * conv + beta * source + bias[k]), in float, rounded once into args.ref_D. `bias` is

@@ -1,5 +1,5 @@
-// No upstream configuration: CUTLASS tests SM90 fprop (test/unit/conv/device_3x) and the generator emits it
-// at 64x64 and 128x64 tiles with f16 output and no fused epilogue; this 128x128 tile with the bias/
-// residual/activation EVT and bf16 output is checked only by the self-check on a GPU.
+// Tile and cluster as cutlass_library/generator.py GenerateSM90_Conv3x emits for 2-D fprop f16f16_f16f16_f16:
+// MMA (128, 128, 16) x 4 per tile = 128x128x64, cluster (1, 1, 1). Not tested upstream as instantiated here: fp32
+// accumulation, the bias/residual/activation EVT and (bf16) output; checked by the self-check on a GPU.
 #include "conv90.cuh"
 CR_DEFINE_KERNEL90(sm90_bf16_t128x128x64, cutlass::bfloat16_t, CR_BFLOAT16, 128, 128, 64)

@@ -1,5 +1,11 @@
-// The table of kernels the binding can dispatch to, status names and the epilogue's activation.
-// No kernel templates here.
+// The table of kernels the binding can dispatch to, status names, the epilogue's activation and the
+// driver's tensor-map encoders. No kernel templates here.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <atomic>
+#include <string>
+
 #include "conv_api.h"
 #include "conv_common.cuh"
 #include "cutlass/cutlass.h"
@@ -30,11 +36,63 @@ extern "C" const CrKernel* cr_kernel(int index) {
   return (index >= 0 && index < cr_kernel_count()) ? kKernels[index] : nullptr;
 }
 
+static const char* cu_result_name(CUresult result) {
+  switch (result) {
+    case CUDA_ERROR_INVALID_VALUE: return "CUDA_ERROR_INVALID_VALUE";
+    case CUDA_ERROR_NOT_INITIALIZED: return "CUDA_ERROR_NOT_INITIALIZED";
+    case CUDA_ERROR_DEINITIALIZED: return "CUDA_ERROR_DEINITIALIZED";
+    case CUDA_ERROR_NO_DEVICE: return "CUDA_ERROR_NO_DEVICE";
+    case CUDA_ERROR_INVALID_CONTEXT: return "CUDA_ERROR_INVALID_CONTEXT";
+    case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND (the driver's encoder was not found: no CUDA driver?)";
+    case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+    default: return nullptr;
+  }
+}
+
 extern "C" const char* cr_status_string(int status) {
   if (status == CR_STATUS_WORKSPACE_NEEDED) return "needs a workspace (split-k), which is not supported";
   if (status == CR_STATUS_TMA_LIMIT) return "outside the TMA im2col limits (stride above 8)";
+  if (status >= CR_STATUS_TMA_ENCODE) {
+    static thread_local std::string text;
+    CUresult result = CUresult(status - CR_STATUS_TMA_ENCODE);
+    const char* name = cu_result_name(result);
+    text = std::string("the CUDA driver could not encode a TMA descriptor for it: ") +
+           (name ? name : "CUresult " + std::to_string(int(result)));
+    return text.c_str();
+  }
   if (status >= CR_STATUS_CUDA_ERROR) return cudaGetErrorString(cudaError_t(status - CR_STATUS_CUDA_ERROR));
   return cutlassGetStatusString(cutlass::Status(status));
+}
+
+// The driver's entry points are looked up once (CUTLASS would on every encode); a test may replace them.
+static std::atomic<void*> testing_im2col{nullptr}, testing_tiled{nullptr};
+
+static void* driver_entry_point(const char* name) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found;
+  if (cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+      found != cudaDriverEntryPointSuccess) {
+    cudaGetLastError();  // no driver: not an error for whoever launches next
+    return nullptr;
+  }
+  return fn;
+}
+
+extern "C" PFN_cuTensorMapEncodeIm2col_v12000 cr_tensor_map_encoder_im2col(void) {
+  static void* const driver = driver_entry_point("cuTensorMapEncodeIm2col");
+  void* testing = testing_im2col.load();
+  return reinterpret_cast<PFN_cuTensorMapEncodeIm2col_v12000>(testing ? testing : driver);
+}
+
+extern "C" PFN_cuTensorMapEncodeTiled_v12000 cr_tensor_map_encoder_tiled(void) {
+  static void* const driver = driver_entry_point("cuTensorMapEncodeTiled");
+  void* testing = testing_tiled.load();
+  return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(testing ? testing : driver);
+}
+
+extern "C" void cr_testing_set_tensor_map_encoders(void* im2col, void* tiled) {
+  testing_im2col.store(im2col);
+  testing_tiled.store(tiled);
 }
 
 extern "C" float cr_activation(float value, float leaky_alpha) { return CrLeakyReLU<float>()(value, leaky_alpha); }
