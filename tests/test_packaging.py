@@ -133,6 +133,76 @@ def test_release_wheel_is_loaded_without_compiling_and_uses_the_stable_abi(tmp_p
     assert not (tmp_path / "cache" / "kernels").exists()
 
 
+OLDEST_TORCH_CHECK = """
+import json, sys, torch, torchvision
+import torch.nn.functional as F
+import cutlass_resnet as cr
+
+CL = torch.channels_last
+g = torch.Generator().manual_seed(0)
+x = torch.randn(2, 16, 9, 9, generator=g).contiguous(memory_format=CL)
+w = (torch.randn(8, 16, 3, 3, generator=g) / 12).contiguous(memory_format=CL)
+b, r = torch.randn(8, generator=g), torch.randn(2, 8, 9, 9, generator=g).contiguous(memory_format=CL)
+y = torch.ops.cutlass_resnet.conv2d_fprop(x, w, b, r, [1, 1], [1, 1], [1, 1], 1, True)
+expected = (F.conv2d(x.double(), w.double(), b.double(), 1, 1) + r.double()).relu()
+xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+grads = torch.autograd.gradcheck(
+    lambda a, c: torch.ops.cutlass_resnet.conv2d_fprop(a, c, None, None, [1, 1], [1, 1], [1, 1], 1, False), (xd, wd)
+)
+reference = torchvision.models.resnet18(num_classes=10).eval()
+model = cr.resnet18(num_classes=10).eval()
+model.load_state_dict(reference.state_dict())
+images = torch.randn(2, 3, 32, 32, generator=g)
+with torch.no_grad():
+    theirs = reference.double()(images.double())
+    unfused = (model(images).double() - theirs).abs().max().item()
+    fused = (cr.fuse_bn(model)(images).double() - theirs).abs().max().item()
+    fp32 = (reference.float()(images).double() - theirs).abs().max().item()
+op = (y.double() - expected).abs().max().item()
+versions = dict(torch=torch.__version__, torchvision=torchvision.__version__)
+torch.ops.load_library(sys.argv[1])  # the kernels' library, built against the newest torch
+ops = torch.ops.cutlass_resnet_C
+problem = [8, 14, 14, 256, 256, 3, 3, 14, 14, 1, 1, 1, 1, 1, 1, 1]
+kernels = [(name, ops.can_implement(i, problem)) for i, name in enumerate(ops.kernels())]
+print(json.dumps(dict(**versions, op=op, gradcheck=grads, unfused=unfused, fused=fused, fp32=fp32, kernels=kernels)))
+"""
+
+
+def test_the_package_runs_under_the_oldest_torch_it_claims(extension, tmp_path):
+    """pyproject's torch floor (and the torchvision of that torch) in a fresh venv: the op against float64, its
+    gradients, a model fused and unfused against torchvision, on the CPU; and the kernels' library built here
+    against the newest torch loads and answers as here."""
+    from cutlass_resnet.ops.select import Problem, kernel_table
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    torch_floor = re.search(r'"torch>=([0-9.]+)"', pyproject).group(1)
+    vision_floor = re.search(r'"torchvision>=([0-9.]+)"', pyproject).group(1)
+    major, minor = (int(v) for v in torch_floor.split(".")[:2])
+    assert vision_floor == f"0.{minor + 15}" and major == 2, "torchvision 0.N pairs with torch 2.(N-15)"
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    pins = [f"torch=={torch_floor}.0", f"torchvision=={vision_floor}.0"]  # the registry's CUDA builds, as users get
+    command = [python, "-m", "pip", "install", "-q", "--isolated", "--no-deps", *pins]  # --isolated: no local +cpu
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(proc.stdout + proc.stderr)
+        pytest.skip(f"{' '.join(pins)} cannot be installed here")
+    purelib = checked([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    parents = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])
+    (Path(purelib) / "_parent_site.pth").write_text("\n".join(parents) + "\n")  # the other dependencies
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUTLASS_RESNET_CACHE": str(tmp_path / "cache")}
+    library = extension.library_path()
+    out = checked([python, "-c", OLDEST_TORCH_CHECK, library], cwd=tmp_path, timeout=600, env=env).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["torch"].startswith(torch_floor + ".") and result["torchvision"].startswith(vision_floor + ".")
+    assert result["op"] < 1e-5 and result["gradcheck"]
+    assert max(result["unfused"], result["fused"]) <= 2 * result["fp32"] + 1e-6
+    problem = Problem(8, 14, 14, 256, 256, 3, 3, padding=(1, 1))
+    assert problem.as_list() == [8, 14, 14, 256, 256, 3, 3, 14, 14, 1, 1, 1, 1, 1, 1, 1]
+    assert [tuple(k) for k in result["kernels"]] == [(k.name, k.can_implement(problem)) for k in kernel_table()]
+
+
 def test_sdist_holds_what_the_tests_and_docs_need(tmp_path):
     """The sdist carries the whole test suite (helpers included), docs, scripts and hubconf.py; its tests collect."""
     import tarfile
