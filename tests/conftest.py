@@ -90,7 +90,7 @@ def extension(tmp_path_factory):
             os.environ["CUTLASS_RESNET_CACHE"] = previous
 
 
-def emulated_launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
+def emulated_launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu, split_k=1):
     """What a kernel computes, on whatever (padded, chunked, merged) operands the dispatcher passes."""
     assert x.is_contiguous(memory_format=CL) and weight.is_contiguous(memory_format=CL)
     assert x.shape[1] == weight.shape[1] * groups and weight.shape[1] % (4 if "stem" in kernel.name else 8) == 0
@@ -115,9 +115,9 @@ class EmulatedGPU:
     def use(self, launch: Callable[..., Tensor]) -> None:
         from cutlass_resnet.ops.select import KernelInfo
 
-        def recorded(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu):
+        def recorded(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu, split_k=1):
             self.calls.append((kernel.name, tuple(x.shape), groups))
-            return launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu)
+            return launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu, split_k)
 
         self.monkeypatch.setattr(KernelInfo, "launch", recorded)
 

@@ -22,7 +22,7 @@ import torchvision
 from .. import models
 from ..nn import fuse_bn, plan
 from ..ops import build
-from ..ops.select import KernelKind, kernel_table, launch_form
+from ..ops.select import kernel_table, launch_form
 from ..ops.selfcheck import (
     SelfCheckUnavailable,
     check_cases,
@@ -141,8 +141,7 @@ def matrix_checks(device: torch.device, sanitizer: str | None = None) -> int:
     )
     failures = 0
     for kernel in kernel_table():
-        kind = KernelKind.REGULAR if kernel.kind == KernelKind.REGULAR_SM90A else kernel.kind
-        if not kernel.serves(kind, capability):
+        if not kernel.serves(kernel.problem_kind, capability):
             continue
         start = time.perf_counter()
         try:

@@ -2,6 +2,6 @@
 
 from .conv import Conv2d
 from .fuse import conv_norm_pairs, fold_bn, fuse_bn
-from .plan import PlanEntry, plan
+from .plan import Plan, PlanEntry, plan
 
-__all__ = ["Conv2d", "PlanEntry", "conv_norm_pairs", "fold_bn", "fuse_bn", "plan"]
+__all__ = ["Conv2d", "Plan", "PlanEntry", "conv_norm_pairs", "fold_bn", "fuse_bn", "plan"]

@@ -9,10 +9,10 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..ops import build
-from ..ops.select import Choice, Problem, select
+from ..ops.select import Choice, Problem, roofline_us, select
 from .conv import Conv2d
 
-__all__ = ["PlanEntry", "plan"]
+__all__ = ["Plan", "PlanEntry", "plan"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,12 @@ class PlanEntry:
     problem: Problem
     choice: Choice
     residual: bool = False  #: whether the conv adds a residual in its epilogue
+    roofline_us: float | None = None  #: its multiply-adds at the GPU's peak, or its bytes at the bandwidth
+
+    @property
+    def estimate_us(self) -> float | None:
+        """The time model's estimate of the conv on the chosen kernel (None where aten's convolution runs)."""
+        return self.choice.estimate_us
 
     def __str__(self) -> str:
         what = self.choice.kernel or f"reference: {self.choice.reason}"
@@ -33,9 +39,36 @@ class PlanEntry:
             extras.append(f"batch split by {self.choice.batch_chunk}")
         if self.choice.merge_groups:
             extras.append(f"groups merged by {self.choice.merge_groups}")
+        if self.choice.split_k:
+            extras.append(f"split-K {self.choice.split_k}")
         if self.choice.launch is not None:
             extras.append(str(self.choice.launch))
+        if self.estimate_us is not None:
+            extras.append(f"~{self.estimate_us:.1f} us")
         return f"{self.module:<28} {self.problem!s:<44} {what}" + (f" ({', '.join(extras)})" if extras else "")
+
+
+class Plan(list):
+    """:func:`plan`'s entries, one per conv in forward order, with the time model's totals."""
+
+    batch: int = 1
+
+    @property
+    def estimate_us(self) -> float | None:
+        """The convs' estimated time together, in microseconds (None if any conv runs aten's convolution)."""
+        times = [e.estimate_us for e in self]
+        return None if any(t is None for t in times) else sum(times)
+
+    @property
+    def roofline_us(self) -> float:
+        """The per-layer roofline together: no kernel could run the convs faster."""
+        return sum(e.roofline_us or 0.0 for e in self)
+
+    @property
+    def images_per_s(self) -> float | None:
+        """The estimated throughput of the convs alone (pooling and the classifier not counted)."""
+        total = self.estimate_us
+        return None if not total else self.batch / total * 1e6
 
 
 def plan(
@@ -44,9 +77,10 @@ def plan(
     dtype: torch.dtype = torch.float16,
     arch: tuple[int, int] = (8, 0),
     sm_count: int | None = None,
-) -> list[PlanEntry]:
+) -> Plan:
     """For every conv of ``model`` at ``input_shape``, the kernel that would run on a GPU of compute
-    capability ``arch``.
+    capability ``arch``, and the time model's estimate of it (``entry.estimate_us``; the model's total is
+    the returned :class:`Plan`'s ``estimate_us``; every figure an estimate).
 
     Host-only: the model runs on fake tensors to find each conv's problem, and each problem
     goes through :func:`cutlass_resnet.ops.select.select` (so CUTLASS's ``can_implement``), with
@@ -76,4 +110,8 @@ def plan(
         for h in hooks:
             h.remove()
     build.load(build.default_nvcc_archs() or [build.nvcc_arch(arch)])
-    return [PlanEntry(name, p, select(p, dtype, arch, sm_count, r), r) for name, p, r in problems]
+    result = Plan(
+        PlanEntry(name, p, select(p, dtype, arch, sm_count, r), r, roofline_us(p, arch, r)) for name, p, r in problems
+    )
+    result.batch = input_shape[0]
+    return result

@@ -111,7 +111,7 @@ def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, gro
         weight = _prepared_weight(weight, ("blocks", merge), lambda w: _block_diagonal(w, groups, merge))
         groups //= merge
     launch = kernel(choice.kernel).launch
-    conv = (list(stride), list(padding), list(dilation), groups, relu)
+    conv = (list(stride), list(padding), list(dilation), groups, relu, choice.split_k or 1)
     if not choice.batch_chunk:
         return launch(x, weight, bias, residual, *conv)
     step = choice.batch_chunk

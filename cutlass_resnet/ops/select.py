@@ -1,9 +1,10 @@
 """Which CUTLASS kernel runs a convolution: host-side, no GPU needed.
 
-:func:`select` picks a kernel by dtype, compute capability, channel alignment and a tile
-heuristic on the GEMM shape (M = N*P*Q, N = K), pads the 3-channel stem to 4 channels for the
-fixed-channels kernel, merges small groups into 32-channel blocks, splits batches whose tensors
-CUTLASS 2.x cannot index (2^31 bytes), and asks CUTLASS's ``can_implement``.
+:func:`select` pads the 3-channel stem to 4 channels for the fixed-channels kernel, merges small
+groups into 32-channel blocks, splits batches whose tensors CUTLASS 2.x cannot index (2^31 bytes),
+and ranks every kernel of the dtype and compute capability that CUTLASS's ``can_implement``
+accepts by the time model of :mod:`.cost` (tile and wave quantization, occupancy, the arch's peak
+and bandwidth); where the output tiles alone would leave more than half the SMs idle, it splits K.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import build
+from . import build, cost
 from .conv import output_size
 
 __all__ = [
@@ -37,8 +38,7 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16)  # CrDtype in conv_api.h, by val
 MAX_BYTES = 2**31  # CUTLASS 2.x indexes each tensor with 32-bit offsets
 STEM_CHANNELS = 4  # the fixed-channels kernel's C (8-byte loads)
 GROUP_TILE_N = 32  # the grouped kernel's tile N: each (merged) group's K must be a multiple
-# SMs of the usual part of each compute capability, for the tile heuristic when no device is given.
-SM_COUNTS = {(8, 0): 108, (8, 6): 84, (8, 7): 16, (8, 9): 128, (9, 0): 132, (10, 0): 148, (12, 0): 170}
+SPLITS = (2, 3, 4, 6, 8, 12, 16)  # split-K slices tried (the Hopper kernel takes up to 16)
 
 
 class KernelKind(IntEnum):
@@ -48,6 +48,8 @@ class KernelKind(IntEnum):
     STEM = 1  #: fixed-channels iterator: C == 4 (the padded 3-channel stem)
     GROUPED = 2  #: single-group mode: C / groups a multiple of 8, K / groups of the tile's N
     REGULAR_SM90A = 3  #: Hopper only (sm_90a code): groups == 1
+    SPLITK = 4  #: as REGULAR, the GEMM K split into slices of one launch, then a reduction
+    SPLITK_SM90A = 5  #: as REGULAR_SM90A, C split into slices of one launch (grid z), then a reduction
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,9 @@ class Problem:
     def q(self) -> int:
         return output_size(self.w, self.s, self.stride[1], self.padding[1], self.dilation[1])
 
-    def as_list(self) -> list[int]:
-        """The 16 integers of the binding's ``can_implement`` (CrProblem's order)."""
+    def as_list(self, split_k: int = 1) -> list[int]:
+        """The integers of the binding's ``can_implement`` (CrProblem's order; split_k last, when not 1)."""
+        split = [split_k] if split_k != 1 else []
         return [
             self.n,
             self.h,
@@ -105,6 +108,7 @@ class Problem:
             *self.stride,
             *self.dilation,
             self.groups,
+            *split,
         ]
 
     def __str__(self) -> str:
@@ -139,32 +143,45 @@ class KernelInfo(NamedTuple):
     tile_k: int
     stages: int
 
+    @property
+    def hopper(self) -> bool:
+        """sm_90a code (TMA, wgmma): runs on Hopper only."""
+        return self.kind in (KernelKind.REGULAR_SM90A, KernelKind.SPLITK_SM90A)
+
+    @property
+    def split(self) -> bool:
+        """A split-K kernel: fp32 partial sums of slices, then a reduction."""
+        return self.kind in (KernelKind.SPLITK, KernelKind.SPLITK_SM90A)
+
+    @property
+    def problem_kind(self) -> KernelKind:
+        """The kind of problem it runs: REGULAR for every regular, Hopper and split-K kernel."""
+        return KernelKind.REGULAR if self.kind in _REGULAR_KINDS else self.kind
+
     def serves(self, kind: KernelKind, capability: tuple[int, int]) -> bool:
-        """Whether it runs problems of ``kind`` on a GPU of ``capability``: sm_90a kernels run regular
-        convs, on Hopper only."""
-        if self.min_sm > capability[0] * 10 + capability[1]:
+        """Whether it runs problems of ``kind`` on a GPU of ``capability`` (sm_90a kernels: on Hopper only)."""
+        if self.min_sm > capability[0] * 10 + capability[1] or (self.hopper and tuple(capability) != (9, 0)):
             return False
-        hopper = kind == KernelKind.REGULAR and self.kind == KernelKind.REGULAR_SM90A and tuple(capability) == (9, 0)
-        return self.kind == kind or hopper
+        return self.problem_kind == kind
 
-    def can_implement(self, problem: Problem) -> int:
+    def can_implement(self, problem: Problem, split_k: int = 1) -> int:
         """CUTLASS's host-side ``can_implement`` of the problem: 0 when accepted, else a status."""
-        return int(torch.ops.cutlass_resnet_C.can_implement(self.index, problem.as_list()))
+        return int(torch.ops.cutlass_resnet_C.can_implement(self.index, problem.as_list(split_k)))
 
-    def describe(self, problem: Problem) -> LaunchShape:
+    def describe(self, problem: Problem, split_k: int = 1) -> LaunchShape:
         """CTAs, main-loop iterations and shared memory of a launch on ``problem`` (which it must accept)."""
-        return LaunchShape(*torch.ops.cutlass_resnet_C.describe(self.index, problem.as_list()))
+        return LaunchShape(*torch.ops.cutlass_resnet_C.describe(self.index, problem.as_list(split_k)))
 
-    def host_reference(self, *args: object) -> Tensor:
+    def host_reference(self, *args: object, split_k: int = 1) -> Tensor:
         """:meth:`launch`'s arguments, as CPU tensors: the binding's checks and operand packing, then CUTLASS's
         host reference convolution on the arguments a launch would get, with this kernel's epilogue."""
-        return torch.ops.cutlass_resnet_C.host_reference(*args, self.index)
+        return torch.ops.cutlass_resnet_C.host_reference(*args, self.index, split_k)
 
-    def dry_run(self, *args: object) -> int:
+    def dry_run(self, *args: object, split_k: int = 1) -> int:
         """:meth:`launch`'s arguments, on tensors of any device: everything the launch does but the launch (the
         binding's checks, the output, the kernel's Params and TMA descriptors). 0 when a launch would follow, else
         the kernel's status (``torch.ops.cutlass_resnet_C.status_string`` names it)."""
-        return int(torch.ops.cutlass_resnet_C.dry_run(*args, self.index))
+        return int(torch.ops.cutlass_resnet_C.dry_run(*args, self.index, split_k))
 
     def launch(
         self,
@@ -177,11 +194,15 @@ class KernelInfo(NamedTuple):
         dilation: list[int],
         groups: int,
         relu: bool,
+        split_k: int = 1,
     ) -> Tensor:
         """One launch through the binding, which checks every operand first."""
         return torch.ops.cutlass_resnet_C.fprop(
-            x, weight, bias, residual, stride, padding, dilation, groups, relu, self.index
+            x, weight, bias, residual, stride, padding, dilation, groups, relu, self.index, split_k
         )
+
+
+_REGULAR_KINDS = (KernelKind.REGULAR, KernelKind.REGULAR_SM90A, KernelKind.SPLITK, KernelKind.SPLITK_SM90A)
 
 
 @cache
@@ -221,6 +242,8 @@ class Choice:
     batch_chunk: int = 0  #: images per launch, when the batch must be split
     merge_groups: int = 0  #: adjacent groups merged into one block-diagonal group (grouped convs)
     launch: LaunchShape | None = None  #: what one launch does (of a chunk, when the batch is split)
+    split_k: int = 0  #: slices of the GEMM K summed by a reduction (split-K kernels), 0 for none
+    estimate_us: float | None = None  #: the time model's estimate of the conv (all its launches), in us
 
 
 def _fallback(reason: str) -> Choice:
@@ -232,14 +255,73 @@ def _batch_chunk(problem: Problem, itemsize: int) -> int:
     return max(1, (MAX_BYTES - 1) // per_image)
 
 
-def _ranked(candidates: list[KernelInfo], problem: Problem, sm_count: int) -> list[KernelInfo]:
-    """Kernels in order of preference: first the largest tile that still gives every SM a CTA (the
-    smallest tile if none does), Hopper's before Ampere's at equal tile; then the others."""
-    m = problem.n * problem.p * problem.q
-    by_area = sorted(candidates, key=lambda k: (k.tile_m * k.tile_n, k.kind == KernelKind.REGULAR_SM90A), reverse=True)
-    fits = [k for k in by_area if -(-m // k.tile_m) * -(-problem.k // k.tile_n) >= sm_count]
-    first = fits[0] if fits else by_area[-1]
-    return [first] + [k for k in by_area if k != first]
+def _bytes(problem: Problem, residual: bool) -> int:
+    """What a conv reads and writes at the least: x, w, y and the residual, 2 bytes an element."""
+    pr = problem
+    x, w, y = pr.n * pr.h * pr.w * pr.c, pr.k * pr.r * pr.s * pr.c // pr.groups, pr.n * pr.p * pr.q * pr.k
+    return 2 * (x + w + y * (2 if residual else 1))
+
+
+def estimate_us(
+    info: KernelInfo,
+    problem: Problem,
+    launch: LaunchShape,
+    capability: tuple[int, int],
+    sm_count: int | None = None,
+    split_k: int = 1,
+    residual: bool = False,
+) -> float:
+    """The time model's estimate of one launch of ``info`` on ``problem`` (its launch form), in microseconds:
+    the kernel, and for a split-K kernel its fp32 partial sums and their reduction."""
+    partials = 4 * split_k * problem.n * problem.p * problem.q * problem.k if info.split else 0
+    main = cost.estimate(
+        tile=(info.tile_m, info.tile_n, info.tile_k),
+        hopper=info.hopper,
+        ctas=launch.ctas,
+        mainloop_iterations=launch.mainloop_iterations,
+        shared_memory=launch.shared_memory,
+        bytes_moved=_bytes(problem, residual) + partials,
+        capability=capability,
+        sm_count=sm_count,
+    )
+    if not info.split:
+        return main.us
+    return main.us + cost.memory_us(partials + _bytes(problem, residual), capability) + cost.LAUNCH_US
+
+
+def roofline_us(problem: Problem, capability: tuple[int, int], residual: bool = False) -> float:
+    """The per-layer roofline of ``problem``: its multiply-adds at the GPU's peak or x, w, y and the residual at
+    its bandwidth, whichever takes longer."""
+    pr = problem
+    flops = 2 * pr.n * pr.p * pr.q * pr.k * pr.r * pr.s * pr.c // pr.groups
+    return cost.roofline_us(flops, _bytes(problem, residual), capability)
+
+
+def _options(
+    candidates: list[KernelInfo], problem: Problem, capability: tuple[int, int], sm_count: int, residual: bool
+) -> tuple[list[tuple[float, int, KernelInfo, LaunchShape]], tuple[str, int] | None]:
+    """(estimate, split_k, kernel, launch) of the candidates CUTLASS accepts, and the first refusal (kernel,
+    status), if any. Where no unsplit launch would give half the SMs an output tile, the split-K launches are
+    the options (when a split-K kernel takes the problem): a grid that small leaves the GPU waiting on the few
+    SMs that load the whole filter."""
+    unsplit, refused = [], None
+    for info in (k for k in candidates if not k.split):
+        status = info.can_implement(problem)
+        if status:
+            refused = refused or (info.name, status)
+            continue
+        launch = info.describe(problem)
+        unsplit.append((estimate_us(info, problem, launch, capability, sm_count, 1, residual), 1, info, launch))
+    if unsplit and max(o[3].ctas for o in unsplit) * 2 >= sm_count:
+        return unsplit, refused
+    split = []
+    for info in (k for k in candidates if k.split):
+        for slices in SPLITS:
+            if info.can_implement(problem, slices) == 0:
+                launch = info.describe(problem, slices)
+                us = estimate_us(info, problem, launch, capability, sm_count, slices, residual)
+                split.append((us, slices, info, launch))
+    return split or unsplit, refused
 
 
 def select(
@@ -275,16 +357,25 @@ def select(
     if not candidates:
         return _fallback(f"no compiled kernel for {dtype} on sm_{capability[0]}{capability[1]}")
     chunk = _batch_chunk(problem, 2)
-    launch = replace(problem, n=min(problem.n, chunk) or 1)
-    ranked = _ranked(candidates, launch, sm_count or SM_COUNTS.get(tuple(capability), 108))
-    statuses = []
-    for candidate in ranked:
-        statuses.append(candidate.can_implement(launch))
-        if statuses[-1] == 0:
-            split = chunk if problem.n > chunk else 0
-            return Choice(candidate.name, None, pad_channels, split, merge, candidate.describe(launch))
-    why = torch.ops.cutlass_resnet_C.status_string(statuses[0])
-    return _fallback(f"CUTLASS rejected it ({ranked[0].name}): {why}")
+    launch_problem = replace(problem, n=min(problem.n, chunk) or 1)
+    sms = sm_count or cost.gpu_spec(capability).sms
+    options, refused = _options(candidates, launch_problem, capability, sms, residual)
+    if not options:
+        name, status = refused or (candidates[0].name, int(candidates[0].can_implement(launch_problem, 2)))
+        return _fallback(f"CUTLASS rejected it ({name}): {torch.ops.cutlass_resnet_C.status_string(status)}")
+    # Fastest first; at equal estimates the Hopper kernel, the larger tile, the fewer slices.
+    us, split, info, launch = min(options, key=lambda o: (o[0], not o[2].hopper, -o[2].tile_m * o[2].tile_n, o[1]))
+    launches = -(-problem.n // chunk) if problem.n > chunk else 1
+    return Choice(
+        info.name,
+        None,
+        pad_channels,
+        chunk if problem.n > chunk else 0,
+        merge,
+        launch,
+        split if info.split else 0,
+        us * launches,
+    )
 
 
 def launch_form(problem: Problem) -> tuple[Problem, KernelKind, int, int]:

@@ -57,6 +57,8 @@ CHECK_PROBLEMS = {
     KernelKind.STEM: Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3)),
     KernelKind.GROUPED: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1), groups=2),
     KernelKind.REGULAR_SM90A: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
+    KernelKind.SPLITK: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
+    KernelKind.SPLITK_SM90A: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
 }
 
 
@@ -203,11 +205,14 @@ class Case:
     residual: bool = False
     relu: bool = True
     offset: int = 0  #: images before the launched ones, as a launch on a chunk of a split batch sees
+    split_k: int = 1  #: slices of a split-K kernel
 
     def __str__(self) -> str:
         terms = [t for t, on in (("bias", self.bias), ("residual", self.residual), ("relu", self.relu)) if on]
-        return f"{self.problem} with {'+'.join(terms) or 'no epilogue terms'}" + (
-            f", from image {self.offset}" if self.offset else ""
+        return (
+            f"{self.problem} with {'+'.join(terms) or 'no epilogue terms'}"
+            + (f", split into {self.split_k}" if self.split_k > 1 else "")
+            + (f", from image {self.offset}" if self.offset else "")
         )
 
 
@@ -215,7 +220,7 @@ def check_cases(info: KernelInfo) -> list[Case]:
     """The matrix a kernel checks itself on, as far as it takes each problem: every combination of
     bias, residual and ReLU; C in 8, 24, 64, 136, 256 and K in 8, 64, 136, 256 (partial tiles in
     M, N and K); 1x1, 3x3 and 7x7 filters at stride 1 and 2; grouped convs of 8, 16 and 32 channels
-    per group; a launch on a chunk of a batch."""
+    per group; 2, 3 and 4 slices for the split-K kernels; a launch on a chunk of a batch."""
     takes_residual = info.kind not in (KernelKind.STEM, KernelKind.GROUPED)
     if info.kind == KernelKind.GROUPED:
         shapes = [
@@ -234,31 +239,34 @@ def check_cases(info: KernelInfo) -> list[Case]:
             for r in (1, 3, 7)
             for s in (1, 2)
         ]
-    shapes = [p for p in shapes if info.can_implement(p) == 0]
+    splits = (2, 3, 4) if info.split else (1,)
+    shapes = [(p, k) for p in shapes for k in splits if info.can_implement(p, k) == 0]
     if not shapes:
         return []
-    first = shapes[0]
+    first, split = shapes[0]
     epilogues = [
-        Case(first, bias, residual, relu)
+        Case(first, bias, residual, relu, split_k=split)
         for bias, residual, relu in itertools.product((False, True), repeat=3)
         if takes_residual or not residual
     ]
-    chunk = Case(replace(first, n=3), residual=takes_residual, offset=1)
-    return epilogues + [Case(p, residual=takes_residual) for p in shapes[1:]] + [chunk]
+    chunk = Case(replace(first, n=3), residual=takes_residual, offset=1, split_k=split)
+    return epilogues + [Case(p, residual=takes_residual, split_k=k) for p, k in shapes[1:]] + [chunk]
 
 
-def check_kernel(kernel_name: str, device: torch.device, problem: Problem | None = None) -> str | None:
+def check_kernel(
+    kernel_name: str, device: torch.device, problem: Problem | None = None, split_k: int = 1
+) -> str | None:
     """Run the kernel on random data and compare with float64; None when it is right, else why not.
 
-    On ``problem`` with bias, ReLU and (where the kernel takes one) a residual, else on every case of
-    :func:`check_cases`. Right means the brief's rule: error at most twice that of aten's own
-    computation in the same dtype (plus half an ulp of the largest output), with the references
-    computed from copies made before the launch and the inputs unchanged by it. Running out of
-    memory says nothing about the kernel: it raises :class:`SelfCheckUnavailable` instead.
+    On ``problem`` (in ``split_k`` slices) with bias, ReLU and (where the kernel takes one) a residual, else on
+    every case of :func:`check_cases`. Right means the brief's rule: error at most twice that of aten's own
+    computation in the same dtype (plus half an ulp of the largest output), with the references computed from
+    copies made before the launch and the inputs unchanged by it. Running out of memory says nothing about the
+    kernel: it raises :class:`SelfCheckUnavailable` instead.
     """
     info = kernel(kernel_name)
     if problem is not None:
-        cases = [Case(problem, residual=info.kind not in (KernelKind.STEM, KernelKind.GROUPED))]
+        cases = [Case(problem, residual=info.kind not in (KernelKind.STEM, KernelKind.GROUPED), split_k=split_k)]
     else:
         cases = check_cases(info)
         if not cases:
@@ -296,7 +304,7 @@ def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | Non
         aten = epilogue(F.conv2d(x, w, bias, *conv), residual)
         expected = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), *conv)
         expected = epilogue(expected, None if residual is None else residual.double())
-        y = info.launch(x, w, bias, residual, *conv, case.relu)
+        y = info.launch(x, w, bias, residual, *conv, case.relu, case.split_k)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     except torch.OutOfMemoryError as exc:

@@ -73,6 +73,29 @@ def test_plan_reports_each_launch_from_the_kernel_s_parameters(extension, fused_
         k, pr = kernel(e.choice.kernel), e.problem
         if e.problem.groups == 1 and e.problem.c % 8 == 0:
             m = pr.n * pr.p * pr.q
-            assert e.choice.launch.ctas == -(-m // k.tile_m) * -(-pr.k // k.tile_n), e
-            assert e.choice.launch.mainloop_iterations == pr.r * pr.s * -(-pr.c // k.tile_k), e
+            slices = e.choice.split_k or 1
+            assert e.choice.launch.ctas == -(-m // k.tile_m) * -(-pr.k // k.tile_n) * slices, e
+            if k.hopper:  # a slice of C/slices channels
+                assert e.choice.launch.mainloop_iterations == pr.r * pr.s * -(-pr.c // slices // k.tile_k), e
+            else:  # CUTLASS's share of the GEMM K's iterations
+                assert e.choice.launch.mainloop_iterations == -(-pr.r * pr.s * -(-pr.c // k.tile_k) // slices), e
         assert 0 < e.choice.launch.shared_memory <= 163 * 1024, e  # A100's per-block limit
+
+
+def test_resnet50_on_hopper_by_the_time_model(extension, fused_models):
+    """Batch 1: Hopper kernels for nine convs in ten or more, and every conv of the last stage split along K
+    (its grids would leave most SMs idle). Batch 256: above 40k images/s, never past the per-layer roofline
+    (54.6k images/s with the residual reads). Estimates, all of them: nothing here ran on a GPU."""
+    model = fused_models["resnet50"]
+    one = cutlass_resnet.plan(model, (1, 3, 224, 224), torch.float16, (9, 0))
+    assert sum(e.choice.kernel.startswith("sm90_") for e in one) >= 0.9 * len(one)
+    layer4 = [e for e in one if e.module.startswith("layer4.")]
+    assert len(layer4) == 10 and all(e.choice.split_k >= 2 for e in layer4), [str(e) for e in layer4]
+    assert "split-K" in str(layer4[0]) and " us)" in str(layer4[0])
+    many = cutlass_resnet.plan(model, (256, 3, 224, 224), torch.float16, (9, 0))
+    roofline = 256 / many.roofline_us * 1e6
+    assert roofline == pytest.approx(54_600, rel=0.01)
+    assert 40_000 < many.images_per_s <= roofline
+    for entries in (one, many):
+        assert entries.estimate_us == pytest.approx(sum(e.estimate_us for e in entries))
+        assert all(e.estimate_us >= e.roofline_us > 0 for e in entries)

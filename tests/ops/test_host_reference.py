@@ -70,14 +70,20 @@ def test_every_kernel_s_arguments_through_cutlass_s_host_reference(extension, dt
         if merge:
             kw, groups = dispatch._block_diagonal(w, problem.groups, merge), problem.groups // merge
         for k in kernel_table():
-            if k.dtype != dtype or k.kind == KernelKind.REGULAR_SM90A or not k.serves(kind, (8, 0)):
+            if k.dtype != dtype or k.kind == KernelKind.REGULAR_SM90A or k.problem_kind != kind:
                 continue
-            if k.can_implement(launch) != 0:
+            if k.split:  # 2, 3 or 4 slices, taking turns over the problems
+                turns = [(2, 3, 4)[(index + i) % 3] for i in range(3)]
+                split = next((s for s in turns if k.can_implement(launch, s) == 0), None)
+            else:
+                split = 1 if k.can_implement(launch) == 0 else None
+            if split is None:
                 continue
-            y = k.host_reference(kx, kw, b, r, stride, padding, dilation, groups, relu)
+            y = k.host_reference(kx, kw, b, r, stride, padding, dilation, groups, relu, split_k=split)
             assert y.shape == expected.shape and y.is_contiguous(memory_format=CL)
             assert_within_twice_aten(y, aten, expected)
-            checked.add((k.name, str(problem)))
-    names = {name for name, _ in checked}
+            checked.add((k.name, str(problem), split))
+    names = {name for name, _, _ in checked}
     assert names == {k.name for k in kernel_table() if k.dtype == dtype and k.kind != KernelKind.REGULAR_SM90A}
+    assert {s for name, _, s in checked if "splitk" in name} == {2, 3, 4}
     assert len(checked) > 100

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cutlass_resnet.ops.select import KernelKind, kernel_table
+from cutlass_resnet.ops.select import kernel_table
 from cutlass_resnet.ops.selfcheck import CHECK_PROBLEMS
 
 # Largest dynamic shared memory one block may opt into, per compute capability (CUDA programming guide).
@@ -53,7 +53,7 @@ def resource_usage(library: str) -> dict[str, list[dict[str, int]]]:
 
 def test_no_kernel_spills_registers(extension):
     usage = resource_usage(extension.library_path())
-    sm80 = sum(k.kind != KernelKind.REGULAR_SM90A for k in kernel_table())
+    sm80 = sum(not k.hopper for k in kernel_table())
     assert len(usage["sm_80"]) >= sm80 and len(usage["sm_90a"]) >= len(kernel_table())
     for arch, functions in usage.items():
         for resources in functions:
@@ -65,8 +65,7 @@ def test_shared_memory_fits_every_gpu_a_kernel_may_run_on(extension):
     runs_on = {}
     for k in kernel_table():
         shared = k.describe(CHECK_PROBLEMS[k.kind]).shared_memory
-        kind = KernelKind.REGULAR if k.kind == KernelKind.REGULAR_SM90A else k.kind
-        runs_on[k.name] = [cc for cc in SHARED_MEMORY_LIMIT if k.serves(kind, cc)]
+        runs_on[k.name] = [cc for cc in SHARED_MEMORY_LIMIT if k.serves(k.problem_kind, cc)]
         for cc in runs_on[k.name]:
             assert shared <= SHARED_MEMORY_LIMIT[cc], f"{k.name} needs {shared} B of shared memory, sm_{cc} has less"
     assert runs_on["sm90_f16_t128x128x64"] == [(9, 0)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cutlass_resnet.ops.select import KernelKind, Problem, kernel, kernel_table, select
+from cutlass_resnet.ops.select import KernelKind, Problem, estimate_us, kernel, kernel_table, roofline_us, select
 
 
 @pytest.mark.parametrize(
@@ -32,15 +32,62 @@ def test_cutlass_rejection_is_named(extension):
 
 
 @pytest.mark.parametrize(
-    "problem,tile",
+    "problem,gpu,name",
     [
-        (Problem(256, 56, 56, 64, 256, 1, 1), "t128x128_64x3"),  # large M and N
-        (Problem(1, 7, 7, 512, 2048, 1, 1), "t64x64_64x5"),  # batch 1, last stage: few CTAs
-        (Problem(8, 28, 28, 256, 256, 3, 3, padding=(1, 1)), "t128x64_64x3"),  # 98 CTAs of 128x128
+        (Problem(256, 56, 56, 64, 256, 1, 1), (8, 0), "sm80_f16_t128x128_64x3"),  # large M and N
+        # 98 CTAs of 128x128 or 196 of 128x64: one wave either way, and the larger tile reuses its loads more
+        (Problem(8, 28, 28, 256, 256, 3, 3, padding=(1, 1)), (8, 0), "sm80_f16_t128x128_64x3"),
+        (Problem(64, 28, 28, 128, 64, 3, 3, padding=(1, 1)), (8, 0), "sm80_f16_t128x64_64x3"),  # K=64
+        (Problem(256, 56, 56, 64, 256, 1, 1), (9, 0), "sm90_f16_t128x128x64"),
+        # K=64: a 128-wide Hopper tile wastes half its N, so mma.sync at 128x64 is estimated faster
+        (Problem(256, 56, 56, 64, 64, 3, 3, padding=(1, 1)), (9, 0), "sm80_f16_t128x64_64x3"),
     ],
 )
-def test_tile_heuristic(extension, problem, tile):
-    assert select(problem, torch.float16, (8, 0), sm_count=108).kernel == f"sm80_f16_{tile}"
+def test_the_fastest_estimate_wins(extension, problem, gpu, name):
+    choice = select(problem, torch.float16, gpu)
+    assert choice.kernel == name and choice.split_k == 0
+    others = [
+        estimate_us(k, problem, k.describe(problem), gpu)
+        for k in kernel_table()
+        if k.dtype == torch.float16
+        and k.serves(KernelKind.REGULAR, gpu)
+        and not k.split
+        and k.can_implement(problem) == 0
+    ]
+    assert choice.estimate_us == pytest.approx(min(others))
+
+
+@pytest.mark.parametrize("gpu", [(8, 0), (9, 0)])
+def test_a_grid_that_fills_less_than_half_the_sms_is_split(extension, gpu):
+    small = Problem(1, 7, 7, 512, 2048, 1, 1)  # batch 1, last stage: 16-32 output tiles
+    choice = select(small, torch.float16, gpu)
+    info = kernel(choice.kernel)
+    assert (
+        info.split
+        and choice.split_k >= 2
+        and choice.launch.ctas == choice.launch.ctas // choice.split_k * choice.split_k
+    )
+    assert info.hopper == (gpu == (9, 0))
+    unsplit = [k.describe(small).ctas for k in kernel_table() if k.serves(KernelKind.REGULAR, gpu) and not k.split]
+    assert max(unsplit) * 2 < 132 and choice.launch.ctas > max(unsplit)
+    big = select(Problem(64, 14, 14, 256, 256, 3, 3, padding=(1, 1)), torch.float16, gpu)
+    assert big.split_k == 0 and not kernel(big.kernel).split
+
+
+def test_estimates_never_beat_the_roofline(extension):
+    for problem in (
+        Problem(1, 7, 7, 512, 2048, 1, 1),
+        Problem(256, 56, 56, 64, 256, 1, 1),
+        Problem(32, 14, 14, 256, 256, 3, 3),
+    ):
+        for gpu in ((8, 0), (9, 0)):
+            for k in kernel_table():
+                if k.dtype != torch.float16 or not k.serves(KernelKind.REGULAR, gpu):
+                    continue
+                for split in (2, 4) if k.split else (1,):
+                    if k.can_implement(problem, split) == 0:
+                        us = estimate_us(k, problem, k.describe(problem, split), gpu, split_k=split)
+                        assert us >= roofline_us(problem, gpu), (k.name, problem)
 
 
 def test_hopper_kernels_refuse_strides_the_tma_cannot_encode(extension):
@@ -53,12 +100,10 @@ def test_hopper_kernels_refuse_strides_the_tma_cannot_encode(extension):
     assert choice.kernel.startswith("sm80_f16_")
 
 
-def test_hopper_prefers_its_own_kernel_at_equal_tile(extension):
+def test_hopper_kernels_run_on_hopper_only(extension):
     big = Problem(256, 56, 56, 64, 256, 1, 1)
     assert select(big, torch.bfloat16, (9, 0), sm_count=132).kernel == "sm90_bf16_t128x128x64"
     assert select(big, torch.bfloat16, (10, 0), sm_count=148).kernel == "sm80_bf16_t128x128_64x3"  # sm_90a only
-    small = Problem(1, 7, 7, 512, 2048, 1, 1)
-    assert select(small, torch.float16, (9, 0), sm_count=132).kernel == "sm80_f16_t64x64_64x5"
 
 
 def test_problem_from_a_conv_call():
@@ -66,6 +111,7 @@ def test_problem_from_a_conv_call():
     assert p == Problem(8, 56, 56, 64, 128, 3, 3, (2, 2), (1, 1), (1, 1), 2)
     assert (p.p, p.q) == (28, 28)
     assert p.as_list() == [8, 56, 56, 64, 128, 3, 3, 28, 28, 1, 1, 2, 2, 1, 1, 2]
+    assert p.as_list(4) == [*p.as_list(), 4]
 
 
 def test_kernel_table_describes_each_kernel(extension):
@@ -80,5 +126,16 @@ def test_kernel_table_describes_each_kernel(extension):
     assert hopper.serves(KernelKind.REGULAR, (9, 0)) and not hopper.serves(KernelKind.REGULAR, (10, 0))
     assert not stem.serves(KernelKind.REGULAR, (9, 0)) and stem.serves(KernelKind.STEM, (12, 0))
     assert kernel("sm80_f16_t64x64_64x5").can_implement(Problem(1, 7, 7, 512, 2048, 1, 1)) == 0
+    split = by_name["sm90_f16_splitk_t64x64x64"]
+    assert split.kind == KernelKind.SPLITK_SM90A and split.split and split.hopper
+    assert split.problem_kind == KernelKind.REGULAR and split.serves(KernelKind.REGULAR, (9, 0))
+    assert split.can_implement(Problem(1, 7, 7, 512, 2048, 1, 1), 4) == 0  # 128 channels a slice
+    assert split.can_implement(Problem(1, 7, 7, 512, 2048, 1, 1), 3) != 0  # 512 is not 3 slices
+    assert split.describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4) == (
+        1 * 32 * 4,
+        2,
+        split.describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4).shared_memory,
+    )
+    assert by_name["sm80_f16_splitk_t64x64_64x5"].describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4).ctas == 1 * 32 * 4
     with pytest.raises(KeyError, match="no compiled kernel named 'sm70_f16'"):
         kernel("sm70_f16")

@@ -66,12 +66,16 @@ std::vector<int64_t> kernel_info(int64_t index) {
 }
 
 CrProblem to_problem(const IntList& v) {
-  CR_CHECK(v.size() == 16, "a problem is 16 integers "
-           "(N, H, W, C, K, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, groups), got ", v.size());
+  CR_CHECK(v.size() == 16 || v.size() == 17, "a problem is 16 or 17 integers "
+           "(N, H, W, C, K, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, groups[, split_k]), got ",
+           v.size());
   for (int64_t d : v) CR_CHECK(d >= 0 && d <= INT_MAX, "problem extent ", d, " out of range");
   auto i = [&](int j) { return static_cast<int>(v[j]); };
-  return {i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10), i(11), i(12), i(13), i(14), i(15)};
+  return {i(0), i(1), i(2), i(3),  i(4),  i(5),  i(6),  i(7),  i(8),
+          i(9), i(10), i(11), i(12), i(13), i(14), i(15), v.size() == 17 ? i(16) : 1};
 }
+
+bool is_split_k(const CrKernel& k) { return k.kind == CR_SPLITK || k.kind == CR_SPLITK_SM90A; }
 
 // Host-only: needs no GPU.
 int64_t can_implement(int64_t index, IntList problem) {
@@ -114,7 +118,7 @@ void check_operand(const Tensor& t, const char* name, const Tensor& x, ScalarTyp
 // tests run it on CPU tensors.
 CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                    const std::optional<Tensor>& residual, const IntList& stride, const IntList& padding,
-                   const IntList& dilation, int64_t groups) {
+                   const IntList& dilation, int64_t groups, int64_t split_k) {
   const auto dtype = k.dtype == CR_FLOAT16 ? ScalarType::Half : ScalarType::BFloat16;
   CR_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
            "stride, padding and dilation must have two entries each");
@@ -130,6 +134,8 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
   const int64_t P = (H + 2 * padding[0] - dilation[0] * (R - 1) - 1) / stride[0] + 1;
   const int64_t Q = (W + 2 * padding[1] - dilation[1] * (S - 1) - 1) / stride[1] + 1;
   CR_CHECK(P >= 1 && Q >= 1, "empty output ", P, "x", Q);
+  CR_CHECK(split_k == 1 || (is_split_k(k) && split_k >= 1), "kernel ", k.name, " takes split_k=",
+           is_split_k(k) ? ">= 1" : "1", ", got ", split_k);
   const int64_t out_align = 16;  // the epilogue's 128-bit accesses
   if (bias) {
     check_operand(*bias, "bias", x, dtype, out_align, false);
@@ -144,7 +150,7 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
              ", ", K, ", ", P, ", ", Q, "), got (", r.size(0), ", ", r.size(1), ", ", r.size(2), ", ", r.size(3), ")");
   }
   CrProblem p = to_problem({N, H, W, C, K, R, S, P, Q, padding[0], padding[1], stride[0], stride[1], dilation[0],
-                            dilation[1], groups});
+                            dilation[1], groups, split_k});
   int status = k.can_implement(&p);
   CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
   return p;
@@ -166,27 +172,37 @@ Tensor empty_output(const Tensor& x, const CrProblem& p) {
                               torch::headeronly::MemoryFormat::ChannelsLast);
 }
 
+// Split-K kernels' fp32 partial sums, from torch's allocator (on the current stream); none for the others.
+std::optional<Tensor> workspace(const CrKernel& k, const Tensor& x, const CrProblem& p) {
+  if (!is_split_k(k)) return std::nullopt;
+  const int64_t floats = int64_t(p.split_k) * p.N * p.P * p.Q * p.K;
+  return torch::stable::empty({floats}, ScalarType::Float, std::nullopt, x.device());
+}
+
 // The operands of a launch: one place packs them for the GPU and for the host reference.
 CrOperands operands(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                    const std::optional<Tensor>& residual, const Tensor& y, bool relu, cudaStream_t stream) {
+                    const std::optional<Tensor>& residual, const Tensor& y, bool relu, cudaStream_t stream,
+                    const std::optional<Tensor>& partials) {
   return {x.data_ptr(),
           weight.data_ptr(),
           bias ? bias->data_ptr() : nullptr,
           residual ? residual->data_ptr() : nullptr,
           y.data_ptr(),
           relu ? 0.f : 1.f,
-          stream};
+          stream,
+          partials ? static_cast<float*>(partials->data_ptr()) : nullptr};
 }
 
 Tensor fprop_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                   const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
-                  int64_t groups, bool relu, int64_t index) {
+                  int64_t groups, bool relu, int64_t index, int64_t split_k) {
   const CrKernel& k = kernel_at(index);
-  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups);
+  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups, split_k);
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   Tensor y = empty_output(x, p);
   if (p.N == 0) return y;
-  CrOperands ops = operands(x, weight, bias, residual, y, relu, current_stream(x.get_device_index()));
+  auto partials = workspace(k, x, p);
+  CrOperands ops = operands(x, weight, bias, residual, y, relu, current_stream(x.get_device_index()), partials);
   int status = k.run(&p, &ops);
   CR_CHECK(status == 0, "kernel ", k.name, " failed: ", cr_status_string(status));
   return y;
@@ -195,13 +211,14 @@ Tensor fprop_cuda(const Tensor& x, const Tensor& weight, const std::optional<Ten
 // CPU tensors through the same checks and operand packing, into CUTLASS's host reference instead of a launch.
 Tensor host_reference(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                       const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
-                      int64_t groups, bool relu, int64_t index) {
+                      int64_t groups, bool relu, int64_t index, int64_t split_k) {
   const CrKernel& k = kernel_at(index);
   CR_CHECK(x.is_cpu(), "host_reference takes CPU tensors");
   CR_CHECK(k.host_reference != nullptr, "kernel ", k.name, " has no host reference");
-  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups);
+  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups, split_k);
   Tensor y = empty_output(x, p);
-  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr);
+  auto partials = workspace(k, x, p);
+  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr, partials);
   int status = k.host_reference(&p, &ops);
   CR_CHECK(status == 0, "kernel ", k.name, " host reference failed: ", cr_status_string(status));
   return y;
@@ -212,18 +229,19 @@ Tensor host_reference(const Tensor& x, const Tensor& weight, const std::optional
 // returns 0 when a launch would follow, else the kernel's status.
 int64_t dry_run(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                 const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
-                int64_t groups, bool relu, int64_t index) {
+                int64_t groups, bool relu, int64_t index, int64_t split_k) {
   const CrKernel& k = kernel_at(index);
-  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups);
+  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups, split_k);
   Tensor y = empty_output(x, p);
-  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr);
+  auto partials = workspace(k, x, p);
+  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr, partials);
   return k.prepare(&p, &ops);
 }
 
 Tensor fprop_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                  const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
-                 int64_t groups, bool relu, int64_t index) {
-  validate(kernel_at(index), x, weight, bias, residual, stride, padding, dilation, groups);
+                 int64_t groups, bool relu, int64_t index, int64_t split_k) {
+  validate(kernel_at(index), x, weight, bias, residual, stride, padding, dilation, groups, split_k);
   CR_CHECK(false, "the arguments are valid, but CUTLASS kernels run on CUDA tensors only");
   return x;
 }
@@ -239,13 +257,13 @@ STABLE_TORCH_LIBRARY(cutlass_resnet_C, m) {
   m.def("activation(float value, float leaky_alpha) -> float");
   m.def(
       "fprop(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
-      "int[] dilation, int groups, bool relu, int index) -> Tensor");
+      "int[] dilation, int groups, bool relu, int index, int split_k=1) -> Tensor");
   m.def(
       "dry_run(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
-      "int[] dilation, int groups, bool relu, int index) -> int");
+      "int[] dilation, int groups, bool relu, int index, int split_k=1) -> int");
   m.def(
       "host_reference(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
-      "int[] dilation, int groups, bool relu, int index) -> Tensor");
+      "int[] dilation, int groups, bool relu, int index, int split_k=1) -> Tensor");
 }
 
 // The host-only functions: one implementation for every backend.

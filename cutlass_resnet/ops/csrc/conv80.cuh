@@ -39,7 +39,8 @@ struct Conv80 {
       cutlass::conv::StrideSupport::kStrided,
       kAlignment, kAlignment>::Kernel;
   using Op = cutlass::conv::device::ImplicitGemmConvolution<Kernel>;
-  static constexpr bool kResidual = true;
+  static constexpr bool kResidual = true, kSplitK = false;
+  static int finish(const CrProblem&, const CrOperands*) { return 0; }
 
   static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o) {
     CrRefs80<Element> refs(p, o);

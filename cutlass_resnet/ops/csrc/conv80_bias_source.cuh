@@ -38,7 +38,8 @@ using CrGroupKernel = typename cutlass::conv::kernel::DefaultConv2dGroupFprop<
 template <typename Element, class Kernel>
 struct ConvBiasSource80 {
   using Op = cutlass::conv::device::ImplicitGemmConvolution<Kernel>;
-  static constexpr bool kResidual = false;
+  static constexpr bool kResidual = false, kSplitK = false;
+  static int finish(const CrProblem&, const CrOperands*) { return 0; }
 
   static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o) {
     CrRefs80<Element> refs(p, o);

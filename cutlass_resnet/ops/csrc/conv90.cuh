@@ -1,12 +1,20 @@
-// CUTLASS 3.x SM90 implicit-GEMM fprop for Hopper (compiled for sm_90a only): TMA im2col loads,
-// wgmma, warp-specialized, with the fused EVT epilogue LinCombPerColBiasEltAct<CrLeakyReLU>:
+// CUTLASS 3.x SM90 implicit-GEMM fprop for Hopper (compiled for sm_90a only): TMA im2col loads, wgmma,
+// warp-specialized. Conv90 has the fused EVT epilogue LinCombPerColBiasEltAct<CrLeakyReLU>:
 //   y = act(acc + beta * residual + bias[k]),  beta = residual ? 1 : 0,
-// leaky_alpha 0 for ReLU, 1 for none; fp32 accumulation, one rounding.
+// leaky_alpha 0 for ReLU, 1 for none; fp32 accumulation, one rounding. Conv90SplitK splits C into
+// split_k slices (CUTLASS's SM90 conv kernels have no split-K or persistent schedule), all in one launch
+// whose grid z picks the slice, writing fp32 partial sums that the reduction of splitk.cuh finishes.
 #pragma once
 #include "cr_driver.cuh"  // first: CUTLASS's TMA headers must see its encoders
 #include "conv_common.cuh"
+#include "splitk.cuh"
+
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
 #include "cutlass/numeric_types.h"
@@ -18,53 +26,45 @@
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/epilogue/fusion/operations.hpp"
 
-// A launch's problem, operand addresses, activation and device: what its TMA descriptors depend on.
+// One launch's problem, operand addresses, activation and device: what its TMA descriptors depend on.
 struct CrParamsKey {
   CrProblem problem;
-  const void* operands[5];
+  const void* operands[6];
   float leaky_alpha;
   int device;
 
-  CrParamsKey() { std::memset(this, 0, sizeof(*this)); }  // compared bytewise
-  CrParamsKey(const CrProblem& p, const CrOperands* o, int device_index) : CrParamsKey() {
+  CrParamsKey(const CrProblem& p, const CrOperands& o, int device_index) {
+    std::memset(this, 0, sizeof(*this));  // compared bytewise
     problem = p;
-    if (o) {
-      operands[0] = o->x, operands[1] = o->w, operands[2] = o->bias, operands[3] = o->residual, operands[4] = o->y;
-      leaky_alpha = o->leaky_alpha;
-    }
+    operands[0] = o.x, operands[1] = o.w, operands[2] = o.bias, operands[3] = o.residual, operands[4] = o.y;
+    operands[5] = o.workspace;
+    leaky_alpha = o.leaky_alpha;
     device = device_index;
   }
-  bool operator==(const CrParamsKey& other) const { return std::memcmp(this, &other, sizeof(*this)) == 0; }
+  std::string bytes() const { return std::string(reinterpret_cast<const char*>(this), sizeof(*this)); }
 };
 
-// The last kEntries Params made, for launches that repeat (the same layer on the same buffers).
-template <class Params, int kEntries = 64>
+// Params made for launches that repeat (the same layer on the same buffers), at most kEntries of them.
+template <class Params, size_t kEntries = 1024>
 class CrParamsCache {
  public:
-  bool find(const CrParamsKey& key, Params* out) {
+  bool find(const std::string& key, Params* out) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (int i = 0; i < used_; ++i) {
-      if (keys_[i] == key) {
-        *out = params_[i];
-        return true;
-      }
-    }
-    return false;
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return false;
+    *out = it->second;
+    return true;
   }
 
-  void insert(const CrParamsKey& key, const Params& params) {
+  void insert(const std::string& key, const Params& params) {
     std::lock_guard<std::mutex> lock(mutex_);
-    keys_[next_] = key;
-    params_[next_] = params;
-    next_ = (next_ + 1) % kEntries;
-    used_ = used_ < kEntries ? used_ + 1 : kEntries;
+    if (entries_.size() >= kEntries) entries_.clear();
+    entries_[key] = params;
   }
 
  private:
   std::mutex mutex_;
-  CrParamsKey keys_[kEntries];
-  Params params_[kEntries];
-  int next_ = 0, used_ = 0;
+  std::unordered_map<std::string, Params> entries_;
 };
 
 // SMs of a device, asked once per device.
@@ -76,27 +76,38 @@ inline int cr_sm_count(int device) {
   return n;
 }
 
-template <typename Element, class TileShape, class ClusterShape>
-struct Conv90 {
+// The split-K slices of a Hopper kernel in one launch: grid z picks a slice's Params, each a whole conv over
+// that slice's channels (the kernel takes its tile from grid x and y only: a conv has no batch mode). The
+// Params, TMA descriptors included, stay in kernel parameter space, as CUTLASS's own launch keeps them.
+constexpr int kCrMaxSlices = 16;
+
+template <class Kernel>
+struct CrSlices {
+  typename Kernel::Params slice[kCrMaxSlices];
+};
+
+template <class Kernel>
+__global__ void __launch_bounds__(Kernel::MaxThreadsPerBlock, Kernel::MinBlocksPerMultiprocessor)
+    cr_sliced_kernel(CUTLASS_GRID_CONSTANT CrSlices<Kernel> const slices) {
+  extern __shared__ char smem[];
+  Kernel op;
+  op(slices.slice[blockIdx.z], smem);
+}
+
+// The CUTLASS types of one SM90 fprop kernel: output ElementD (alignment AlignD), source ElementC (void:
+// none), epilogue Fusion.
+template <typename Element, class TileShape, class Fusion, typename ElementC, typename ElementD, int AlignD>
+struct Sm90Fprop {
   using Layout = cutlass::layout::TensorNHWC;
+  using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
   static constexpr int kAlignment = 8;  // 16-byte TMA: C and K multiples of 8
-  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<
-      CrLeakyReLU, Element /*out*/, float /*compute*/, Element /*bias*/,
-      Element /*source*/, float /*scalar*/>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-      TileShape, ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto,
-      float, float,
-      Element, Layout, kAlignment,
-      Element, Layout, kAlignment,
-      cutlass::epilogue::TmaWarpSpecialized, Fusion>::CollectiveOp;
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Layout, AlignD, ElementD, Layout,
+      AlignD, cutlass::epilogue::TmaWarpSpecialized, Fusion>::CollectiveOp;
   using CollectiveMainloop = typename cutlass::conv::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-      cutlass::conv::Operator::kFprop,
-      Element, Layout, kAlignment,
-      Element, Layout, kAlignment,
-      float,
-      TileShape, ClusterShape,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::conv::Operator::kFprop, Element, Layout,
+      kAlignment, Element, Layout, kAlignment, float, TileShape, ClusterShape,
       cutlass::conv::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename CollectiveEpilogue::SharedStorage))>,
       cutlass::conv::KernelImplicitTmaWarpSpecializedSm90>::CollectiveOp;
@@ -106,28 +117,95 @@ struct Conv90 {
   using Params = typename Kernel::Params;
   using StrideC = typename Kernel::StrideC;
   using StrideD = typename Kernel::StrideD;
+  static constexpr int kTileM = cute::size<0>(TileShape{}), kTileN = cute::size<1>(TileShape{}),
+                       kTileK = cute::size<2>(TileShape{});
 
-  static ProblemShape problem_shape(const CrProblem& p) {
-    return ProblemShape(cutlass::conv::Mode::kCrossCorrelation, {p.N, p.H, p.W, p.C}, {p.K, p.R, p.S, p.C},
-                        {p.pad_h, p.pad_w}, {p.pad_h, p.pad_w}, {p.stride_h, p.stride_w}, {p.dil_h, p.dil_w}, 1);
+  // The conv over channels [c0, c0 + channels) of x and w (all of them: 0, C), packed output.
+  static ProblemShape problem_shape(const CrProblem& p, int channels) {
+    const int64_t C = p.C;
+    return ProblemShape(cutlass::conv::Mode::kCrossCorrelation, {p.N, p.H, p.W, channels},
+                        {int64_t(p.H) * p.W * C, int64_t(p.W) * C, C, 1}, {p.K, p.R, p.S, channels},
+                        {int64_t(p.R) * p.S * C, int64_t(p.S) * C, C, 1}, {p.pad_h, p.pad_w}, {p.pad_h, p.pad_w},
+                        {p.stride_h, p.stride_w}, {p.dil_h, p.dil_w}, 1);
   }
 
-  // No device query here: can_implement must work on a host without a GPU.
-  static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
-    ProblemShape ps = problem_shape(p);
-    StrideC sC{};
-    StrideD sD{};
-    cute::for_each(cute::make_seq<cute::rank<0>(StrideC{})>{}, [&](auto i) {
-      cute::get<0, i>(sC) = ps.stride_C[ProblemShape::RankT - 2 - i];
+  static void output_strides(const ProblemShape& ps, StrideC& sC, StrideD& sD) {
+    cute::for_each(cute::make_seq<cute::rank<0>(StrideD{})>{}, [&](auto i) {
+      if constexpr (!std::is_void_v<ElementC>) cute::get<0, i>(sC) = ps.stride_C[ProblemShape::RankT - 2 - i];
       cute::get<0, i>(sD) = ps.stride_C[ProblemShape::RankT - 2 - i];
     });
+  }
+
+  // Host-only checks of a problem over `channels` channels, with the TMA limits CUTLASS does not check.
+  template <class Arguments>
+  static int check(const CrProblem& p, const Arguments& args) {
+    const ProblemShape& ps = args.problem_shape;
+    if (p.groups != 1 || ps.shape_C[1] != p.P || ps.shape_C[2] != p.Q) {
+      return int(cutlass::Status::kErrorInvalidProblem);
+    }
+    if (p.stride_h > 8 || p.stride_w > 8) return CR_STATUS_TMA_LIMIT;  // im2col traversal strides are 1 to 8
+    return cr_check<Op>(args);
+  }
+
+  // Params of a launch: encoding their TMA descriptors is a driver call, so they are kept per problem,
+  // operand addresses and device, and the encoders' results are checked (CUTLASS only asserts them).
+  template <class Arguments>
+  static int params(const CrParamsKey& key, const Arguments& args, Params* out) {
+    static CrParamsCache<Params> cache;
+    const std::string bytes = key.bytes();
+    if (cache.find(bytes, out)) return 0;
+    int st = cr_encode_check([&] { *out = Kernel::to_underlying_arguments(args, nullptr); });
+    if (st == 0) cache.insert(bytes, *out);
+    return st;
+  }
+
+  static int launch(Params& params, cudaStream_t stream) {
+    constexpr int smem = Kernel::SharedStorageSize;
+    if (int st = cr_allow_shared_memory<Kernel>((const void*)cutlass::device_kernel<Kernel>, smem)) return st;
+    cutlass::device_kernel<Kernel><<<Kernel::get_grid_shape(params), Kernel::get_block_shape(), smem, stream>>>(
+        params);
+    return cr_cuda_status(cudaGetLastError());
+  }
+
+  // One launch of split_k slices (grid z), on Params made for each.
+  static int launch_slices(CrSlices<Kernel>& slices, int split_k, cudaStream_t stream) {
+    static_assert(sizeof(CrSlices<Kernel>) <= 32764, "the slices' Params exceed a kernel's parameter space");
+    constexpr int smem = Kernel::SharedStorageSize;
+    const void* kernel = (const void*)cr_sliced_kernel<Kernel>;
+    if (int st = cr_allow_shared_memory<CrSlices<Kernel>>(kernel, smem)) return st;
+    dim3 grid = Kernel::get_grid_shape(slices.slice[0]);
+    grid.z = split_k;
+    cr_sliced_kernel<Kernel><<<grid, Kernel::get_block_shape(), smem, stream>>>(slices);
+    return cr_cuda_status(cudaGetLastError());
+  }
+
+  static void describe(int64_t m, int n, int iterations, int splits, CrLaunchShape* shape) {
+    shape->ctas = ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN) * splits;
+    shape->mainloop_iterations = iterations;
+    shape->shared_memory = int(Kernel::SharedStorageSize);
+  }
+};
+
+template <typename Element, class TileShape>
+struct Conv90 {
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<CrLeakyReLU, Element /*out*/, float /*compute*/,
+                                                                    Element /*bias*/, Element /*source*/,
+                                                                    float /*scalar*/>;
+  using F = Sm90Fprop<Element, TileShape, Fusion, Element, Element, 8>;
+
+  // No device query here: can_implement must work on a host without a GPU.
+  static typename F::Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
+    typename F::ProblemShape ps = F::problem_shape(p, p.C);
+    typename F::StrideC sC{};
+    typename F::StrideD sD{};
+    F::output_strides(ps, sC, sD);
     cutlass::KernelHardwareInfo hw;
     hw.sm_count = sm_count;
     const Element* x = o ? (const Element*)o->x : nullptr;
     const Element* w = o ? (const Element*)o->w : nullptr;
     Element* y = o ? (Element*)o->y : nullptr;
     const Element* c = (o && o->residual) ? (const Element*)o->residual : y;
-    typename Op::Arguments args{ps, {x, w}, {{}, c, sC, y, sD}, hw};
+    typename F::Op::Arguments args{ps, {x, w}, {{}, c, sC, y, sD}, hw};
     auto& f = args.epilogue.thread;
     f.alpha = 1.f;
     f.beta = (o && o->residual) ? 1.f : 0.f;
@@ -136,68 +214,149 @@ struct Conv90 {
     return args;
   }
 
-  static bool output_matches(const CrProblem& p) {
-    ProblemShape ps = problem_shape(p);
-    return ps.shape_C[1] == p.P && ps.shape_C[2] == p.Q;
-  }
-
   static int can_implement(const CrProblem* p) {
-    if (p->groups != 1 || !output_matches(*p)) return int(cutlass::Status::kErrorInvalidProblem);
-    // The im2col tensor map takes traversal strides of 1 to 8, which CUTLASS does not check.
-    if (p->stride_h > 8 || p->stride_w > 8) return CR_STATUS_TMA_LIMIT;
-    return cr_check<Op>(arguments(*p, nullptr, 1));
+    if (p->split_k != 1) return int(cutlass::Status::kErrorNotSupported);
+    return F::check(*p, arguments(*p, nullptr, 1));
   }
 
-  // A tile per CTA (no persistent scheduling); the im2col main loop steps through tile K channels at
-  // each of the R*S filter positions.
+  // A tile per CTA (no persistent scheduling); the im2col main loop steps through tile K channels at each of
+  // the R*S filter positions.
   static int describe(const CrProblem* p, CrLaunchShape* shape) {
-    constexpr int tm = cute::size<0>(TileShape{}), tn = cute::size<1>(TileShape{}), tk = cute::size<2>(TileShape{});
-    const int64_t m = int64_t(p->N) * p->P * p->Q;
-    shape->ctas = ((m + tm - 1) / tm) * ((p->K + tn - 1) / tn);
-    shape->mainloop_iterations = p->R * p->S * ((p->C + tk - 1) / tk);
-    shape->shared_memory = int(Kernel::SharedStorageSize);
+    F::describe(int64_t(p->N) * p->P * p->Q, p->K, p->R * p->S * ((p->C + F::kTileK - 1) / F::kTileK), 1, shape);
     return 0;
-  }
-
-  // The Params of a launch: encoding their TMA descriptors is a driver call, so they are kept per problem,
-  // operand addresses and device, and the encoders' results are checked (CUTLASS only asserts them).
-  static int params(const CrProblem& p, const CrOperands* o, int device, int sm_count, Params* out) {
-    CrParamsKey key(p, o, device);
-    if (cache().find(key, out)) return 0;
-    int st = cr_encode_check([&] { *out = Kernel::to_underlying_arguments(arguments(p, o, sm_count), nullptr); });
-    if (st == 0) cache().insert(key, *out);
-    return st;
   }
 
   static int prepare(const CrProblem* p, const CrOperands* o) {
     if (int st = can_implement(p)) return st;
-    Params unused;
-    return params(*p, o, -1, 1, &unused);
+    typename F::Params unused;
+    return F::params(CrParamsKey(*p, *o, -1), arguments(*p, o, 1), &unused);
   }
 
   static int run(const CrProblem* p, const CrOperands* o) {
     if (int st = can_implement(p)) return st;
     int device = 0;
     if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
-    Params launch;
-    if (int st = params(*p, o, device, cr_sm_count(device), &launch)) return st;
-    constexpr int smem = Kernel::SharedStorageSize;
-    if (int st = cr_allow_shared_memory<Kernel>((const void*)cutlass::device_kernel<Kernel>, smem)) return st;
-    cutlass::device_kernel<Kernel><<<Kernel::get_grid_shape(launch), Kernel::get_block_shape(), smem, o->stream>>>(
-        launch);
-    return cr_cuda_status(cudaGetLastError());
-  }
-
- private:
-  static CrParamsCache<Params>& cache() {
-    static CrParamsCache<Params> instance;
-    return instance;
+    typename F::Params params;
+    if (int st = F::params(CrParamsKey(*p, *o, device), arguments(*p, o, cr_sm_count(device)), &params)) return st;
+    return F::launch(params, o->stream);
   }
 };
 
-#define CR_DEFINE_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                              \
-  using NAME##_t = Conv90<ELEMENT, cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Shape<cute::Int<TK>>>, \
-                          cute::Shape<cute::_1, cute::_1, cute::_1>>;                                      \
-  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_REGULAR_SM90A, TM, TN, TK, 0,                 \
+template <typename Element, class TileShape>
+struct Conv90SplitK {
+  using Fusion = cutlass::epilogue::fusion::LinearCombination<float, float, void, float>;
+  using F = Sm90Fprop<Element, TileShape, Fusion, void, float, 4>;
+
+  static int channels(const CrProblem& p) { return p.split_k > 0 ? p.C / p.split_k : 0; }
+  static int64_t output_size(const CrProblem& p) { return int64_t(p.N) * p.P * p.Q * p.K; }
+
+  // Slice j: channels [j * C/split, (j + 1) * C/split) of x and w, partial sums into workspace slice j.
+  static CrOperands slice(const CrProblem& p, const CrOperands& o, int j) {
+    CrOperands s = o;
+    const int64_t c0 = int64_t(j) * channels(p);
+    s.x = o.x ? (const Element*)o.x + c0 : nullptr;
+    s.w = o.w ? (const Element*)o.w + c0 : nullptr;
+    s.workspace = o.workspace ? o.workspace + j * output_size(p) : nullptr;
+    s.bias = s.residual = s.y = nullptr;  // the reduction's
+    return s;
+  }
+
+  static typename F::Op::Arguments arguments(const CrProblem& p, const CrOperands& s, int sm_count) {
+    typename F::ProblemShape ps = F::problem_shape(p, channels(p));
+    typename F::StrideC sC{};
+    typename F::StrideD sD{};
+    F::output_strides(ps, sC, sD);
+    cutlass::KernelHardwareInfo hw;
+    hw.sm_count = sm_count;
+    typename F::Op::Arguments args{ps, {(const Element*)s.x, (const Element*)s.w}, {{}, nullptr, sC, s.workspace, sD},
+                                   hw};
+    args.epilogue.thread.alpha = 1.f;
+    args.epilogue.thread.beta = 0.f;
+    return args;
+  }
+
+  static int can_implement(const CrProblem* p) {
+    if (p->split_k < 1 || p->split_k > kCrMaxSlices || p->C % p->split_k || channels(*p) % F::kAlignment ||
+        p->K % kCrReduceVector) {
+      return int(cutlass::Status::kErrorInvalidProblem);
+    }
+    return F::check(*p, arguments(*p, CrOperands{}, 1));
+  }
+
+  static int describe(const CrProblem* p, CrLaunchShape* shape) {
+    const int iterations = p->R * p->S * ((channels(*p) + F::kTileK - 1) / F::kTileK);
+    F::describe(int64_t(p->N) * p->P * p->Q, p->K, iterations, p->split_k, shape);
+    return 0;
+  }
+
+  static int accepts(const CrProblem* p, const CrOperands* o) {
+    if (!o->workspace) return int(cutlass::Status::kErrorWorkspaceNull);
+    return can_implement(p);
+  }
+
+  static int prepare(const CrProblem* p, const CrOperands* o) {
+    if (int st = accepts(p, o)) return st;
+    for (int j = 0; j < p->split_k; ++j) {
+      CrOperands s = slice(*p, *o, j);
+      typename F::Params unused;
+      if (int st = F::params(CrParamsKey(*p, s, -1), arguments(*p, s, 1), &unused)) return st;
+    }
+    return 0;
+  }
+
+  static int run(const CrProblem* p, const CrOperands* o) {
+    if (int st = accepts(p, o)) return st;
+    int device = 0;
+    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
+    CrSlices<typename F::Kernel> slices;
+    for (int j = 0; j < p->split_k; ++j) {
+      CrOperands s = slice(*p, *o, j);
+      if (int st = F::params(CrParamsKey(*p, s, device), arguments(*p, s, cr_sm_count(device)), &slices.slice[j])) {
+        return st;
+      }
+    }
+    if (int st = F::launch_slices(slices, p->split_k, o->stream)) return st;
+    return cr_splitk_reduce<Element>(o->workspace, p->split_k, output_size(*p), p->K, (const Element*)o->bias,
+                                     (const Element*)o->residual, (Element*)o->y, o->leaky_alpha, o->stream);
+  }
+
+  // Each slice through CUTLASS's host reference on the very pointers and strides its launch gets (the slice's
+  // channels of x and w, C apart per pixel and per filter tap), then the reduction on the host.
+  static int host_reference(const CrProblem* p, const CrOperands* o) {
+    if (int st = accepts(p, o)) return st;
+    using Layout = cutlass::layout::TensorNHWC;
+    const int c = channels(*p);
+    CrProblem sliced = *p;
+    sliced.C = c;
+    sliced.split_k = 1;
+    cutlass::conv::Conv2dProblemSize ps = cr_problem_size(sliced);
+    for (int j = 0; j < p->split_k; ++j) {
+      CrOperands s = slice(*p, *o, j);
+      auto args = arguments(*p, s, 1);
+      const auto& shape = args.problem_shape;
+      auto layout = [](const auto& stride) { return Layout(cutlass::make_Coord(stride[2], stride[1], stride[0])); };
+      cutlass::TensorRef<Element, Layout> x((Element*)s.x, layout(shape.stride_A));
+      cutlass::TensorRef<Element, Layout> w((Element*)s.w, layout(shape.stride_B));
+      cutlass::TensorRef<float, Layout> d(s.workspace, Layout::packed({p->N, p->P, p->Q, p->K}));
+      cutlass::reference::host::Conv2dFprop<Element, Layout, Element, Layout, float, Layout, float, float, float>(
+          ps, x, w, d, d, 1.f, 0.f);
+    }
+    cr_splitk_reduce_host<Element>(o->workspace, p->split_k, output_size(*p), p->K, (const Element*)o->bias,
+                                   (const Element*)o->residual, (Element*)o->y, o->leaky_alpha);
+    return 0;
+  }
+};
+
+#define CR_SM90_TILE(TM, TN, TK) cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Shape<cute::Int<TK>>>
+
+#define CR_DEFINE_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                                  \
+  using NAME##_t = Conv90<ELEMENT, CR_SM90_TILE(TM, TN, TK)>;                                                 \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_REGULAR_SM90A, TM, TN, TK, 0,                     \
                                     &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe, nullptr, \
                                     &NAME##_t::prepare};
+
+#define CR_DEFINE_SPLITK_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                       \
+  using NAME##_t = Conv90SplitK<ELEMENT, CR_SM90_TILE(TM, TN, TK)>;                                       \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_SPLITK_SM90A, TM, TN, TK, 0,                  \
+                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,        \
+                                    &NAME##_t::host_reference, &NAME##_t::prepare};

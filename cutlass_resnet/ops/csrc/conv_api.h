@@ -11,7 +11,8 @@ extern "C" {
 typedef struct {
   int N, H, W, C, K, R, S, P, Q;
   int pad_h, pad_w, stride_h, stride_w, dil_h, dil_w;
-  int groups;  // C and K split into this many groups; the filter is (K, C / groups, R, S)
+  int groups;   // C and K split into this many groups; the filter is (K, C / groups, R, S)
+  int split_k;  // split-K kernels: slices of the GEMM K (R*S*C) summed by a reduction; 1 for the others
 } CrProblem;
 
 // y = act(conv(x, w) + bias[k] + residual), act(z) = z > 0 ? z : leaky_alpha * z,
@@ -25,6 +26,7 @@ typedef struct {
   void* y;
   float leaky_alpha;
   cudaStream_t stream;
+  float* workspace;  // split-K kernels: split_k * N*P*Q*K floats of partial sums; null for the others
 } CrOperands;
 
 enum CrDtype { CR_FLOAT16 = 0, CR_BFLOAT16 = 1 };
@@ -33,6 +35,8 @@ enum CrKind {
   CR_STEM = 1,     // fixed-channels iterator: C == alignment (the padded 3-channel stem); no residual
   CR_GROUPED = 2,  // single-group mode: C / groups a multiple of the alignment, K / groups of tile_n; no residual
   CR_REGULAR_SM90A = 3,  // Hopper only (sm_90a code): groups == 1, C and K multiples of 8
+  CR_SPLITK = 4,         // as CR_REGULAR, the GEMM K split into split_k slices of one launch (grid z)
+  CR_SPLITK_SM90A = 5,   // as CR_REGULAR_SM90A, C split into split_k slices launched side by side
 };
 
 // What one launch of a kernel on a problem does, from the kernel's own parameters (host-only).

@@ -104,7 +104,7 @@ int cr_launch80(typename Op::Arguments const& args, cudaStream_t stream) {
 inline cutlass::conv::Conv2dProblemSize cr_problem_size(const CrProblem& p) {
   return cutlass::conv::Conv2dProblemSize(p.N, p.H, p.W, p.C, p.K, p.R, p.S, p.P, p.Q, p.pad_h, p.pad_w,
                                           p.stride_h, p.stride_w, p.dil_h, p.dil_w,
-                                          cutlass::conv::Mode::kCrossCorrelation, 1 /*split_k_slices*/, p.groups);
+                                          cutlass::conv::Mode::kCrossCorrelation, p.split_k, p.groups);
 }
 
 // x, w and y of a 2.x launch as NHWC / KRSC / NPQK tensor refs (null without operands: host-only checks).
@@ -123,12 +123,24 @@ struct CrRefs80 {
 };
 
 // The CrKernel functions of a 2.x kernel wrapper W, which has the device-level Op, the Op's Arguments
-// for a problem (W::arguments; operands may be null) and whether it takes a residual (W::kResidual).
+// for a problem (W::arguments; operands may be null), whether it takes a residual (W::kResidual) and
+// whether it writes split-K partial sums (W::kSplitK: then W::finish reduces them after the launch).
 template <class W>
 struct CrKernel80 {
   using Op = typename W::Op;
 
-  static int can_implement(const CrProblem* p) { return cr_check<Op>(W::arguments(*p, nullptr)); }
+  static int can_implement(const CrProblem* p) {
+    if (W::kSplitK ? p->split_k < 1 : p->split_k != 1) return int(cutlass::Status::kErrorNotSupported);
+    if (W::kSplitK && p->K % 8) return int(cutlass::Status::kErrorMisalignedOperand);  // the reduction's vectors
+    auto args = W::arguments(*p, nullptr);
+    if (!W::kSplitK) return cr_check<Op>(args);
+    if (int st = int(Op::can_implement(args))) return st;  // the partial sums' workspace is the binding's
+    CrProblem whole = *p;
+    whole.split_k = 1;
+    const int total = cr_params80<Op>(W::arguments(whole, nullptr)).gemm_k_iterations;
+    const int per_slice = cr_params80<Op>(args).gemm_k_iterations;
+    return (p->split_k - 1) * per_slice < total ? 0 : int(cutlass::Status::kErrorInvalidProblem);  // no empty slice
+  }
 
   // CTAs, main-loop iterations and shared memory, from the kernel's Params.
   static int describe(const CrProblem* p, CrLaunchShape* shape) {
@@ -141,6 +153,7 @@ struct CrKernel80 {
 
   static int accepts(const CrProblem* p, const CrOperands* o) {
     if (o->residual && !W::kResidual) return int(cutlass::Status::kErrorNotSupported);
+    if (W::kSplitK && !o->workspace) return int(cutlass::Status::kErrorWorkspaceNull);
     return can_implement(p);
   }
 
@@ -152,7 +165,8 @@ struct CrKernel80 {
 
   static int run(const CrProblem* p, const CrOperands* o) {
     if (int st = accepts(p, o)) return st;
-    return cr_launch80<Op>(W::arguments(*p, o), o->stream);
+    if (int st = cr_launch80<Op>(W::arguments(*p, o), o->stream)) return st;
+    return W::finish(*p, o);
   }
 };
 
