@@ -14,7 +14,7 @@ from . import models, nn, ops, pretrained
 from ._version import __version__
 from .models import *  # noqa: F403
 from .models import __all__ as _models_all
-from .nn import fuse_bn, plan
+from .nn import cuda_graph, fuse_bn, plan
 from .pretrained import (
     CorruptWeightsError,
     WeightsUnavailableError,
@@ -31,6 +31,7 @@ __all__ = [
     "pretrained",
     "plan",
     "fuse_bn",
+    "cuda_graph",
     "load_torchvision_state_dict",
     "from_pretrained",
     "save_pretrained",

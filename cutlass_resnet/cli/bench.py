@@ -1,12 +1,18 @@
-"""Throughput and latency of the fused models against torchvision, side by side in one run.
+"""Throughput and latency of the fused models against torchvision, side by side in one run; and the host path.
 
-For each model, batch size and dtype: ours (fused; CUTLASS kernels on a GPU, replayed as a
-CUDA graph at small batch), torchvision eager (cuDNN, channels_last, same dtype) and, unless
-``--no-compile``, torchvision under ``torch.compile(mode="max-autotune")``. Prints a table,
-writes JSON (``--json``) and a bar chart (``--plot``, needs matplotlib). On the CPU
-(``--device cpu``) it times the reference path, which says nothing about the kernels.
+For each model, batch size and dtype: ours (fused; CUTLASS kernels on a GPU) and torchvision eager (cuDNN,
+channels_last, same dtype), both replayed from CUDA graphs (:func:`cutlass_resnet.cuda_graph`, the same
+capture for both), and unless ``--no-compile`` torchvision under ``torch.compile(mode="max-autotune")``.
+Prints p50/p90/p99 latency and images/s (at p50) beside the time model's estimate of our convs, writes
+JSON (``--json``) and a chart of images/s against batch for each contender (``--plot``, needs matplotlib).
+On the CPU (``--device cpu``) it times the reference path, which says nothing about the kernels.
 
-    cutlass-resnet bench --arch resnet50 --batch 1 32 256 --dtype fp16 bf16 --json bench.json
+``--dry-run`` measures the host path instead, on any machine: every conv of the fused model called as the
+model calls it, doing everything but the kernel launch (``cutlass_resnet.ops.dispatch.dry_run``), in
+microseconds per conv (``host_us_per_conv`` in the JSON).
+
+    cutlass-resnet bench --arch resnet50 --batch 1 8 32 128 256 --dtype fp16 bf16 --json bench.json
+    cutlass-resnet bench --dry-run --json host.json
 """
 
 from __future__ import annotations
@@ -26,15 +32,16 @@ import torchvision
 
 from .._io import atomic_path, write_text
 from ..models import get_model, list_models
-from ..nn import fuse_bn
+from ..nn import Conv2d, cuda_graph, fuse_bn, plan
+from ..ops import build, dispatch
 from ..pretrained import load_torchvision_state_dict
 from .common import DTYPES, EXIT_OK, NoGPUError
 
-__all__ = ["add_arguments", "bench", "plot", "run"]
+__all__ = ["add_arguments", "bench", "host_path", "percentiles", "plot", "run"]
 
 
-def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: torch.device) -> float:
-    """Median milliseconds per call: CUDA events on a GPU, the wall clock on the CPU."""
+def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``iters`` calls: CUDA events on a GPU, the wall clock on the CPU."""
     for _ in range(warmup):
         fn()
     times = []
@@ -51,33 +58,33 @@ def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: torch.dev
             start_s = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start_s) * 1000)
-    return statistics.median(times)
+    return times
 
 
-def as_graph(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """Capture one forward as a CUDA graph (after warm-up runs, which also run each kernel's self-check)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            model(x)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = model(x)
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p90 and p99 of ``samples`` (nearest rank)."""
+    ordered = sorted(samples)
+    at = lambda q: ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]  # noqa: E731
+    return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99)}
 
-    def replay() -> torch.Tensor:
-        graph.replay()
-        return out
 
-    return replay
+def _estimate_ms(
+    model: torch.nn.Module, batch: int, size: int, dtype: torch.dtype, device: torch.device
+) -> float | None:
+    """The time model's estimate of our convs on this GPU (None on the CPU, or where a conv falls back)."""
+    if device.type != "cuda":
+        return None
+    entries = plan(model, (batch, 3, size, size), dtype, torch.cuda.get_device_capability(device))
+    total = entries.estimate_us
+    return None if total is None else total / 1000
 
 
 def bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[dict]:
-    """One row per (model, dtype, batch, implementation): median ms and images/s."""
+    """One row per (model, dtype, batch, implementation): latency percentiles and images/s."""
     device = torch.device(args.device)
     rows = []
-    log(f"{'model':<18} {'dtype':<5} {'batch':>5} {'implementation':<15} {'latency':>12} {'throughput':>14}")
+    head = f"{'model':<18} {'dtype':<5} {'batch':>5} {'implementation':<15} {'p50':>10} {'p90':>10} {'p99':>10}"
+    log(head + f" {'throughput':>14} {'estimate':>10}")
     for arch in args.arch:
         reference = getattr(torchvision.models, arch)().eval()
         for name in args.dtype:
@@ -90,41 +97,81 @@ def bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[
             for batch in args.batch:
                 x = torch.randn(batch, 3, args.image_size, args.image_size, device=device, dtype=dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
-                graph = device.type == "cuda" and batch <= args.graph_max_batch
+                graphs = device.type == "cuda" and not args.no_graphs
                 impls = {
-                    "cutlass-resnet": as_graph(ours, x) if graph else partial(ours, x),
-                    "torchvision": partial(theirs, x),
+                    "cutlass-resnet": cuda_graph(ours, x, clone_output=False) if graphs else ours,
+                    "torchvision": cuda_graph(theirs, x, clone_output=False) if graphs else theirs,
                 }
                 if compiled is not None:
-                    impls["torch.compile"] = partial(compiled, x)
+                    impls["torch.compile"] = compiled
+                estimate = _estimate_ms(ours, batch, args.image_size, dtype, device)
                 for impl, fn in impls.items():
-                    ms = time_ms(fn, args.warmup, args.iters, device)
-                    row = dict(arch=arch, dtype=name, batch=batch, impl=impl, ms=ms, images_per_s=batch * 1000 / ms)
+                    times = percentiles(time_ms(partial(fn, x), args.warmup, args.iters, device))
+                    row = dict(arch=arch, dtype=name, batch=batch, impl=impl, **times)
+                    row["images_per_s"] = batch * 1000 / row["p50_ms"]
+                    row["graph"] = graphs and impl != "torch.compile"
+                    row["estimate_ms"] = estimate if impl == "cutlass-resnet" else None
                     rows.append(row)
-                    log(f"{arch:<18} {name:<5} {batch:>5} {impl:<15} {ms:>9.3f} ms {row['images_per_s']:>10.1f} img/s")
+                    shown = "" if row["estimate_ms"] is None else f"{row['estimate_ms']:>7.3f} ms"
+                    latency = " ".join(f"{times[q]:>7.3f} ms" for q in ("p50_ms", "p90_ms", "p99_ms"))
+                    speed = f"{row['images_per_s']:>10.1f} img/s"
+                    log(f"{arch:<18} {name:<5} {batch:>5} {impl:<15} {latency} {speed} {shown:>10}")
     return rows
 
 
+def host_path(
+    arch: str, dtype: torch.dtype, batch: int, image_size: int, capability: tuple[int, int], iters: int, warmup: int
+) -> dict:
+    """Microseconds of host time per conv of fused ``arch``, each conv called as the model calls it, in a dry run
+    (everything but the launch) on CPU tensors as on a GPU of ``capability``: the median of ``iters`` rounds."""
+    if not build.load(build.default_nvcc_archs() or [build.nvcc_arch(capability)]):
+        raise RuntimeError(f"the dry run needs the CUTLASS extension: {build.load_error()}")
+    model = fuse_bn(get_model(arch).eval()).to(dtype)
+    calls: list[tuple[torch.nn.Module, tuple, dict]] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, a, kw: calls.append((mod, a, kw)), with_kwargs=True)
+        for m in model.modules()
+        if isinstance(m, Conv2d)
+    ]
+    x = torch.randn(batch, 3, image_size, image_size, dtype=dtype)
+    with torch.no_grad(), dispatch.dry_run(capability):
+        try:
+            model(x)  # the first calls choose each problem's kernel in Python
+        finally:
+            for h in hooks:
+                h.remove()
+        rounds = []
+        for i in range(warmup + iters):
+            start = time.perf_counter()
+            for module, a, kw in calls:
+                module(*a, **kw)
+            if i >= warmup:
+                rounds.append((time.perf_counter() - start) / len(calls) * 1e6)
+    return dict(arch=arch, dtype=str(dtype)[6:], batch=batch, capability=list(capability), convs=len(calls),
+                host_us_per_conv=statistics.median(rounds))  # fmt: skip
+
+
 def plot(rows: list[dict], path: str | Path, title: str) -> None:
-    """Images/s per implementation, one group of bars per (model, dtype, batch)."""
+    """Images/s against batch size, one line per implementation, one panel per (model, dtype)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(dict.fromkeys((r["arch"], r["dtype"], r["batch"]) for r in rows))
-    impls = list(dict.fromkeys(r["impl"] for r in rows))
-    value = {(r["arch"], r["dtype"], r["batch"], r["impl"]): r["images_per_s"] for r in rows}
-    width = 0.8 / len(impls)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups)), 4.0))
-    for i, impl in enumerate(impls):
-        xs = [g + i * width for g in range(len(groups))]
-        ax.bar(xs, [value.get((*group, impl), 0.0) for group in groups], width, label=impl)
-    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
-    ax.set_xticklabels([f"{a}\n{d} b{b}" for a, d, b in groups], fontsize=7)
-    ax.set_ylabel("images / s")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
+    panels = list(dict.fromkeys((r["arch"], r["dtype"]) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False)
+    for ax, (arch, dtype) in zip(axes[0], panels, strict=True):
+        for impl in dict.fromkeys(r["impl"] for r in rows):
+            mine = [r for r in rows if (r["arch"], r["dtype"], r["impl"]) == (arch, dtype, impl)]
+            points = sorted((r["batch"], r["images_per_s"]) for r in mine)
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=impl)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s")
+        ax.set_title(f"{arch} {dtype}", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -134,43 +181,84 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options (``scripts/bench.py`` is the same command)."""
     p.add_argument("--arch", nargs="+", choices=list_models(), default=["resnet50"], metavar="ARCH")
-    p.add_argument("--batch", nargs="+", type=int, default=[1, 32, 256], metavar="N")
+    p.add_argument("--batch", nargs="+", type=int, metavar="N", help="default: 1 8 32 128 256 (--dry-run: 1)")
     p.add_argument("--dtype", nargs="+", choices=list(DTYPES), help="default: fp16 bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu times the reference path only")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
-    p.add_argument("--graph-max-batch", type=int, default=32, help="CUDA graphs for our path up to this batch")
+    p.add_argument("--no-graphs", action="store_true", help="run eager instead of replaying CUDA graphs")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its autotuning takes minutes)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="time the host path per conv instead (no kernel launched; on the CPU too)",
+    )
+    p.add_argument("--gpu-arch", help="--dry-run: the GPU to plan for, e.g. 9.0 (default: the visible one, or 8.0)")
     p.add_argument("--json", help="write the results and how they were obtained here")
-    p.add_argument("--plot", help="write a bar chart of images/s here (PNG; needs matplotlib)")
+    p.add_argument("--plot", help="write a chart of images/s against batch here (PNG; needs matplotlib)")
+
+
+def _capability(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return torch.cuda.get_device_capability() if torch.cuda.is_available() else (8, 0)
+    try:
+        major, minor = (int(part) for part in text.rstrip("a").split("."))
+    except ValueError:
+        raise ValueError(f"--gpu-arch takes a compute capability such as 8.0 or 9.0, got {text!r}") from None
+    return major, minor
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, measure, report. Raises NoGPUError for a GPU run without a GPU, ValueError for bad values."""
+    args.batch = args.batch or ([1] if args.dry_run else [1, 8, 32, 128, 256])
     if min(args.batch) < 1 or args.image_size < 1 or args.iters < 1 or args.warmup < 0:
         raise ValueError("--batch, --image-size and --iters must be >= 1, --warmup >= 0")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise NoGPUError("bench needs a CUDA GPU and none is visible; nothing was measured (--device cpu: the CPU)")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
-    args.dtype = args.dtype or (["fp16", "bf16"] if args.device == "cuda" else ["fp32"])
-    torch.backends.cudnn.benchmark = True
-    with torch.no_grad():
-        rows = bench(args, log=lambda line: print(line, flush=True))
-    where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (reference path, no CUTLASS kernel)"
     meta = dict(
-        device=where,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
         command=" ".join(sys.argv),
         torch=torch.__version__,
         torchvision=torchvision.__version__,
     )
+    if args.dry_run:
+        return _run_dry(args, meta)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise NoGPUError("bench needs a CUDA GPU and none is visible; nothing was measured (--device cpu: the CPU)")
+    args.dtype = args.dtype or (["fp16", "bf16"] if args.device == "cuda" else ["fp32"])
+    torch.backends.cudnn.benchmark = True
+    with torch.no_grad():
+        rows = bench(args, log=lambda line: print(line, flush=True))
+    where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (reference path, no CUTLASS kernel)"
+    meta["device"] = where
     if args.json:
         write_text(args.json, json.dumps(dict(meta=meta, results=rows), indent=1) + "\n")
     if args.plot:
         plot(rows, args.plot, f"cutlass-resnet vs torchvision on {where}, {meta['date'][:10]}")
+    return EXIT_OK
+
+
+def _run_dry(args: argparse.Namespace, meta: dict) -> int:
+    capability = _capability(args.gpu_arch)
+    dtypes = args.dtype or ["fp16"]
+    if "fp32" in dtypes:
+        raise ValueError("--dry-run: the kernels are fp16 and bf16 (--dtype fp16 bf16)")
+    print(f"host time per conv, dry run as on sm_{capability[0]}{capability[1]} (no kernel is launched):")
+    rows = []
+    for arch in args.arch:
+        for name in dtypes:
+            for batch in args.batch:
+                row = host_path(arch, DTYPES[name], batch, args.image_size, capability, args.iters, args.warmup)
+                rows.append(row)
+                us = row["host_us_per_conv"]
+                print(f"{arch:<18} {name:<5} {batch:>5} {row['convs']:>3} convs {us:>8.2f} us/conv", flush=True)
+    meta["device"] = "dry run on the host (no kernel launched)"
+    meta["host"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    summary = statistics.median(r["host_us_per_conv"] for r in rows)
+    if args.json:
+        write_text(args.json, json.dumps(dict(meta=meta, host_us_per_conv=summary, results=rows), indent=1) + "\n")
     return EXIT_OK

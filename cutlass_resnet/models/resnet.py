@@ -30,7 +30,7 @@ from torchvision.models import (
 from torchvision.models._api import WeightsEnum
 from torchvision.models._utils import _ovewrite_named_param, handle_legacy_interface
 
-from ..nn import Conv2d
+from ..nn import Conv2d, MaxPool2d
 from ..nn import fuse as fusion
 from ._api import load_weights, register_model, verify_weights
 
@@ -220,7 +220,7 @@ class ResNet(nn.Module):
         self.conv1 = Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, 64, layers[0])
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0])
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1])
@@ -305,8 +305,7 @@ class ResNet(nn.Module):
                 f"ResNet expects a batch of images of shape (N, {self.conv1.in_channels}, H, W), "
                 f"got {tuple(x.shape)}; add a batch dimension with x.unsqueeze(0) for a single image"
             )
-        x = x.contiguous(memory_format=torch.channels_last)
-        x = self.conv1(x)
+        x = self.conv1(x)  # any layout: on a GPU the stem packs its 3 channels into NHWC4 in one pass
         if not self.fused:
             x = self.relu(self.bn1(x))
         x = self.maxpool(x)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops  # noqa: F401  (registers torch.ops.cutlass_resnet)
+from ..ops import dispatch
 
 __all__ = ["Conv2d"]
 
@@ -18,6 +19,10 @@ class Conv2d(nn.Conv2d):
     interchangeable), plus ``relu=True`` to apply ReLU in the conv's epilogue and a
     ``residual`` argument to ``forward`` that is added before it. The weight is kept
     channels_last (KRSC in memory) and the output is channels_last.
+
+    On CUDA, where nothing needs a gradient (``torch.no_grad()``, ``torch.inference_mode()`` or
+    parameters that do not require it), a conv seen before runs from C++ alone, without the op's
+    Python path.
     """
 
     def __init__(self, *args, relu: bool = False, **kwargs) -> None:
@@ -31,12 +36,36 @@ class Conv2d(nn.Conv2d):
         # halves of padding="same" with an even kernel extent) is applied with F.pad first.
         pads = self._reversed_padding_repeated_twice
         self._pad_input = self.padding_mode != "zeros" or pads[0::2] != pads[1::2]
+        # stride, the op's padding, dilation, groups: what the C++ path takes, or None where F.pad runs first
+        self._fast_conv = None
+        if not self._pad_input:
+            self._fast_conv = (*self.stride, *self._op_input(torch.empty(0))[1], *self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", relu=True" if self.relu else "")
 
     def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
+        if not torch.jit.is_scripting():
+            y = self._fast_forward(input, residual)
+            if y is not None:
+                return y
         return self._conv_forward(input, self.weight, self.bias, residual)
+
+    @torch.jit.unused
+    def _fast_forward(self, input: Tensor, residual: Tensor | None) -> Tensor | None:
+        """The conv from C++ alone (:func:`cutlass_resnet.ops.dispatch.fast_conv2d`), or None for the op's path:
+        tracing, a gradient to record, padding the op cannot express, a problem not seen yet."""
+        if self._fast_conv is None or type(input) is not Tensor or torch.compiler.is_compiling():
+            return None
+        weight, bias = self._parameters["weight"], self._parameters["bias"]  # not through Module.__getattr__
+        if torch.is_grad_enabled() and (
+            input.requires_grad
+            or weight.requires_grad
+            or (bias is not None and bias.requires_grad)
+            or (residual is not None and residual.requires_grad)
+        ):
+            return None
+        return dispatch.fast_conv2d(input, weight, bias, residual, self._fast_conv, self.relu)
 
     def _op_input(self, input: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The input as the op takes it (padded here where the op cannot pad) and the op's padding."""

@@ -98,9 +98,10 @@ def default_nvcc_archs() -> list[str]:
 
 
 def sources(archs: list[str] | None = None) -> list[Path]:
-    """The binding, the registry and one .cu per kernel; the Hopper kernels only for sm_90a targets."""
+    """The binding, the registry, the layout passes and one .cu per kernel; the Hopper kernels only for sm_90a
+    targets."""
     hopper = sorted(CSRC.glob("k90_*.cu")) if archs is None or "9.0a" in archs else []
-    return [CSRC / "binding.cpp", CSRC / "registry.cu", *sorted(CSRC.glob("k80_*.cu")), *hopper]
+    return [CSRC / "binding.cpp", CSRC / "registry.cu", CSRC / "layout.cu", *sorted(CSRC.glob("k80_*.cu")), *hopper]
 
 
 def _cutlass_includes() -> list[str]:

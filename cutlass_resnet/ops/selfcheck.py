@@ -32,6 +32,7 @@ __all__ = [
     "RECHECK_HINT",
     "SelfCheckUnavailable",
     "Case",
+    "capturing",
     "check_cases",
     "check_kernel",
     "forget_verdicts",
@@ -108,7 +109,8 @@ def _device(index: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _capturing() -> bool:
+def capturing() -> bool:
+    """Whether a CUDA graph is being captured on the current stream (never initializes CUDA)."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
@@ -118,7 +120,7 @@ def kernel_verdict(kernel_name: str, device_index: int) -> str | None:
     Never checked while a CUDA graph is being captured (the check synchronizes): until a plain
     run has checked it, the kernel is not used inside a graph.
     """
-    if _capturing():
+    if capturing():
         known = read_verdicts().get(verdict_key(kernel_name, device_index))
         if known is None:
             return f"{kernel_name} is not self-checked yet: run the model once before capturing a CUDA graph"

@@ -159,10 +159,26 @@ def test_bench_on_the_cpu_writes_table_json_and_plot(tmp_path):
     assert {(r["batch"], r["impl"]) for r in rows["results"]} == {
         (b, i) for b in (1, 2) for i in ("cutlass-resnet", "torchvision")
     }
-    assert all(r["ms"] > 0 and r["images_per_s"] == pytest.approx(r["batch"] * 1000 / r["ms"]) for r in rows["results"])
+    for r in rows["results"]:
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and not r["graph"] and r["estimate_ms"] is None
+        assert r["images_per_s"] == pytest.approx(r["batch"] * 1000 / r["p50_ms"])
     assert len([line for line in proc.stdout.splitlines() if line.startswith("resnet18")]) == 4
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.png"]
+
+
+def test_bench_dry_run_reports_host_time_per_conv_without_a_gpu(extension, tmp_path):
+    env = {"CUTLASS_RESNET_CACHE": os.environ["CUTLASS_RESNET_CACHE"], "TORCH_CUDA_ARCH_LIST": "8.0;9.0a"}
+    proc = cli("bench", "--dry-run", "--arch", "resnet18", "--dtype", "fp16", "bf16", "--iters", "3",
+               "--gpu-arch", "8.0", "--json", str(tmp_path / "host.json"), env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "host.json").read_text())
+    assert data["meta"]["device"].startswith("dry run") and [r["dtype"] for r in data["results"]] == [
+        "float16",
+        "bfloat16",
+    ]
+    assert all(r["convs"] == 20 and r["capability"] == [8, 0] and r["host_us_per_conv"] > 0 for r in data["results"])
+    assert data["host_us_per_conv"] > 0 and "us/conv" in proc.stdout and "compiling" not in proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")

@@ -39,7 +39,7 @@ def test_stem_is_padded_to_four_channels(conv, emulated_gpu):
     expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 3))
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
     conv(x, w, b, None, [2, 2], [3, 3], [1, 1], 1, True)
-    assert dispatch._prepared_weights[w][1].shape == (64, 4, 7, 7)  # padded once, then cached
+    assert dispatch._prepared(w)[1].shape == (64, 4, 7, 7)  # padded once, then cached
 
 
 def test_batch_split_past_two_gigabytes(conv, monkeypatch, emulated_gpu):
@@ -61,7 +61,7 @@ def test_grouped_conv_runs_merged_block_diagonal(conv, emulated_gpu):
     assert emulated_gpu.calls[-1] == ("sm80_f16_group_t128x32_32x4", (2, 128, 8, 8), 4)
     expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 1, 1, 32))
     torch.testing.assert_close(y.double(), expected, rtol=2e-3, atol=2e-3)
-    blocks = dispatch._prepared_weights[w][1]
+    blocks = dispatch._prepared(w)[1]
     assert blocks.shape == (128, 32, 3, 3) and torch.count_nonzero(blocks) == torch.count_nonzero(w)
 
 
@@ -134,17 +134,17 @@ def test_a_kernel_that_fails_its_check_is_never_dispatched(conv, monkeypatch, em
 def test_no_self_check_while_a_cuda_graph_is_captured(conv, monkeypatch, emulated_gpu):
     """The check synchronizes, which capture forbids: an unchecked kernel is not used in a graph,
     and nothing is recorded against it."""
-    monkeypatch.setattr(selfcheck, "_capturing", lambda: True)
+    monkeypatch.setattr(selfcheck, "capturing", lambda: True)
     x, w, b = operands(2, 16, 16, 8)
     with pytest.warns(UserWarning, match="not self-checked yet: run the model once before capturing"):
         y = conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)
     torch.testing.assert_close(y.double(), F.conv2d(x.double(), w.double(), b.double(), 1, 1), rtol=2e-3, atol=2e-3)
     assert emulated_gpu.calls == [] and not selfcheck.verdicts_path().exists()
-    monkeypatch.setattr(selfcheck, "_capturing", lambda: False)
+    monkeypatch.setattr(selfcheck, "capturing", lambda: False)
     conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # a plain run checks it, then launches
     checked = check_launches(emulated_gpu.calls[0][0])
     assert len(emulated_gpu.calls) == checked + 1
-    monkeypatch.setattr(selfcheck, "_capturing", lambda: True)
+    monkeypatch.setattr(selfcheck, "capturing", lambda: True)
     conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, False)  # checked: used in the graph too
     assert len(emulated_gpu.calls) == checked + 2
 

@@ -1,7 +1,8 @@
 // The thin binding: checks tensors, then runs one kernel of the torch-free table (conv_api.h).
-// Which kernel runs, and what falls back, is decided in Python (cutlass_resnet/ops/select.py);
-// this file refuses anything the chosen kernel cannot take, and never launches a kernel whose
-// can_implement has not accepted the problem. It uses only the LibTorch stable ABI (built with
+// Which kernel runs, and what falls back, is decided in Python (cutlass_resnet/ops/select.py),
+// which remembers its choice here per problem, so that the next conv of that problem (conv2d)
+// runs from C++ alone; this file refuses anything the chosen kernel cannot take, and never
+// launches a kernel whose can_implement has not accepted the problem. It uses only the LibTorch stable ABI (built with
 // TORCH_TARGET_VERSION 2.10), so one compiled library serves every torch from 2.10 on.
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/accelerator.h>
@@ -13,10 +14,13 @@
 
 #include <dlfcn.h>
 
+#include <array>
 #include <climits>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "conv_api.h"
@@ -118,7 +122,7 @@ void check_operand(const Tensor& t, const char* name, const Tensor& x, ScalarTyp
 // tests run it on CPU tensors.
 CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                    const std::optional<Tensor>& residual, const IntList& stride, const IntList& padding,
-                   const IntList& dilation, int64_t groups, int64_t split_k) {
+                   const IntList& dilation, int64_t groups, int64_t split_k, bool accepted = false) {
   const auto dtype = k.dtype == CR_FLOAT16 ? ScalarType::Half : ScalarType::BFloat16;
   CR_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
            "stride, padding and dilation must have two entries each");
@@ -151,8 +155,10 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
   }
   CrProblem p = to_problem({N, H, W, C, K, R, S, P, Q, padding[0], padding[1], stride[0], stride[1], dilation[0],
                             dilation[1], groups, split_k});
-  int status = k.can_implement(&p);
-  CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
+  if (!accepted) {
+    int status = k.can_implement(&p);
+    CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
+  }
   return p;
 }
 
@@ -167,16 +173,29 @@ cudaStream_t current_stream(int32_t device_index) {
   return static_cast<cudaStream_t>(stream);
 }
 
-Tensor empty_output(const Tensor& x, const CrProblem& p) {
-  return torch::stable::empty({p.N, p.K, p.P, p.Q}, x.scalar_type(), std::nullopt, x.device(), std::nullopt,
-                              torch::headeronly::MemoryFormat::ChannelsLast);
+// A new tensor on x's device from the shim's empty_strided: torch::stable::empty looks the op up by name in the
+// dispatcher on every call, a good part of a launch's host time.
+Tensor empty_strided(const Tensor& x, std::vector<int64_t> sizes, std::vector<int64_t> strides, int32_t dtype) {
+  const int32_t type = x.is_cpu() ? aoti_torch_device_type_cpu() : aoti_torch_device_type_cuda();
+  AtenTensorHandle handle = nullptr;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_empty_strided(int64_t(sizes.size()), sizes.data(), strides.data(), dtype, type,
+                                                  x.is_cpu() ? 0 : x.get_device_index(), &handle));
+  return Tensor(handle);
 }
+
+// (N, C, H, W) in x's dtype, channels_last.
+Tensor empty_nhwc(const Tensor& x, int64_t N, int64_t C, int64_t H, int64_t W) {
+  const int32_t dtype = x.scalar_type() == ScalarType::Half ? aoti_torch_dtype_float16() : aoti_torch_dtype_bfloat16();
+  return empty_strided(x, {N, C, H, W}, {H * W * C, 1, W * C, C}, dtype);
+}
+
+Tensor empty_output(const Tensor& x, const CrProblem& p) { return empty_nhwc(x, p.N, p.K, p.P, p.Q); }
 
 // Split-K kernels' fp32 partial sums, from torch's allocator (on the current stream); none for the others.
 std::optional<Tensor> workspace(const CrKernel& k, const Tensor& x, const CrProblem& p) {
   if (!is_split_k(k)) return std::nullopt;
   const int64_t floats = int64_t(p.split_k) * p.N * p.P * p.Q * p.K;
-  return torch::stable::empty({floats}, ScalarType::Float, std::nullopt, x.device());
+  return empty_strided(x, {floats}, {1}, aoti_torch_dtype_float32());
 }
 
 // The operands of a launch: one place packs them for the GPU and for the host reference.
@@ -190,7 +209,8 @@ CrOperands operands(const Tensor& x, const Tensor& weight, const std::optional<T
           y.data_ptr(),
           relu ? 0.f : 1.f,
           stream,
-          partials ? static_cast<float*>(partials->data_ptr()) : nullptr};
+          partials ? static_cast<float*>(partials->data_ptr()) : nullptr,
+          0};
 }
 
 Tensor fprop_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
@@ -238,6 +258,195 @@ int64_t dry_run(const Tensor& x, const Tensor& weight, const std::optional<Tenso
   return k.prepare(&p, &ops);
 }
 
+// ---- The problem -> kernel cache: what Python chose for a conv, so its next call needs no Python. ----
+
+// x's N, C, H, W; the weight's K, R, S; stride, padding, dilation, groups; dtype, device (-1: the CPU,
+// dry runs), residual.
+using ChoiceKey = std::array<int64_t, 17>;
+
+struct ChoiceKeyHash {
+  size_t operator()(const ChoiceKey& key) const {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the integers
+    for (int64_t v : key) h = (h ^ uint64_t(v)) * 1099511628211ull;
+    return size_t(h);
+  }
+};
+
+struct CachedChoice {
+  int64_t kernel;  // index, or -1: no kernel (aten's convolution, in Python)
+  int64_t pad_channels, merge_groups, batch_chunk, split_k;
+};
+
+std::mutex choices_mutex;
+std::unordered_map<ChoiceKey, CachedChoice, ChoiceKeyHash> choices;
+
+int64_t dtype_code(ScalarType t) {
+  return t == ScalarType::Half ? CR_FLOAT16 : t == ScalarType::BFloat16 ? CR_BFLOAT16 : -1;
+}
+
+ChoiceKey choice_key(const IntList& conv, int64_t dtype, int64_t device, bool residual) {
+  CR_CHECK(conv.size() == 14, "a conv is 14 integers (N, C, H, W, K, R, S, stride, padding, dilation, groups)");
+  ChoiceKey key{};
+  for (size_t i = 0; i < conv.size(); ++i) key[i] = conv[i];
+  key[14] = dtype, key[15] = device, key[16] = residual;
+  return key;
+}
+
+// The launches of a remembered choice, as CrProblems: a chunk of the batch (and the last, smaller one).
+std::vector<CrProblem> launch_problems(const IntList& conv, const CachedChoice& c) {
+  const int64_t N = conv[0], H = conv[2], W = conv[3], K = conv[4], R = conv[5], S = conv[6];
+  const int64_t C = c.pad_channels ? c.pad_channels : conv[1];
+  const int64_t groups = c.merge_groups ? conv[13] / c.merge_groups : conv[13];
+  const int64_t P = (H + 2 * conv[9] - conv[11] * (R - 1) - 1) / conv[7] + 1;
+  const int64_t Q = (W + 2 * conv[10] - conv[12] * (S - 1) - 1) / conv[8] + 1;
+  std::vector<CrProblem> problems;
+  for (int64_t n : {c.batch_chunk ? std::min(c.batch_chunk, N) : N, c.batch_chunk ? N % c.batch_chunk : 0}) {
+    if (n > 0) {
+      problems.push_back(to_problem({n, H, W, C, K, R, S, P, Q, conv[9], conv[10], conv[7], conv[8], conv[11],
+                                     conv[12], groups, c.split_k ? c.split_k : 1}));
+    }
+  }
+  return problems;
+}
+
+// choice: kernel index (-1 for none), pad_channels, merge_groups, batch_chunk, split_k. CUTLASS's can_implement
+// accepts a kernel's launches here, once, or nothing is remembered.
+void remember(IntList conv, int64_t dtype, int64_t device, bool residual, IntList choice) {
+  CR_CHECK(choice.size() == 5, "a choice is 5 integers (kernel, pad_channels, merge_groups, batch_chunk, split_k)");
+  CR_CHECK(choice[0] >= -1 && choice[0] < cr_kernel_count(), "no kernel with index ", choice[0]);
+  const ChoiceKey key = choice_key(conv, dtype, device, residual);
+  const CachedChoice cached{choice[0], choice[1], choice[2], choice[3], choice[4]};
+  if (cached.kernel >= 0) {
+    const CrKernel& k = kernel_at(cached.kernel);
+    for (const CrProblem& p : launch_problems(conv, cached)) {
+      int status = k.can_implement(&p);
+      CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
+    }
+  }
+  std::lock_guard<std::mutex> lock(choices_mutex);
+  choices[key] = cached;
+}
+
+void forget_choices() {
+  std::lock_guard<std::mutex> lock(choices_mutex);
+  choices.clear();
+}
+
+int64_t remembered_choices() {
+  std::lock_guard<std::mutex> lock(choices_mutex);
+  return int64_t(choices.size());
+}
+
+std::optional<CachedChoice> cached_choice(const ChoiceKey& key) {
+  std::lock_guard<std::mutex> lock(choices_mutex);
+  auto it = choices.find(key);
+  if (it == choices.end()) return std::nullopt;
+  return it->second;
+}
+
+// The stem's input, any strides, as NHWC with `channels` channels: on the GPU one pass, on the host the same
+// code in a loop; in a dry run only the output.
+Tensor pack_channels_impl(const Tensor& x, int64_t channels, bool dry_run) {
+  const int64_t dtype = dtype_code(x.scalar_type());
+  CR_CHECK(dtype >= 0, "pack_channels takes fp16 or bf16, got ", torch::headeronly::toString(x.scalar_type()));
+  CR_CHECK(x.dim() == 4 && channels >= x.size(1), "pack_channels takes a 4-D tensor of at most ", channels,
+           " channels");
+  Tensor y = empty_nhwc(x, x.size(0), channels, x.size(2), x.size(3));
+  if (dry_run) return y;
+  CrPack p{int(x.size(0)), int(x.size(1)), int(x.size(2)), int(x.size(3)), int(channels),
+           x.stride(0),    x.stride(1),    x.stride(2),    x.stride(3)};
+  int status = 0;
+  if (x.is_cpu()) {
+    status = cr_pack_channels(int(dtype), &p, x.data_ptr(), y.data_ptr(), 1, nullptr);
+  } else {
+    torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+    status = cr_pack_channels(int(dtype), &p, x.data_ptr(), y.data_ptr(), 0, current_stream(x.get_device_index()));
+  }
+  CR_CHECK(status == 0, "pack_channels failed: ", cr_status_string(status));
+  return y;
+}
+
+Tensor pack_channels(const Tensor& x, int64_t channels) { return pack_channels_impl(x, channels, false); }
+
+// Max-pool of an NHWC (channels_last) fp16/bf16 tensor without indices, as torch's max_pool2d computes it
+// (ceil_mode False, dilation 1).
+Tensor max_pool2d(const Tensor& x, IntList kernel, IntList stride, IntList padding) {
+  const int64_t dtype = dtype_code(x.scalar_type());
+  CR_CHECK(dtype >= 0, "max_pool2d takes fp16 or bf16, got ", torch::headeronly::toString(x.scalar_type()));
+  CR_CHECK(is_channels_last(x), "max_pool2d takes a 4-D channels_last (NHWC) tensor");
+  CR_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2, "kernel, stride, padding: two each");
+  CR_CHECK(padding[0] * 2 <= kernel[0] && padding[1] * 2 <= kernel[1] && stride[0] > 0 && stride[1] > 0,
+           "pad should be at most half of the kernel size and stride positive");
+  const int64_t P = (x.size(2) + 2 * padding[0] - kernel[0]) / stride[0] + 1;
+  const int64_t Q = (x.size(3) + 2 * padding[1] - kernel[1]) / stride[1] + 1;
+  CR_CHECK(P >= 1 && Q >= 1, "max_pool2d output would be empty");
+  Tensor y = empty_nhwc(x, x.size(0), x.size(1), P, Q);
+  CrPool p{int(x.size(0)), int(x.size(2)), int(x.size(3)), int(x.size(1)), int(P), int(Q), int(kernel[0]),
+           int(kernel[1]), int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1])};
+  int status = 0;
+  if (x.is_cpu()) {
+    status = cr_max_pool(int(dtype), &p, x.data_ptr(), y.data_ptr(), 1, nullptr);
+  } else {
+    torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+    status = cr_max_pool(int(dtype), &p, x.data_ptr(), y.data_ptr(), 0, current_stream(x.get_device_index()));
+  }
+  CR_CHECK(status == 0, "max_pool2d failed: ", cr_status_string(status));
+  return y;
+}
+
+// One conv from C++ alone, for a problem whose choice Python remembered: the stem's input packed, the batch
+// split, the kernel launched (in a dry run: everything but the launches, on tensors of any device). The
+// weight is the one the choice needs (the stem's padded, merged groups'); bias, residual as the op takes
+// them. [] when nothing is remembered for the problem, the choice is aten's convolution, or an operand is
+// not as the choice needs it: the caller then takes the Python path.
+// conv: stride (2), padding (2), dilation (2), groups, relu, dry_run; one list, as each argument costs the
+// dispatcher's boxing about half a microsecond.
+std::vector<Tensor> conv2d(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                           const std::optional<Tensor>& residual, IntList conv) {
+  if (x.dim() != 4 || weight.dim() != 4 || conv.size() != 9) return {};
+  const IntList stride{conv[0], conv[1]}, padding{conv[2], conv[3]}, dilation{conv[4], conv[5]};
+  const int64_t groups = conv[6];
+  const bool relu = conv[7] != 0, dry_run = conv[8] != 0;
+  const int64_t dtype = dtype_code(x.scalar_type());
+  const bool cuda = x.device().type() == torch::headeronly::DeviceType::CUDA;
+  if (dtype < 0 || !(cuda || dry_run) || x.size(0) == 0) return {};
+  const int64_t device = cuda ? x.get_device_index() : -1;
+  auto choice = cached_choice(choice_key({x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2),
+                                          weight.size(3), stride[0], stride[1], padding[0], padding[1], dilation[0],
+                                          dilation[1], groups},
+                                         dtype, device, residual.has_value()));
+  if (!choice || choice->kernel < 0) return {};
+  const CrKernel& k = kernel_at(choice->kernel);
+  const int64_t launch_groups = choice->merge_groups ? groups / choice->merge_groups : groups;
+  const int64_t channels = choice->pad_channels ? choice->pad_channels : x.size(1);
+  if (weight.size(1) * launch_groups != channels) return {};  // not the prepared weight
+  if (!choice->pad_channels && !is_channels_last(x)) return {};
+  if (residual && !is_channels_last(*residual)) return {};
+  std::optional<torch::stable::accelerator::DeviceGuard> guard;
+  if (cuda) guard.emplace(x.get_device_index());
+  const Tensor xk = choice->pad_channels ? pack_channels_impl(x, channels, dry_run) : x;
+  const int64_t N = x.size(0), chunk = choice->batch_chunk ? choice->batch_chunk : N;
+  const int64_t split = choice->split_k ? choice->split_k : 1;
+  cudaStream_t stream = cuda && !dry_run ? current_stream(x.get_device_index()) : nullptr;
+  std::optional<Tensor> y;
+  for (int64_t start = 0; start < N; start += chunk) {
+    const int64_t n = std::min(chunk, N - start);
+    auto part = [&](Tensor t) { return n == N ? t : torch::stable::narrow(t, 0, start, n); };
+    const Tensor xs = part(xk);
+    std::optional<Tensor> rs = residual ? std::optional<Tensor>(part(*residual)) : std::nullopt;
+    CrProblem p = validate(k, xs, weight, bias, rs, stride, padding, dilation, launch_groups, split, true);
+    if (!y) y = empty_nhwc(x, N, p.K, p.P, p.Q);
+    const Tensor ys = part(*y);
+    auto partials = workspace(k, xs, p);
+    CrOperands ops = operands(xs, weight, bias, rs, ys, relu, stream, partials);
+    ops.accepted = 1;  // by remember()
+    int status = dry_run ? k.prepare(&p, &ops) : k.run(&p, &ops);
+    CR_CHECK(status == 0, "kernel ", k.name, dry_run ? " cannot prepare its launch: " : " failed: ",
+             cr_status_string(status));
+  }
+  return {*y};
+}
+
 Tensor fprop_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                  const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
                  int64_t groups, bool relu, int64_t index, int64_t split_k) {
@@ -264,6 +473,13 @@ STABLE_TORCH_LIBRARY(cutlass_resnet_C, m) {
   m.def(
       "host_reference(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
       "int[] dilation, int groups, bool relu, int index, int split_k=1) -> Tensor");
+  m.def("remember(int[] conv, int dtype, int device, bool residual, int[] choice) -> ()");
+  m.def("forget_choices() -> ()");
+  m.def("remembered_choices() -> int");
+  m.def(
+      "conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] conv) -> Tensor[]");
+  m.def("pack_channels(Tensor x, int channels) -> Tensor");
+  m.def("max_pool2d(Tensor x, int[] kernel, int[] stride, int[] padding) -> Tensor");
 }
 
 // The host-only functions: one implementation for every backend.
@@ -275,6 +491,12 @@ STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CompositeExplicitAutograd, m) {
   m.impl("describe", TORCH_BOX(&describe));
   m.impl("activation", TORCH_BOX(&activation));
   m.impl("dry_run", TORCH_BOX(&dry_run));
+  m.impl("remember", TORCH_BOX(&remember));
+  m.impl("forget_choices", TORCH_BOX(&forget_choices));
+  m.impl("remembered_choices", TORCH_BOX(&remembered_choices));
+  m.impl("conv2d", TORCH_BOX(&conv2d));
+  m.impl("pack_channels", TORCH_BOX(&pack_channels));
+  m.impl("max_pool2d", TORCH_BOX(&max_pool2d));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CUDA, m) { m.impl("fprop", TORCH_BOX(&fprop_cuda)); }

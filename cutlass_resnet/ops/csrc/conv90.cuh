@@ -227,13 +227,13 @@ struct Conv90 {
   }
 
   static int prepare(const CrProblem* p, const CrOperands* o) {
-    if (int st = can_implement(p)) return st;
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
     typename F::Params unused;
     return F::params(CrParamsKey(*p, *o, -1), arguments(*p, o, 1), &unused);
   }
 
   static int run(const CrProblem* p, const CrOperands* o) {
-    if (int st = can_implement(p)) return st;
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
     int device = 0;
     if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
     typename F::Params params;
@@ -291,7 +291,7 @@ struct Conv90SplitK {
 
   static int accepts(const CrProblem* p, const CrOperands* o) {
     if (!o->workspace) return int(cutlass::Status::kErrorWorkspaceNull);
-    return can_implement(p);
+    return o->accepted ? 0 : can_implement(p);
   }
 
   static int prepare(const CrProblem* p, const CrOperands* o) {

@@ -27,6 +27,7 @@ typedef struct {
   float leaky_alpha;
   cudaStream_t stream;
   float* workspace;  // split-K kernels: split_k * N*P*Q*K floats of partial sums; null for the others
+  int accepted;      // nonzero: the caller has had can_implement accept this very problem, run need not ask again
 } CrOperands;
 
 enum CrDtype { CR_FLOAT16 = 0, CR_BFLOAT16 = 1 };
@@ -65,6 +66,21 @@ typedef struct {
   // Host-only: everything run does but the launch (checks, Params, TMA descriptors). 0 = ready.
   int (*prepare)(const CrProblem*, const CrOperands*);
 } CrKernel;
+
+// The stem's input as NHWC with C_out >= C channels (those past C zero), from any strides of an NCHW tensor.
+typedef struct {
+  int N, C, H, W, C_out;
+  int64_t stride_n, stride_c, stride_h, stride_w;  // of the source, in elements
+} CrPack;
+
+// Max-pool of NHWC x (N, H, W, C) into NHWC y (N, P, Q, C), padding never the maximum, NaN propagated.
+typedef struct {
+  int N, H, W, C, P, Q, R, S, stride_h, stride_w, pad_h, pad_w;
+} CrPool;
+
+// fp16 or bf16 (CrDtype); on the host (host != 0: host memory, for the tests) or on `stream`. 0 = done.
+int cr_pack_channels(int dtype, const CrPack* p, const void* src, void* dst, int host, cudaStream_t stream);
+int cr_max_pool(int dtype, const CrPool* p, const void* x, void* y, int host, cudaStream_t stream);
 
 int cr_kernel_count(void);
 const CrKernel* cr_kernel(int index);

@@ -154,7 +154,7 @@ struct CrKernel80 {
   static int accepts(const CrProblem* p, const CrOperands* o) {
     if (o->residual && !W::kResidual) return int(cutlass::Status::kErrorNotSupported);
     if (W::kSplitK && !o->workspace) return int(cutlass::Status::kErrorWorkspaceNull);
-    return can_implement(p);
+    return o->accepted ? 0 : can_implement(p);
   }
 
   static int prepare(const CrProblem* p, const CrOperands* o) {

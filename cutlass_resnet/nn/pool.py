@@ -1,0 +1,43 @@
+"""The drop-in ``torch.nn.MaxPool2d`` whose inference on CUDA writes no indices."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import build
+
+__all__ = ["MaxPool2d"]
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """:class:`torch.nn.MaxPool2d` (same arguments, same results) that, on CUDA, for fp16/bf16 NHWC inputs where
+    nothing needs a gradient, runs the binding's max-pool: aten's CUDA max-pool computes the argmax indices
+    (int64, four times the output's bytes at fp16) whether or not anyone reads them."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            y = self._fast_forward(input)
+            if y is not None:
+                return y
+        return super().forward(input)
+
+    @torch.jit.unused
+    def _fast_forward(self, input: Tensor) -> Tensor | None:
+        if (
+            type(input) is not Tensor
+            or not input.is_cuda
+            or input.dtype not in (torch.float16, torch.bfloat16)
+            or (torch.is_grad_enabled() and input.requires_grad)
+            or self.return_indices
+            or self.ceil_mode
+            or self.dilation not in (1, (1, 1))
+            or input.dim() != 4
+            or not input.is_contiguous(memory_format=torch.channels_last)
+            or torch.compiler.is_compiling()
+            or not build.loaded()
+        ):
+            return None
+        pair = nn.modules.utils._pair
+        kernel, stride = pair(self.kernel_size), pair(self.stride if self.stride is not None else self.kernel_size)
+        return torch.ops.cutlass_resnet_C.max_pool2d(input, kernel, stride, pair(self.padding))

@@ -1,0 +1,154 @@
+"""The C++ path of a conv seen before (the binding's problem -> kernel cache), its dry run on CPU tensors, and
+the passes around the convs (the stem's packing, the max-pool without indices), run on the host."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cutlass_resnet
+from cutlass_resnet.ops import dispatch
+from cutlass_resnet.ops.select import Problem, kernel, select
+
+CL = torch.channels_last
+
+
+@pytest.fixture
+def fresh(extension):
+    dispatch.forget_choices()
+    yield torch.ops.cutlass_resnet_C
+    dispatch.forget_choices()
+
+
+def conv_args(n=2, c=64, k=64, size=12, r=3, stride=1, residual=True, dtype=torch.half):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, size, size, generator=g).to(dtype).contiguous(memory_format=CL)
+    w = torch.randn(k, c, r, r, generator=g).to(dtype).contiguous(memory_format=CL)
+    b = torch.randn(k, generator=g).to(dtype)
+    p = (size + 2 * (r // 2) - r) // stride + 1
+    res = torch.randn(n, k, p, p, generator=g).to(dtype).contiguous(memory_format=CL) if residual else None
+    return x, w, b, res, (stride, stride, r // 2, r // 2, 1, 1, 1)
+
+
+def test_nothing_remembered_means_the_python_path(fresh):
+    x, w, b, r, conv = conv_args()
+    assert fresh.conv2d(x, w, b, r, [*conv, 1, 1]) == []  # a dry run of an unknown problem
+    assert fresh.conv2d(x, w, b, r, [*conv, 1, 0]) == []  # CPU tensors are never launched
+    assert fresh.conv2d(x.float(), w.float(), b.float(), r.float(), [*conv, 1, 1]) == []  # no fp32 kernel
+
+
+def test_a_remembered_choice_runs_from_cpp_and_only_for_its_problem(fresh):
+    x, w, b, r, conv = conv_args()
+    choice = select(Problem.from_conv(x.shape, w.shape, conv[0:2], conv[2:4], conv[4:6], 1), x.dtype, (8, 0))
+    dispatch._remember(x, w, r, (conv[0:2], conv[2:4], conv[4:6], 1), -1, choice)
+    assert fresh.remembered_choices() == 1
+    (y,) = fresh.conv2d(x, w, b, r, [*conv, 1, 1])
+    assert y.shape == (2, 64, 12, 12) and y.is_contiguous(memory_format=CL) and y.dtype == torch.half
+    assert fresh.conv2d(x, w, b, None, [*conv, 1, 1]) == []  # without the residual: another problem
+    assert fresh.conv2d(x[:1], w, b, r[:1], [*conv, 1, 1]) == []  # another batch
+    assert fresh.conv2d(x.contiguous(), w, b, r, [*conv, 1, 1]) == []  # not NHWC: the op's path makes it so
+    with pytest.raises(RuntimeError, match=r"bias must have shape \(64,\)"):
+        fresh.conv2d(x, w, b[:32], r, [*conv, 1, 1])
+    dispatch.forget_choices()
+    assert fresh.remembered_choices() == 0 and fresh.conv2d(x, w, b, r, [*conv, 1, 1]) == []
+
+
+def test_remembering_a_choice_cutlass_refuses_is_an_error(fresh):
+    x, w, b, r, conv = conv_args(c=12)  # C=12: no 8-element loads
+    index = kernel("sm80_f16_t64x64_64x5").index
+    key = [*x.shape, 64, 3, 3, *conv]
+    with pytest.raises(RuntimeError, match="cannot implement this convolution"):
+        fresh.remember(key, 0, -1, True, [index, 0, 0, 0, 0])
+    assert fresh.remembered_choices() == 0
+
+
+def test_the_stem_is_packed_and_a_large_batch_split_in_cpp(fresh):
+    x = torch.randn(3, 3, 20, 20).half()  # NCHW, 3 channels: packed to NHWC4 by the binding
+    w = torch.randn(64, 3, 7, 7).half().contiguous(memory_format=CL)
+    conv = (2, 2, 3, 3, 1, 1, 1)
+    problem = Problem.from_conv(x.shape, w.shape, (2, 2), (3, 3), (1, 1), 1)
+    choice = select(problem, x.dtype, (8, 0))
+    assert choice.pad_channels == 4
+    padded, _ = dispatch._launch_weight(w, 1, choice)
+    chunked = dataclasses.replace(choice, batch_chunk=2)  # as for a batch past 2^31 bytes
+    dispatch._remember(x, w, None, ((2, 2), (3, 3), (1, 1), 1), -1, chunked)
+    (y,) = fresh.conv2d(x, padded, None, None, [*conv, 1, 1])
+    assert y.shape == (3, 64, 10, 10) and y.is_contiguous(memory_format=CL)
+    assert fresh.conv2d(x, w, None, None, [*conv, 1, 1]) == []  # the unpadded weight is not the one it needs
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "sliced"])
+def test_pack_channels_matches_zero_padding(extension, dtype, layout):
+    x = torch.randn(2, 3, 9, 7).to(dtype)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=CL)
+    elif layout == "sliced":
+        x = torch.randn(2, 5, 9, 7).to(dtype)[:, 1:4]
+    y = torch.ops.cutlass_resnet_C.pack_channels(x, 4)
+    expected = torch.cat([x, torch.zeros(2, 1, 9, 7, dtype=dtype)], dim=1)
+    assert y.is_contiguous(memory_format=CL) and torch.equal(y, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "size,kernel,stride,padding",
+    [(17, 3, 2, 1), (16, 3, 2, 1), (9, 2, 2, 0), (8, 3, 1, 1), (7, (3, 2), (2, 1), (1, 0))],
+)
+def test_max_pool_without_indices_matches_torch(extension, dtype, size, kernel, stride, padding):
+    pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
+    x = torch.randn(2, 24, size, size + 1).to(dtype)
+    x[0, 0, 0, 0], x[1, 3, 2, 2], x[1, 5] = float("nan"), float("-inf"), float("-inf")
+    x = x.contiguous(memory_format=CL)
+    y = torch.ops.cutlass_resnet_C.max_pool2d(x, pair(kernel), pair(stride), pair(padding))
+    expected = F.max_pool2d(x.float(), kernel, stride, padding).to(dtype)
+    assert y.shape == expected.shape and y.is_contiguous(memory_format=CL)
+    assert torch.equal(y.isnan(), expected.isnan()) and torch.equal(y.nan_to_num(), expected.nan_to_num())
+
+
+def test_max_pool_refuses_what_it_cannot_compute(extension):
+    with pytest.raises(RuntimeError, match="channels_last"):
+        torch.ops.cutlass_resnet_C.max_pool2d(torch.zeros(1, 8, 4, 4).half(), [3, 3], [2, 2], [1, 1])
+    with pytest.raises(RuntimeError, match="at most half of the kernel"):
+        x = torch.zeros(1, 8, 4, 4).half().contiguous(memory_format=CL)
+        torch.ops.cutlass_resnet_C.max_pool2d(x, [3, 3], [2, 2], [2, 2])
+
+
+def test_a_fused_model_s_dry_run_goes_through_cpp_for_every_conv(fresh):
+    torch.manual_seed(0)
+    model = cutlass_resnet.fuse_bn(cutlass_resnet.resnet50().eval()).half()
+    x = torch.randn(1, 3, 64, 64).half()
+    distinct = {(e.problem, e.residual) for e in cutlass_resnet.plan(model, tuple(x.shape), torch.float16, (8, 0))}
+    calls = []
+    original = fresh.conv2d.default
+
+    def counted(*args):
+        out = original(*args)
+        calls.append(bool(out))
+        return out
+
+    dispatch._conv2d.clear()
+    dispatch._conv2d.append(counted)
+    try:
+        with torch.no_grad(), dispatch.dry_run((8, 0)):
+            assert model(x).shape == (1, 1000)
+            first = list(calls)
+            calls.clear()
+            model(x)
+    finally:
+        dispatch._conv2d.clear()
+    assert fresh.remembered_choices() == len(distinct)
+    assert all(calls) and len(calls) == 53  # the second run: every conv from C++, none through Python
+    assert first.count(False) == len(distinct)  # the first: each problem's first call chose in Python
+
+
+def test_convs_that_need_a_gradient_never_take_the_cpp_path(fresh, monkeypatch):
+    conv = cutlass_resnet.nn.Conv2d(8, 8, 3, padding=1).half()
+    monkeypatch.setattr(dispatch, "fast_conv2d", lambda *a: pytest.fail("the C++ path was taken"))
+    x = torch.randn(1, 8, 5, 5).half().contiguous(memory_format=CL)
+    with dispatch.dry_run():
+        y = conv(x)  # grad enabled and the weight requires it: the op, with its autograd
+    assert y.requires_grad and y.grad_fn is not None
