@@ -120,20 +120,28 @@ def bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[
 
 
 def host_path(
-    arch: str, dtype: torch.dtype, batch: int, image_size: int, capability: tuple[int, int], iters: int, warmup: int
+    arch: str,
+    dtype: torch.dtype,
+    batch: int,
+    image_size: int,
+    capability: tuple[int, int],
+    iters: int,
+    warmup: int,
+    device: torch.device | str = "cpu",
 ) -> dict:
     """Microseconds of host time per conv of fused ``arch``, each conv called as the model calls it, in a dry run
-    (everything but the launch) on CPU tensors as on a GPU of ``capability``: the median of ``iters`` rounds."""
+    (everything but the launch) on ``device``'s tensors as on a GPU of ``capability``: the median of ``iters``
+    rounds."""
     if not build.load(build.default_nvcc_archs() or [build.nvcc_arch(capability)]):
         raise RuntimeError(f"the dry run needs the CUTLASS extension: {build.load_error()}")
-    model = fuse_bn(get_model(arch).eval()).to(dtype)
+    model = fuse_bn(get_model(arch).eval()).to(device=device, dtype=dtype)
     calls: list[tuple[torch.nn.Module, tuple, dict]] = []
     hooks = [
         m.register_forward_pre_hook(lambda mod, a, kw: calls.append((mod, a, kw)), with_kwargs=True)
         for m in model.modules()
         if isinstance(m, Conv2d)
     ]
-    x = torch.randn(batch, 3, image_size, image_size, dtype=dtype)
+    x = torch.randn(batch, 3, image_size, image_size, dtype=dtype, device=device)
     with torch.no_grad(), dispatch.dry_run(capability):
         try:
             model(x)  # the first calls choose each problem's kernel in Python
@@ -147,8 +155,8 @@ def host_path(
                 module(*a, **kw)
             if i >= warmup:
                 rounds.append((time.perf_counter() - start) / len(calls) * 1e6)
-    return dict(arch=arch, dtype=str(dtype)[6:], batch=batch, capability=list(capability), convs=len(calls),
-                host_us_per_conv=statistics.median(rounds))  # fmt: skip
+    return dict(arch=arch, dtype=str(dtype)[6:], batch=batch, capability=list(capability), device=str(device),
+                convs=len(calls), host_us_per_conv=statistics.median(rounds))  # fmt: skip
 
 
 def plot(rows: list[dict], path: str | Path, title: str) -> None:
@@ -247,12 +255,13 @@ def _run_dry(args: argparse.Namespace, meta: dict) -> int:
     dtypes = args.dtype or ["fp16"]
     if "fp32" in dtypes:
         raise ValueError("--dry-run: the kernels are fp16 and bf16 (--dtype fp16 bf16)")
-    print(f"host time per conv, dry run as on sm_{capability[0]}{capability[1]} (no kernel is launched):")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.device == "cuda" else "cpu")
+    print(f"host time per conv, dry run on {device} as on sm_{capability[0]}{capability[1]} (no kernel is launched):")
     rows = []
     for arch in args.arch:
         for name in dtypes:
             for batch in args.batch:
-                row = host_path(arch, DTYPES[name], batch, args.image_size, capability, args.iters, args.warmup)
+                row = host_path(arch, DTYPES[name], batch, args.image_size, capability, args.iters, args.warmup, device)
                 rows.append(row)
                 us = row["host_us_per_conv"]
                 print(f"{arch:<18} {name:<5} {batch:>5} {row['convs']:>3} convs {us:>8.2f} us/conv", flush=True)

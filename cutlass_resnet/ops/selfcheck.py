@@ -84,7 +84,17 @@ def record_verdict(key: str, reason: str | None) -> dict[str, str]:
         records = read_verdicts()
         records[key] = reason or ""
         write_text(path, json.dumps(records, indent=1, sort_keys=True))
+    if reason:
+        _forget_decisions()
     return records
+
+
+def _forget_decisions() -> None:
+    """A kernel is disabled, or every verdict forgotten: nothing decided on the old verdicts runs again in this
+    process (the cached verdicts, and the binding's remembered choices, which launch without asking)."""
+    _checked_verdict.cache_clear()
+    if build.loaded():
+        torch.ops.cutlass_resnet_C.forget_choices()
 
 
 def forget_verdicts() -> None:
@@ -95,7 +105,7 @@ def forget_verdicts() -> None:
     if path.exists():
         with FileLock(str(path) + ".lock"):
             path.unlink(missing_ok=True)
-    _checked_verdict.cache_clear()
+    _forget_decisions()
 
 
 def verdict_key(kernel_name: str, device_index: int) -> str:

@@ -152,3 +152,16 @@ def test_convs_that_need_a_gradient_never_take_the_cpp_path(fresh, monkeypatch):
     with dispatch.dry_run():
         y = conv(x)  # grad enabled and the weight requires it: the op, with its autograd
     assert y.requires_grad and y.grad_fn is not None
+
+
+def test_a_kernel_disabled_later_is_never_launched_from_cpp(fresh, tmp_path, monkeypatch):
+    from cutlass_resnet.ops import selfcheck
+
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
+    x, w, b, r, conv = conv_args()
+    choice = select(Problem.from_conv(x.shape, w.shape, conv[0:2], conv[2:4], conv[4:6], 1), x.dtype, (8, 0))
+    dispatch._remember(x, w, r, (conv[0:2], conv[2:4], conv[4:6], 1), -1, choice)
+    selfcheck.record_verdict(f"GPU|sm_80|build|{choice.kernel}", None)  # a pass changes nothing
+    assert len(fresh.conv2d(x, w, b, r, [*conv, 1, 1])) == 1
+    selfcheck.record_verdict(f"GPU|sm_80|build|{choice.kernel}", "it failed its self-check")
+    assert fresh.remembered_choices() == 0 and fresh.conv2d(x, w, b, r, [*conv, 1, 1]) == []
