@@ -1,22 +1,58 @@
-"""Files written whole or not at all: a crash or a full disk never leaves half a file behind."""
+"""Files and folders written whole or not at all: a crash, a kill or a full disk never leaves half of one behind.
+
+Temporary files and folders are siblings of their target, named after it; whoever writes that target next
+(under the same lock) removes what a killed writer left. What is written gets the mode the umask gives, as
+any tool's output does (a temporary file starts private).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
+
+__all__ = ["atomic_path", "file_lock", "file_mode", "remove_leftovers", "replace_folder", "write_text"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets here: 0o666 less the umask."""
+    return 0o666 & ~_umask()
+
+
+def file_lock(path: Path):
+    """A lock beside ``path`` (``.<name>.lock``), for the processes that write it."""
+    from filelock import FileLock
+
+    return FileLock(str(path.parent / f".{path.name}.lock"))
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the temporary files and folders killed writers of ``path`` left beside it (call under its lock)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path beside ``path``; write it inside the block, and it replaces ``path`` on success."""
+    """A temporary path beside ``path``; write it inside the block, and it replaces ``path`` on success, with the
+    mode the umask gives a new file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -26,3 +62,58 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+@contextlib.contextmanager
+def replace_folder(folder: str | os.PathLike[str], replaces: Collection[str]) -> Iterator[Path]:
+    """A new folder beside ``folder`` to write inside the block; on success it replaces ``folder`` whole.
+
+    Readers see the old folder or the new one, never a mix: where the system can, the two are exchanged in one
+    step, else the old is moved aside just before the new is moved in. The entries of ``folder`` not named in
+    ``replaces`` are carried over (hard links); those named are the block's to write (or to leave out). A writer
+    killed mid-way leaves only a temporary folder, which the next writer removes.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder):
+        remove_leftovers(folder)
+        new = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+        try:
+            if folder.is_dir():
+                for entry in (e for e in folder.iterdir() if e.name not in replaces):
+                    target = new / entry.name
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.copytree(entry, target, symlinks=True, copy_function=os.link)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.link(entry, target, follow_symlinks=False)
+            yield new
+            for name in replaces:  # some writers (safetensors) make private temporary files and rename them
+                if (new / name).is_file():
+                    os.chmod(new / name, file_mode())
+            os.chmod(new, 0o777 & ~_umask())
+            if not folder.exists():
+                new.rename(folder)
+            elif _exchange(new, folder):
+                shutil.rmtree(new)  # the old folder, now under the temporary name
+            else:
+                old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+                folder.rename(old / "old")
+                new.rename(folder)
+                shutil.rmtree(old)
+        finally:
+            shutil.rmtree(new, ignore_errors=True)

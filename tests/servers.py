@@ -41,6 +41,10 @@ class State:
     tampered: dict[str, bytes] = field(default_factory=dict)
     delay_s: float = 0.0  # per 64 KiB chunk, to keep downloads in flight
     requests: Counter = field(default_factory=Counter)
+    #: path -> (what, after): "stall" (send ``after`` bytes of the body, then nothing; -1: not even the headers,
+    #: HEAD included) or "close" (send ``after`` bytes of the body, then close the connection)
+    faults: dict[str, tuple[str, int]] = field(default_factory=dict)
+    released: threading.Event = field(default_factory=threading.Event)  # set on close: stalls end
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -51,6 +55,22 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        fault, after = self.state.faults.get(self.path.split("?")[0], (None, 0))
+        if fault == "stall" and after < 0:
+            self.state.released.wait()
+            return
+        if fault and self.command != "HEAD":
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:after])
+            self.wfile.flush()
+            if fault == "stall":
+                self.state.released.wait()
+            self.close_connection = True
+            return
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -137,5 +157,6 @@ class Server:
         self.thread.start()
 
     def close(self) -> None:
+        self.state.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -35,7 +35,7 @@ from ..models import get_model, list_models
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
 from ..ops import build, dispatch
 from ..pretrained import load_torchvision_state_dict
-from .common import DTYPES, EXIT_OK, NoGPUError
+from .common import DTYPES, EXIT_OK, NoGPUError, check_output_file
 
 __all__ = ["add_arguments", "bench", "host_path", "percentiles", "plot", "run"]
 
@@ -227,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
+    for option in ("json", "plot"):  # before minutes of measuring
+        if getattr(args, option):
+            check_output_file(getattr(args, option), f"--{option}")
     meta = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
         command=" ".join(sys.argv),

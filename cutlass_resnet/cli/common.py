@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import torch
 
-__all__ = ["DTYPES", "EXIT_FAILED", "EXIT_NO_GPU", "EXIT_OK", "EXIT_USAGE", "EXIT_WEIGHTS", "NoGPUError", "UsageError"]
+__all__ = [
+    "check_output_file",
+    "check_output_folder",
+    "DTYPES",
+    "EXIT_FAILED",
+    "EXIT_NO_GPU",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_WEIGHTS",
+    "NoGPUError",
+    "UsageError",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WEIGHTS, EXIT_NO_GPU = 0, 1, 2, 3, 4
 #: The dtypes by their command-line names.
@@ -17,3 +31,32 @@ class UsageError(Exception):
 
 class NoGPUError(RuntimeError):
     """A GPU command was asked for and no CUDA GPU is visible."""
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """``path`` if a file can be written there (checked before any work, by writing a probe beside it), else a
+    UsageError naming the option."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: that is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: the folder {path.parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write into {path.parent} ({exc.strerror or exc})") from None
+    return path
+
+
+def check_output_folder(path: str | Path, option: str) -> Path:
+    """``path`` as a folder that exists (made if need be) and can be written, else a UsageError naming the option."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: that is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    check_output_file(path / "probe", option)
+    return path

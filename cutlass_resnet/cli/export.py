@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..models import list_models
 from ..pretrained.export import VARIANTS, export
-from .common import EXIT_OK
+from .common import EXIT_OK, check_output_folder
 
 __all__ = ["add_arguments", "run"]
 
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export each variant; print each folder written."""
+    check_output_folder(args.out, "--out")  # before the download
     for folder in export(args.arch, args.weights, args.out, args.variant):
         print(folder)
     return EXIT_OK

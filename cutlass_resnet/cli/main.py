@@ -29,8 +29,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # -v before the command and after it: the subcommand's default must not overwrite the top level's.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error"
+    )
     parser = argparse.ArgumentParser(
         prog="cutlass-resnet",
         description="torchvision's ResNet zoo on CUTLASS convolutions.",
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # the reader went away: the entry point ends quietly
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
         code = {  # the first match counts: CorruptWeightsError is a ValueError
             WeightsUnavailableError: EXIT_WEIGHTS,

@@ -14,7 +14,7 @@ from ..models import ResNet, get_model, get_model_weights, list_models, model_na
 from ..nn import cuda_graph
 from ..ops import build
 from ..pretrained import from_pretrained
-from ..pretrained.hub import torchvision_weights_of
+from ..pretrained.hub import HUB_PREFIXES, torchvision_weights_of
 from .common import DTYPES, EXIT_OK, UsageError
 
 __all__ = ["add_arguments", "run", "sample_image"]
@@ -28,13 +28,10 @@ def sample_image() -> Path:
 def _load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[ResNet, str]:
     weights, arch = args.weights, args.arch
     fuse = args.fuse
-    if weights.startswith("hf:"):
-        repo, _, revision = weights[3:].partition("@")
-        model = from_pretrained(repo, revision=revision or None, arch=arch, fuse_bn=fuse, dtype=dtype)
-    elif Path(weights).exists():
+    if weights.startswith(HUB_PREFIXES) or Path(weights).exists():  # the architecture: --arch, else the file's
         model = from_pretrained(weights, arch=arch, fuse_bn=fuse, dtype=dtype)
     elif "/" in weights or weights.endswith((".safetensors", ".pth", ".pt")):
-        raise UsageError(f"no such weights file or folder: {weights} (hub repos are written hf:OWNER/NAME)")
+        raise UsageError(f"no such weights file or folder: {weights} (hub repos are written hf:OWNER/NAME[@REV])")
     else:
         model = get_model(arch or "resnet50", weights=weights, fuse_bn=fuse, dtype=dtype)
     return model.to(device=device, dtype=dtype).eval(), arch or model_name_of(model)
@@ -51,6 +48,8 @@ def _open_images(paths: list[Path]) -> list[Any]:
         try:
             with Image.open(path) as image:
                 images.append(image.convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise UsageError(f"{path} is too large to decode safely ({exc}); resize it first") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise UsageError(f"cannot read {path} as an image: {exc}") from None
     return images
@@ -117,7 +116,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (default: the sample photo)")
     p.add_argument("--arch", choices=list_models(), help="default: resnet50, or what the weights file says")
     p.add_argument(
-        "--weights", default="DEFAULT", help="DEFAULT, a torchvision weights name, a file or folder, or hf:REPO[@REV]"
+        "--weights",
+        default="DEFAULT",
+        help="DEFAULT, a torchvision weights name, a file or folder, or hf:REPO[@REV] (or hf-hub:REPO[@REV])",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: fp16 on a GPU, fp32 on the CPU")

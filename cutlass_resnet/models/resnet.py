@@ -300,11 +300,7 @@ class ResNet(nn.Module):
         return super().train(mode)
 
     def _forward_impl(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.conv1.in_channels:
-            raise ValueError(
-                f"ResNet expects a batch of images of shape (N, {self.conv1.in_channels}, H, W), "
-                f"got {tuple(x.shape)}; add a batch dimension with x.unsqueeze(0) for a single image"
-            )
+        _check_input(x, self.conv1.in_channels)
         x = self.conv1(x)  # any layout: on a GPU the stem packs its 3 channels into NHWC4 in one pass
         if not self.fused:
             x = self.relu(self.bn1(x))
@@ -319,6 +315,25 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self._forward_impl(x)
+
+
+def _check_input(x: Tensor, channels: int) -> None:
+    """A batch of images (N, C, H, W), or an error that says what is wrong with ``x`` and how to fix it."""
+    shape = tuple(x.shape)
+    if x.dim() == 4 and shape[1] == channels:
+        return
+    expected = f"ResNet expects a batch of images of shape (N, {channels}, H, W), got {shape}"
+    if x.dim() == 3 and shape[0] == channels:
+        hint = "a single image: add the batch dimension with x.unsqueeze(0)"
+    elif x.dim() == 4 and shape[-1] == channels:
+        hint = "the shape is (N, H, W, C): permute it with x.permute(0, 3, 1, 2) (channels_last memory is fine)"
+    elif x.dim() == 4 and shape[1] == 1:
+        hint = f"one channel (grayscale): repeat it with x.expand(-1, {channels}, -1, -1)"
+    elif x.dim() == 4:
+        hint = f"{shape[1]} channels where the model takes {channels}"
+    else:
+        hint = f"{x.dim()} dimensions where the model takes 4"
+    raise ValueError(f"{expected}: {hint}")
 
 
 def _resnet(

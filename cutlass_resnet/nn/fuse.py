@@ -77,11 +77,14 @@ def fuse_conv_norm_pairs_(module: nn.Module, dtype: torch.dtype | None = None) -
     folded weight and a bias (float64, rounded once to ``dtype`` or the conv's dtype) and their ReLU flag."""
     for conv_name, norm_name, relu in module.conv_norm_pairs:
         conv = module.get_submodule(conv_name)
-        w, b = fold_bn(conv.weight, conv.bias, *_norm_stats(norm_name, module.get_submodule(norm_name)))
+        stats = _norm_stats(norm_name, module.get_submodule(norm_name))
+        norm_eps = stats[2]
+        w, b = fold_bn(conv.weight, conv.bias, *stats)
         requires_grad, target = conv.weight.requires_grad, dtype or conv.weight.dtype
         conv.weight = nn.Parameter(w.to(target), requires_grad=requires_grad)
         conv.bias = nn.Parameter(b.to(target), requires_grad=requires_grad)
         conv.relu = relu
+        conv.folded_eps = norm_eps  # what a later fold on load (load_torchvision_state_dict) must use
         parent, _, attr = norm_name.rpartition(".")
         delattr(module.get_submodule(parent), attr)
 
@@ -96,6 +99,11 @@ def fuse_bn(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     is three op calls (four with a downsample). Inference only: the model must be in eval mode.
     Fusing a fused model does nothing but the cast.
     """
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"fuse_bn: dtype must be a real floating-point dtype (torch.float32, torch.float16, torch.bfloat16 or "
+            f"torch.float64), got {dtype}; the model is unchanged"
+        )
     pairs = conv_norm_pairs(model)
     owners = [m for _, m in _owners(model) if not m.fused]
     if not owners:

@@ -92,8 +92,12 @@ def _check_args(
         )
     _check_layout("x", x)
     _check_layout("weight", weight)
-    if bias is not None and (bias.shape != (k,) or not bias.is_contiguous()):
-        raise ValueError(f"conv2d_fprop: bias must be a contiguous ({k},) tensor, got {tuple(bias.shape)}")
+    if bias is not None and bias.shape != (k,):
+        raise ValueError(f"conv2d_fprop: bias must have shape ({k},) (one per output channel), got {tuple(bias.shape)}")
+    if bias is not None and not bias.is_contiguous():
+        raise ValueError(
+            f"conv2d_fprop: bias is not contiguous (stride {bias.stride()[0]}, a strided view); pass bias.contiguous()"
+        )
     if residual is not None:
         if residual.shape != (n, k, p, q):
             raise ValueError(

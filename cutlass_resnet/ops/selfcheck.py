@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -69,9 +70,24 @@ def verdicts_path() -> Path:
 
 
 def read_verdicts() -> dict[str, str]:
-    """Every recorded verdict: key -> "" (passed) or why the kernel is disabled."""
+    """Every recorded verdict: key -> "" (passed) or why the kernel is disabled. A damaged file is named in a
+    warning and read as empty: each kernel checks itself again, and the next verdict rewrites the file."""
     path = verdicts_path()
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        records = json.loads(path.read_text())
+        if isinstance(records, dict) and all(isinstance(v, str) for v in records.values()):
+            return records
+        problem = "it is not an object of verdicts"
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
+    warnings.warn(
+        f"cutlass_resnet: the kernel verdicts file {path} is damaged ({problem}); ignoring it: each kernel checks "
+        f"itself again (delete the file to silence this)",
+        stacklevel=2,
+    )
+    return {}
 
 
 def record_verdict(key: str, reason: str | None) -> dict[str, str]:

@@ -8,12 +8,13 @@ from ..models import register_weights_loader
 from .download import CorruptWeightsError, WeightsUnavailableError, load_weights
 from .export import export
 from .hub import from_pretrained, push_to_hub, save_pretrained
-from .loading import load_torchvision_state_dict
+from .loading import StateDictMismatchError, load_torchvision_state_dict
 
 register_weights_loader(load_weights)
 
 __all__ = [
     "CorruptWeightsError",
+    "StateDictMismatchError",
     "WeightsUnavailableError",
     "export",
     "from_pretrained",

@@ -7,22 +7,30 @@ is reported and fetched again once, and nothing is unpickled beyond tensors (``w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
+from urllib.request import Request, urlopen
 
 import torch
 from torch import Tensor
 from torchvision.models import WeightsEnum
 
+from .._io import file_mode
+from ..ops.build import cache_root
+
 __all__ = [
     "CorruptWeightsError",
     "WeightsUnavailableError",
+    "download_timeout",
     "load_checkpoint",
     "load_state_dict_from_url",
     "load_verified",
@@ -49,6 +57,19 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def download_timeout() -> float:
+    """Seconds a download may wait for the server, connecting or between two reads:
+    ``CUTLASS_RESNET_DOWNLOAD_TIMEOUT``, default 60."""
+    text = os.environ.get("CUTLASS_RESNET_DOWNLOAD_TIMEOUT", "").strip()
+    try:
+        seconds = float(text) if text else 60.0
+    except ValueError:
+        raise ValueError(f"CUTLASS_RESNET_DOWNLOAD_TIMEOUT must be a number of seconds, got {text!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"CUTLASS_RESNET_DOWNLOAD_TIMEOUT must be positive, got {text!r}")
+    return seconds
+
+
 def sha256_of(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -63,11 +84,12 @@ def _hash_prefix(filename: str) -> str | None:
     return match.group(1) if match and len(match.group(1)) >= 8 else None
 
 
-def _load(path: Path) -> dict[str, Tensor]:
+def _load(path: Path, verified: bool) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a file with the right hash that still fails to load: say which
-        raise CorruptWeightsError(f"{path} has the expected hash but cannot be loaded: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to read it: say which file, and what it is not
+        what = "has the expected hash but cannot be loaded" if verified else "cannot be loaded as a checkpoint"
+        raise CorruptWeightsError(f"{path} {what}: {exc}") from exc
 
 
 def load_verified(path: Path, load: Callable[[Path], T], refetch: Callable[[], Path] | None) -> T:
@@ -109,27 +131,78 @@ def load_state_dict_from_url(
     def fetch() -> Path:
         if offline():
             raise WeightsUnavailableError(f"{filename} is not cached and HF_HUB_OFFLINE is set: {how}")
-        folder.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix, progress=progress)
-        except (URLError, OSError) as exc:
+            download_file(url, path, prefix, progress=progress)
+        except OSError as exc:
             raise WeightsUnavailableError(f"could not download {url} ({exc}): {how}") from exc
-        except RuntimeError as exc:  # torch.hub's hash check: the temporary file is already removed
-            raise CorruptWeightsError(f"the download of {url} does not match its name's sha256 prefix: {exc}") from exc
         return path
 
+    check = lambda p: load_checkpoint(p, prefix)  # noqa: E731 - the name's prefix, of the file we fetched
     if path.exists():
-        return load_verified(path, load_checkpoint, fetch)
-    return load_checkpoint(fetch())
+        return load_verified(path, check, fetch)
+    return check(fetch())
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """A torchvision checkpoint on disk, tensors only; a sha256 prefix in its name is checked first."""
+def download_file(url: str, path: Path, hash_prefix: str, progress: bool = True) -> None:
+    """Download ``url`` to ``path``: through a temporary file beside it (``<name>.<id>.partial``), renamed into
+    place only once whole and matching ``hash_prefix``, under a lock (in the package's cache) that every download
+    of ``path`` takes; what killed downloads left is removed first. Waits at most :func:`download_timeout` for
+    the server at a time."""
+    from filelock import FileLock
+    from tqdm.auto import tqdm
+
+    timeout = download_timeout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    locks = cache_root() / "locks"  # not in torch's checkpoints folder, which holds only its files
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}.lock")):
+        for stale in path.parent.glob(f"{path.name}.*.partial"):  # torch.hub names its partial files so too
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        if path.exists() and sha256_of(path).startswith(hash_prefix):
+            return  # another process downloaded it while we waited
+        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            with urlopen(Request(url, headers={"User-Agent": "cutlass-resnet"}), timeout=timeout) as response:
+                size = int(response.headers.get("Content-Length") or 0) or None
+                digest, written = hashlib.sha256(), 0
+                bar = tqdm(total=size, unit="B", unit_scale=True, disable=not progress, desc=path.name)
+                with bar, open(partial, "wb") as f:
+                    while chunk := response.read(1 << 20):
+                        f.write(chunk)
+                        digest.update(chunk)
+                        written += len(chunk)
+                        bar.update(len(chunk))
+            if size is not None and written != size:
+                raise OSError(f"the connection closed after {written} of {size} bytes")
+            if not digest.hexdigest().startswith(hash_prefix):
+                raise CorruptWeightsError(
+                    f"the download of {url} does not match its name's sha256 prefix (it has {digest.hexdigest()[:8]}"
+                    f"..., the name says {hash_prefix}...); nothing was kept"
+                )
+            os.chmod(partial, file_mode())
+            os.replace(partial, path)
+        except TimeoutError as exc:
+            raise OSError(f"no answer from the server for {timeout:g} s (CUTLASS_RESNET_DOWNLOAD_TIMEOUT)") from exc
+        except HTTPError as exc:
+            raise OSError(str(exc)) from exc  # "HTTP Error 404: Not Found"
+        except (URLError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None)
+            if isinstance(reason, TimeoutError):
+                raise OSError(f"no answer from the server for {timeout:g} s (CUTLASS_RESNET_DOWNLOAD_TIMEOUT)") from exc
+            raise OSError(str(reason or exc)) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike[str], hash_prefix: str | None = None) -> dict[str, Tensor]:
+    """A torchvision checkpoint on disk, tensors only. ``hash_prefix``: the sha256 it must start with (for files
+    fetched from torchvision's URLs, whose names carry it); a file a user names is never judged by its name."""
     path = Path(path)
-    prefix = _hash_prefix(path.name)
-    if prefix is not None and not (actual := sha256_of(path)).startswith(prefix):
-        raise CorruptWeightsError(f"{path} has sha256 {actual[:8]}..., not the {prefix}... its name says")
-    return _load(path)
+    if hash_prefix is not None and not (actual := sha256_of(path)).startswith(hash_prefix):
+        raise CorruptWeightsError(f"{path} has sha256 {actual[:8]}..., not the {hash_prefix}... its name says")
+    return _load(path, verified=hash_prefix is not None)
 
 
 def load_weights(weights: WeightsEnum, progress: bool = True) -> dict[str, Tensor]:

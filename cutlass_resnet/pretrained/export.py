@@ -8,14 +8,13 @@ or ``from_pretrained(folder)``. Folder tags follow timm's names for torchvision'
 
 from __future__ import annotations
 
-import json
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from .._io import write_text
 from ..models import get_model, get_model_weights, verify_weights
-from .hub import CONFIG_NAME, TIMM_TAGS, model_card, save_pretrained
+from .hub import TIMM_TAGS, model_card, save_pretrained
 
 __all__ = ["VARIANTS", "export"]
 
@@ -43,9 +42,7 @@ def export(
         name = f"{arch}.{TIMM_TAGS.get(member.name, member.name.lower())}" + (
             "" if variant == "fp32" else f".{variant}"
         )
-        folder = save_pretrained(model, Path(out_dir) / name, source=str(member))
-        config = json.loads((folder / CONFIG_NAME).read_text())
         how = f"python scripts/export_weights.py {arch} --weights {member.name} --variant {variant}"
-        write_text(folder / "README.md", model_card(config, how))
-        folders.append(folder)
+        card = partial(model_card, how=how)
+        folders.append(save_pretrained(model, Path(out_dir) / name, source=str(member), card=card))
     return folders

@@ -14,13 +14,19 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import getproxies, proxy_bypass
 
+import httpx2
 import torch
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -28,18 +34,20 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.file_download import repo_folder_name
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torchvision.models import WeightsEnum
 
-from .._io import atomic_path, write_text
+from .._io import replace_folder
 from .._version import __version__
 from ..models import ResNet, check_resnet, get_model, get_model_weights, list_models, model_name_of
 from ..nn import fuse_bn as _fuse_bn
 from .download import (
     CorruptWeightsError,
     WeightsUnavailableError,
+    download_timeout,
     load_checkpoint,
     load_verified,
     offline,
@@ -79,30 +87,41 @@ def torchvision_weights_of(model: ResNet) -> WeightsEnum | None:
 # ---------------------------------------------------------------------------------------------- saving
 
 
-def save_pretrained(model: ResNet, save_directory: str | os.PathLike[str], *, source: str | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``save_directory``; :func:`from_pretrained` reads them.
+def save_pretrained(
+    model: ResNet,
+    save_directory: str | os.PathLike[str],
+    *,
+    source: str | None = None,
+    card: Callable[[dict[str, Any]], str] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (and, with ``card``, ``README.md`` from the config) into
+    ``save_directory``; :func:`from_pretrained` reads them.
 
-    Unfused models keep torchvision's keys (any torchvision or timm ResNet loads them); fused
-    ones keep their folded conv weights and biases. Each file is written whole or not at all.
+    Unfused models keep torchvision's keys (any torchvision or timm ResNet loads them); fused ones keep their
+    folded conv weights and biases. The files replace the folder's old ones together (a new folder beside it,
+    swapped in whole): an interrupted save leaves the previous model as it was; other files in the folder stay.
     """
     arch = model_name_of(check_resnet(model, "save_pretrained"))
     folder = Path(save_directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file: save_pretrained writes a folder")
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(state_dict, tmp, metadata={"format": "pt"})
-        digest = sha256_of(tmp)
-    config = {
-        "architecture": arch,
-        "num_classes": model.fc.out_features,
-        "fused": model.fused,
-        "dtype": str(model.fc.weight.dtype).removeprefix("torch."),
-        "source": source or model.pretrained_source,
-        "library_name": "cutlass_resnet",
-        "library_version": __version__,
-        "sha256": {WEIGHTS_NAME: digest},
-    }
-    write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    written = (WEIGHTS_NAME, CONFIG_NAME, *(["README.md"] if card else []))
+    with replace_folder(folder, written) as new:
+        save_file(state_dict, new / WEIGHTS_NAME, metadata={"format": "pt"})
+        config = {
+            "architecture": arch,
+            "num_classes": model.fc.out_features,
+            "fused": model.fused,
+            "dtype": str(model.fc.weight.dtype).removeprefix("torch."),
+            "source": source or model.pretrained_source,
+            "library_name": "cutlass_resnet",
+            "library_version": __version__,
+            "sha256": {WEIGHTS_NAME: sha256_of(new / WEIGHTS_NAME)},
+        }
+        (new / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        if card:
+            (new / "README.md").write_text(card(config))
     return folder
 
 
@@ -156,13 +175,13 @@ def push_to_hub(
     """Upload ``model`` (safetensors, config, model card) to a hub repo, created if needed; returns the commit URL."""
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
+    how = f"cutlass_resnet.push_to_hub(model, {repo_id!r})"
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp, source=source)
-        config = json.loads((Path(tmp) / CONFIG_NAME).read_text())
-        write_text(Path(tmp) / "README.md", model_card(config, f"cutlass_resnet.push_to_hub(model, {repo_id!r})"))
+        folder = save_pretrained(model, Path(tmp) / "model", source=source, card=lambda c: model_card(c, how))
+        config = json.loads((folder / CONFIG_NAME).read_text())
         info = api.upload_folder(
             repo_id=repo_id,
-            folder_path=tmp,
+            folder_path=folder,
             revision=revision,
             commit_message=commit_message or f"Upload {config['architecture']} with cutlass_resnet",
         )
@@ -179,10 +198,10 @@ def _git_blob_sha1(path: Path) -> str:
 
 
 def _problem(path: Path, sha256: str | None) -> str | None:
-    """Why ``path`` must not be loaded, or None: a wrong hash, or a safetensors header that does not parse.
+    """Why ``path`` must not be read, or None: a hash that does not match.
 
-    Without a known sha256, a file from the hub cache is checked against its blob name, which
-    the hub sets to the file's sha256 (large files) or git blob sha1 (small files).
+    Without a known sha256, a file from the hub cache is checked against its blob name, which the hub sets to
+    the file's sha256 (large files) or git blob sha1 (small files).
     """
     blob = Path(os.path.realpath(path)).name
     if sha256 is None and re.fullmatch(r"[0-9a-f]{64}", blob):
@@ -193,26 +212,113 @@ def _problem(path: Path, sha256: str | None) -> str | None:
             return f"its sha256 is {actual}, expected {sha256.lower()}"
     elif re.fullmatch(r"[0-9a-f]{40}", blob) and (actual := _git_blob_sha1(path)) != blob:
         return f"its git sha1 is {actual}, expected {blob}"
-    if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                f.keys()
-        except (SafetensorError, OSError) as exc:
-            return f"it is not a readable safetensors file ({exc})"
     return None
 
 
-def _download(repo_id: str, filename: str, *, optional: bool = False, **kwargs: Any) -> Path | None:
-    """``hf_hub_download`` with errors that say what is missing and how to provide it."""
-    where = f"{filename!r} of {repo_id!r} at revision {kwargs.get('revision') or 'main'}"
+def _check_safetensors(path: Path, name: str) -> None:
+    """A weights file must be safetensors, whatever its name: nothing from the hub or a folder is unpickled."""
     try:
-        return Path(
-            hf_hub_download(repo_id, filename, library_name="cutlass_resnet", library_version=__version__, **kwargs)
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as exc:
+        if Path(name).suffix == ".safetensors":
+            why = f"it is not a readable safetensors file ({exc})"
+            raise CorruptWeightsError(f"refusing to load {path}: {why}") from exc
+        raise WeightsUnavailableError(
+            f"{name} is not a safetensors file ({exc}): cutlass_resnet reads only safetensors from the hub and from "
+            f"folders, and never unpickles them; convert it where you trust it with safetensors.torch.save_file("
+            f"torch.load(f, weights_only=True), 'model.safetensors'), or pass a local .pth to from_pretrained"
+        ) from exc
+
+
+def _reachable(endpoint: str, timeout: float) -> bool:
+    """Whether the hub's host (or the proxy to it) takes a connection: a refused, unroutable or unresolvable one
+    answers at once, where the hub client would retry it for half a minute."""
+    url = urlparse(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = None if proxy_bypass(host) else getproxies().get(url.scheme) or getproxies().get("all")
+    if proxy:
+        proxied = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 80
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 5.0)):
+            return True
+    except OSError:
+        return False
+
+
+def _watched(call: Callable[[], str], repo_folder: Path, timeout: float, what: str) -> str:
+    """``call()`` (a hub download) in a thread, given up when no byte of the download arrives for ``timeout``
+    seconds: the hub client retries stalled and dropped connections many times over (it goes on in the
+    background, and a later call resumes what it fetched)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["path"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="cutlass-resnet-hub-download", daemon=True)
+    worker.start()
+    progress, since = -1, time.monotonic()
+    while worker.is_alive():
+        worker.join(0.2)
+        with contextlib.suppress(OSError):
+            size = sum(p.stat().st_size for p in repo_folder.glob("blobs/*.incomplete"))
+            if size != progress:
+                progress, since = size, time.monotonic()
+        if worker.is_alive() and time.monotonic() - since > timeout + 1:
+            raise WeightsUnavailableError(
+                f"could not download {what}: the hub sent nothing for {timeout:g} s "
+                f"(CUTLASS_RESNET_DOWNLOAD_TIMEOUT sets the limit); try again later, or pass a local folder"
+            )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["path"]
+
+
+def _remove_stale_downloads(repo_folder: Path, cache: Path) -> None:
+    """Remove partial downloads (``blobs/<etag>[.<id>].incomplete``) that no process is writing (none holds the
+    hub client's lock on that etag): a killed download's would stay forever."""
+    from filelock import FileLock, Timeout
+
+    for partial in repo_folder.glob("blobs/*.incomplete"):
+        etag = partial.name.split(".")[0]
+        lock = FileLock(str(cache / ".locks" / repo_folder.name / f"{etag}.lock"))
+        with contextlib.suppress(Timeout, OSError), lock.acquire(timeout=0):
+            partial.unlink()
+
+
+def _download(repo_id: str, filename: str, *, optional: bool = False, **kwargs: Any) -> Path | None:
+    """``hf_hub_download`` with a time limit on a silent server, fast when the hub cannot be reached (the cache
+    is used), and errors that say what is missing and how to provide it."""
+    where = f"{filename!r} of {repo_id!r} at revision {kwargs.get('revision') or 'main'}"
+    timeout = download_timeout()
+    cache = Path(kwargs.get("cache_dir") or constants.HF_HUB_CACHE)
+    repo_folder = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    unreachable = not offline() and not kwargs.get("local_files_only") and not _reachable(constants.ENDPOINT, timeout)
+    if unreachable:
+        kwargs = {**kwargs, "local_files_only": True, "force_download": False}
+
+    def call() -> str:
+        return hf_hub_download(
+            repo_id,
+            filename,
+            library_name="cutlass_resnet",
+            library_version=__version__,
+            etag_timeout=timeout,
+            **kwargs,
         )
+
+    try:
+        path = Path(_watched(call, repo_folder, timeout, where))
     except LocalEntryNotFoundError as exc:
         if optional:
             return None
-        why = "HF_HUB_OFFLINE is set" if offline() else f"the hub cannot be reached ({exc.__cause__ or exc})"
+        why = "HF_HUB_OFFLINE is set" if offline() else f"the hub cannot be reached at {constants.ENDPOINT}"
+        if not unreachable and not offline():
+            why = f"the hub cannot be reached ({exc.__cause__ or exc})"
         raise WeightsUnavailableError(
             f"{where} is not in the hub cache and {why}: download it once with network access (HF_HOME sets the "
             f"cache), or pass a local folder or .safetensors file to from_pretrained"
@@ -223,20 +329,93 @@ def _download(repo_id: str, filename: str, *, optional: bool = False, **kwargs: 
         raise WeightsUnavailableError(f"the hub has no file {where}; pass filename= to pick another") from exc
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise WeightsUnavailableError(f"{where}: {type(exc).__name__} (a private repo needs token=)") from exc
-    except (HfHubHTTPError, OSError) as exc:
-        raise WeightsUnavailableError(f"could not download {where}: {exc}") from exc
+    except (HfHubHTTPError, OSError, httpx2.HTTPError) as exc:
+        raise WeightsUnavailableError(f"could not download {where}: {type(exc).__name__}: {exc}") from exc
+    _remove_stale_downloads(repo_folder, cache)
+    return path
 
 
-def _verified(sha256: str | None) -> Callable[[Path], Path]:
-    """A check for :func:`load_verified`: the path when :func:`_problem` finds nothing wrong with it."""
+def _verified(sha256: str | None, name: str) -> Callable[[Path], Path]:
+    """A check for :func:`load_verified`: the path when its hash matches (else the cached copy is fetched again)
+    and it is a safetensors file."""
 
     def check(path: Path) -> Path:
         problem = _problem(path, sha256)
         if problem:
             raise CorruptWeightsError(f"refusing to load {path}: {problem}")
+        _check_safetensors(path, name)
         return path
 
     return check
+
+
+#: What a config's keys must hold, where present: (types, what to say).
+_CONFIG_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
+    "architecture": ((str,), "a model name"),
+    "num_classes": ((int,), "a whole number"),
+    "fused": ((bool,), "true or false"),
+    "dtype": ((str,), "a dtype name"),
+    "source": ((str, type(None)), "a string or null"),
+    "sha256": ((dict,), "an object of file names and sha256 hex digests"),
+}
+
+
+def check_config(config: object, where: str) -> dict[str, Any]:
+    """``config`` if it is a config.json this package can read (ours or timm's), else an error naming the key."""
+    if not isinstance(config, dict):
+        raise CorruptWeightsError(f"{where} holds {type(config).__name__}, not a JSON object")
+    for key, (types, what) in _CONFIG_SCHEMA.items():
+        value = config.get(key)
+        if key in config and (not isinstance(value, types) or (bool in types) != isinstance(value, bool)):
+            raise CorruptWeightsError(f"{where}: {key!r} must be {what}, got {value!r}")
+    for file, digest in config.get("sha256", {}).items():
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise CorruptWeightsError(f"{where}: sha256[{file!r}] must be a sha256 hex digest, got {digest!r}")
+    return config
+
+
+def _read_config(path: Path, where: str, refetch: Callable[[], Path] | None) -> dict[str, Any]:
+    """The config at ``path``: a cached copy that fails the hub's hash is fetched again (once); one that passes
+    it but does not parse or fit the schema is what the server holds, an error naming the key."""
+
+    def verified(p: Path) -> Path:
+        problem = _problem(p, None)
+        if problem:
+            raise CorruptWeightsError(f"refusing to read {p}: {problem}")
+        return p
+
+    path = load_verified(path, verified, refetch)
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptWeightsError(f"{where} ({path}) is not JSON: {exc}") from exc
+    return check_config(config, where)
+
+
+HUB_PREFIXES = ("hf-hub:", "hf:")  # timm's spelling, and ours
+
+
+def parse_source(pretrained: str | os.PathLike[str]) -> tuple[str, str, str | None]:
+    """("local", path, None) or ("hub", repo id, revision or None) of what :func:`from_pretrained` is given:
+    ``hf-hub:owner/name[@rev]`` and ``hf:owner/name[@rev]`` are hub repos whatever exists on disk; otherwise an
+    existing path is local, and anything else a repo id (``owner/name[@rev]``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    text = os.fspath(pretrained)
+    prefix = next((p for p in HUB_PREFIXES if text.startswith(p)), None)
+    if prefix is None and Path(text).exists():
+        return "local", text, None
+    repo, _, revision = text.removeprefix(prefix or "").partition("@")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        if prefix is None:
+            raise WeightsUnavailableError(
+                f"{text!r} is neither a file or folder nor a hub repo id (owner/name)"
+            ) from None
+        raise ValueError(f"{text!r}: {repo!r} is not a hub repo id (owner/name[@revision])") from None
+    return "hub", repo, revision or None
 
 
 def _model_name(arch: str | None, config: dict[str, Any], name: str, state_dict: dict[str, Tensor]) -> str:
@@ -279,11 +458,14 @@ def from_pretrained(
     is read; a corrupted cached copy is downloaded again once. ``fuse_bn=None`` keeps the file's
     form; ``True`` folds an unfused file (in float64); ``dtype`` defaults to the file's.
     """
-    local = Path(pretrained)
-    name = str(pretrained)
+    kind, name, at = parse_source(pretrained)
+    if at is not None and revision is not None and at != revision:
+        raise ValueError(f"{pretrained!r} names revision {at!r} but revision={revision!r}: give one of them")
+    revision = revision or at
+    local = Path(name)
     config_path: Path | None = None
-    refetch = None
-    if local.exists():
+    refetch = refetch_config = None
+    if kind == "local":
         weights_path = local / filename if local.is_dir() else local
         if not weights_path.exists():
             raise WeightsUnavailableError(f"{weights_path} does not exist; pass filename= to pick another file")
@@ -295,15 +477,28 @@ def from_pretrained(
         config_path = _download(name, CONFIG_NAME, optional=True, **hub)
         weights_path = _download(name, filename, force_download=force_download, **hub)
 
-        def refetch() -> Path:
-            return _download(name, filename, force_download=True, **hub)
+        def refetch(what: str = filename) -> Path:
+            if offline():
+                raise CorruptWeightsError(
+                    f"the cached {what!r} of {name!r} is corrupted and HF_HUB_OFFLINE is set, so it cannot be "
+                    f"downloaded again: unset HF_HUB_OFFLINE (or delete the file from the hub cache) and retry"
+                )
+            return _download(name, what, force_download=True, **hub)
 
-    config = json.loads(config_path.read_text()) if config_path is not None and config_path.exists() else {}
-    if checkpoint:  # tensors only, never code; a sha256 prefix in its name is checked
+        def refetch_config() -> Path:
+            return refetch(CONFIG_NAME)
+
+    where = f"{CONFIG_NAME} of {name!r}"
+    config = {}
+    if config_path is not None and config_path.exists():
+        config = _read_config(config_path, where, refetch_config)
+    if checkpoint:  # tensors only, never code; a file a user names is not judged by its name
+        if sha256 is not None and (actual := sha256_of(weights_path)) != sha256.lower():
+            raise CorruptWeightsError(f"refusing to load {weights_path}: its sha256 is {actual}, expected {sha256}")
         state_dict = load_checkpoint(weights_path)
     else:
         sha256 = sha256 or config.get("sha256", {}).get(Path(filename).name)
-        state_dict = load_file(load_verified(weights_path, _verified(sha256), refetch))
+        state_dict = load_file(load_verified(weights_path, _verified(sha256, Path(filename).name), refetch))
     if "fc.weight" not in state_dict:
         raise ValueError(f"{weights_path} is not a ResNet state dict: it has no 'fc.weight'")
     arch = _model_name(arch, config, name, state_dict)
@@ -322,5 +517,5 @@ def from_pretrained(
     stored_dtype = state_dict["fc.weight"].dtype
     if fuse_bn and not stored_fused:
         _fuse_bn(model, dtype or stored_dtype)  # folded in float64, rounded once
-    model.pretrained_source = config.get("source") or (name if local.exists() else f"hf:{name}@{revision or 'main'}")
+    model.pretrained_source = config.get("source") or (name if kind == "local" else f"hf:{name}@{revision or 'main'}")
     return model.to(device=device, dtype=dtype or stored_dtype).eval()

@@ -12,11 +12,16 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from ..models import ResNet, check_resnet
 from ..nn import conv_norm_pairs, fold_bn
 
-__all__ = ["load_torchvision_state_dict"]
+__all__ = ["StateDictMismatchError", "load_torchvision_state_dict"]
 
 #: Prefixes that wrappers add to every key: DataParallel/DDP and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _NORM_KEYS = ("running_mean", "running_var", "weight", "bias")
+
+
+class StateDictMismatchError(RuntimeError, ValueError):
+    """A state dict that does not fit the model: a RuntimeError, as ``nn.Module.load_state_dict`` raises, and a
+    ValueError, as bad input is. Raised before anything is loaded: the model is left as it was."""
 
 
 def _unwrap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -34,14 +39,15 @@ def _check_shape(key: str, tensor: Tensor, expected: torch.Size) -> None:
     if key.startswith("fc."):
         hint = f"the weights have {tensor.shape[0]} classes: build the model with num_classes={tensor.shape[0]}"
     raise ValueError(
-        f"state_dict key '{key}' has shape {tuple(tensor.shape)} but the model expects {tuple(expected)}; {hint}"
+        f"state_dict key '{key}' has shape {tuple(tensor.shape)} but the model expects {tuple(expected)}; {hint}; "
+        f"nothing was loaded"
     )
 
 
 def _fold_state_dict(model: ResNet, sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Turn torchvision conv + BatchNorm entries into fused conv weight and bias entries."""
     params = dict(model.named_parameters())
-    eps = model._norm_layer(1).eps  # the folded norms are gone; a fresh one tells their eps
+    default_eps = model._norm_layer(1).eps  # for convs folded before their eps was recorded
     folded, missing = {}, []
     for conv, norm, _ in conv_norm_pairs(model):
         keys = [f"{conv}.weight"] + [f"{norm}.{k}" for k in _NORM_KEYS]
@@ -57,6 +63,7 @@ def _fold_state_dict(model: ResNet, sd: dict[str, Tensor]) -> tuple[dict[str, Te
         _check_shape(keys[0], weight, params[f"{conv}.weight"].shape)
         for key, t in zip(keys[1:], (mean, var, gamma, beta), strict=True):
             _check_shape(key, t, torch.Size([weight.shape[0]]))
+        eps = getattr(model.get_submodule(conv), "folded_eps", default_eps)  # the norm's own, kept when it was fused
         w, b = fold_bn(weight, sd.pop(f"{conv}.bias", None), mean, var, eps, gamma, beta)
         folded[f"{conv}.weight"], folded[f"{conv}.bias"] = w, b
     return {**folded, **sd}, missing
@@ -70,25 +77,30 @@ def load_torchvision_state_dict(
     Into a fused model the BatchNorm entries are folded on the fly (in float64, rounded once to
     the model's dtype). Keys wrapped by DataParallel (``module.``) or torch.compile
     (``_orig_mod.``) are accepted. A shape mismatch is an error naming the key and both shapes;
-    with ``strict=True`` so is a missing or unexpected key. Returns the missing and unexpected
-    keys, like :meth:`torch.nn.Module.load_state_dict`.
+    with ``strict=True`` so is a missing or unexpected key (:class:`StateDictMismatchError`). Everything is
+    checked before anything is loaded: an error leaves the model as it was. Returns the missing and
+    unexpected keys, like :meth:`torch.nn.Module.load_state_dict`.
     """
     check_resnet(model, "load_torchvision_state_dict")
     sd = _unwrap(state_dict)
     missing: list[str] = []
     if model.fused:
         sd, missing = _fold_state_dict(model, sd)
-    for key, tensor in model.state_dict().items():  # in the model's order: the first mismatch is named
+    expected = model.state_dict()
+    for key, tensor in expected.items():  # in the model's order: the first mismatch is named
         if key in sd:
             _check_shape(key, sd[key], tensor.shape)
-    result = model.load_state_dict(sd, strict=False)
-    missing = list(dict.fromkeys(missing + result.missing_keys))
-    if strict and (missing or result.unexpected_keys):
+    # BatchNorm fills in a missing counter itself (older torchvision checkpoints have none), as load_state_dict does
+    absent = [k for k in expected if k not in sd and not k.endswith(".num_batches_tracked")]
+    missing = list(dict.fromkeys(missing + absent))
+    unexpected = [k for k in sd if k not in expected]
+    if strict and (missing or unexpected):
         problems = [f"missing key '{missing[0]}'"] if missing else []
-        problems += [f"unexpected key '{result.unexpected_keys[0]}'"] if result.unexpected_keys else []
-        raise RuntimeError(
+        problems += [f"unexpected key '{unexpected[0]}'"] if unexpected else []
+        raise StateDictMismatchError(
             f"load_torchvision_state_dict: {' and '.join(problems)} ({len(missing)} missing, "
-            f"{len(result.unexpected_keys)} unexpected in all); is this a torchvision state dict for "
-            f"the same architecture? pass strict=False to load the keys that match"
+            f"{len(unexpected)} unexpected in all); is this a torchvision state dict for "
+            f"the same architecture? pass strict=False to load the keys that match; nothing was loaded"
         )
-    return _IncompatibleKeys(missing, result.unexpected_keys)
+    model.load_state_dict(sd, strict=False)
+    return _IncompatibleKeys(missing, unexpected)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,20 +216,97 @@ def test_info_reports_versions_caches_and_disabled_kernels(tmp_path):
     assert f"torch {torch.__version__}" in text.stdout and str(tmp_path / "kernels") in text.stdout
 
 
-def test_predict_with_a_torchvision_checkpoint_checks_its_hash(tmp_path):
+@pytest.mark.parametrize("name", ["resnet18-20240101.pth", "run-12345678.best.pth", "resnet18-00000000.pth"])
+def test_predict_with_a_checkpoint_of_any_name_reads_its_architecture(tmp_path, name):
+    """A file the user names is never judged by its name (a hash-like part is just a name), and without --arch
+    its architecture comes from its shapes; --arch for another architecture is a usage error (exit 2)."""
     model = torchvision.models.resnet18().eval()
-    torch.save(model.state_dict(), tmp_path / "checkpoint")
-    data = (tmp_path / "checkpoint").read_bytes()
-    good = tmp_path / f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
-    good.write_bytes(data)
-    proc = cli("predict", "--arch", "resnet18", "--weights", str(good), "--topk", "1", "--json")
+    torch.save(model.state_dict(), tmp_path / name)
+    proc = cli("predict", "--weights", str(tmp_path / name), "--topk", "1", "--json")
     assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["model"]["arch"] == "resnet18"
     top = json.loads(proc.stdout)["predictions"][0]["top"][0]
     transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
     with Image.open(sample_image()) as image, torch.no_grad():
         expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0]
     assert top["index"] == int(expected.argmax()) and abs(top["probability"] - float(expected.max())) < 1e-4
-    bad = tmp_path / "resnet18-00000000.pth"
-    bad.write_bytes(data)
-    proc = cli("predict", "--arch", "resnet18", "--weights", str(bad))
-    assert proc.returncode == 3 and "not the 00000000... its name says" in proc.stderr
+    proc = cli("predict", "--weights", str(tmp_path / name), "--arch", "resnet34")
+    assert proc.returncode == 2 and "missing key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels (its header is all a decoder reads before refusing)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_usage_errors_exit_2_not_unexpected_1(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_header(20000, 20000))
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        (["predict", str(tmp_path / "bomb.png")], "too large to decode safely"),
+        (["export", "resnet18", "--out", str(tmp_path / "a-file")], "that is a file; give a folder"),
+        (["export", "resnet18", "--out", "/proc/cutlass-resnet-test"], "cannot create the folder"),
+        (["bench", "--device", "cpu", "--json", "/nonexistent/x.json"], "the folder /nonexistent does not exist"),
+        (["bench", "--device", "cpu", "--plot", str(tmp_path)], "that is a folder; give a file name"),
+        (["predict", "--weights", "hf:../../etc"], "'../../etc' is not a hub repo id"),
+    ]
+    for args, message in cases:
+        start = time.monotonic()
+        proc = cli(*args, env={"HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+        assert "unexpected error" not in proc.stderr and time.monotonic() - start < 60, args
+
+
+def test_verbose_before_the_command_counts(hub):
+    proc = cli("--verbose", "predict", "--weights", "hf:nobody/resnet18")
+    assert proc.returncode == 3 and "Traceback" in proc.stderr
+
+
+def test_a_closed_pipe_ends_the_output_quietly():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cutlass_resnet", "info", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # as `| head` does once it has read enough
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and "Traceback" not in stderr and "unexpected error" not in stderr
+
+
+def test_ctrl_c_at_any_moment_exits_130_quietly():
+    for delay in (0.2, 1.5):  # while torch is still being imported, and later
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cutlass_resnet", "predict"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 130 and "Traceback" not in stderr.decode(), (delay, stderr.decode())
+
+
+def test_a_damaged_verdicts_file_is_named_not_fatal(tmp_path):
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "verdicts.json").write_text("{half a file")
+    proc = cli("info", env={"CUTLASS_RESNET_CACHE": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"{tmp_path / 'kernels' / 'verdicts.json'} is damaged" in proc.stderr and "checks itself again" in proc.stderr
+    )
+
+
+def test_files_the_commands_write_get_the_umask_s_mode(tmp_path):
+    proc = subprocess.run(
+        ["sh", "-c", f"umask 002 && {sys.executable} -m cutlass_resnet bench --device cpu --arch resnet18 --batch 1 "
+         f"--image-size 32 --warmup 0 --iters 1 --no-compile --json {tmp_path}/b.json --plot {tmp_path}/b.png"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o664}

@@ -141,8 +141,11 @@ def test_any_input_size_and_layout(resnet18_pair, shape, channels_last):
 @pytest.mark.parametrize(
     "x,error,match",
     [
-        (torch.randn(2, 1, 32, 32), ValueError, r"shape \(N, 3, H, W\), got \(2, 1, 32, 32\)"),
-        (torch.randn(3, 32, 32), ValueError, r"x.unsqueeze\(0\)"),
+        (torch.randn(2, 1, 32, 32), ValueError, r"got \(2, 1, 32, 32\): one channel .grayscale.*x.expand\(-1, 3"),
+        (torch.randn(3, 32, 32), ValueError, r"a single image.*x.unsqueeze\(0\)"),
+        (torch.randn(2, 32, 32, 3), ValueError, r"\(N, H, W, C\).*x.permute\(0, 3, 1, 2\)"),
+        (torch.randn(2, 4, 32, 32), ValueError, r"4 channels where the model takes 3"),
+        (torch.randn(32, 32), ValueError, r"2 dimensions where the model takes 4"),
         (torch.randn(2, 3, 32, 32).double(), TypeError, r"input dtype torch.float64 differs from weight"),
         (torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), TypeError, r"unsupported dtype torch.uint8"),
         (torch.randn(2, 3, 32, 32, device="meta"), ValueError, r"input is on meta but weight is on cpu"),

@@ -210,3 +210,14 @@ def test_fuse_walks_every_module_that_owns_a_fusion(tv_resnet18):
         ("0.layer1.0.conv1", "0.layer1.0.bn1", True),
         ("0.layer1.0.conv2", "0.layer1.0.bn2", True),
     ]
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.complex64, torch.bool, "float16"])
+def test_fuse_refuses_a_dtype_it_cannot_round_to_and_changes_nothing(dtype):
+    model = cutlass_resnet.resnet18().eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError, match="dtype must be a real floating-point dtype.*the model is unchanged"):
+        cutlass_resnet.fuse_bn(model, dtype)
+    after = model.state_dict()
+    assert not model.fused and before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)

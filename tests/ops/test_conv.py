@@ -199,7 +199,16 @@ def _ok_args():
         (lambda a: a.update(x=a["x"][:, :3].contiguous(memory_format=CL)), ValueError, r"input has 3 channels"),
         (lambda a: a.update(groups=4), ValueError, r"groups=4"),
         (lambda a: a.update(x=a["x"][0]), ValueError, r"expected a 4-D input"),
-        (lambda a: a.update(bias=torch.zeros(5)), ValueError, r"bias must be a contiguous \(6,\)"),
+        (
+            lambda a: a.update(bias=torch.zeros(5)),
+            ValueError,
+            r"bias must have shape \(6,\) \(one per output channel\)",
+        ),
+        (
+            lambda a: a.update(bias=torch.zeros(12)[::2]),
+            ValueError,
+            r"bias is not contiguous \(stride 2.*bias.contiguous\(\)",
+        ),
         (lambda a: a.update(residual=a["residual"][:, :, :4]), ValueError, r"residual has shape"),
         (lambda a: a.update(stride=[0, 1]), ValueError, r"stride must be two integers >= 1"),
         (lambda a: a.update(padding=[-1, 0]), ValueError, r"padding must be two integers >= 0"),

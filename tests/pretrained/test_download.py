@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_concurrent_downloads_end_with_one_good_copy(hub, served, tv_resnet18):
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
-    assert gets(hub, url) == 2  # both really downloaded
+    assert gets(hub, url) == 1  # the second waited for the first's download (a lock) and found it whole
     assert list(path.parent.iterdir()) == [path]
     assert hashlib.sha256(path.read_bytes()).hexdigest().startswith(path.name[9:17])
 
@@ -126,3 +127,54 @@ def test_legacy_pretrained_and_num_classes_conflict(pointed):
     assert model.pretrained_source == "ResNet18_Weights.IMAGENET1K_V1"
     with pytest.raises(ValueError, match="num_classes"):
         cutlass_resnet.resnet18(weights="DEFAULT", num_classes=10)
+
+
+@pytest.mark.parametrize("fault", [("stall", -1), ("stall", 100_000), ("close", 100_000)])
+def test_a_silent_or_dropped_server_is_given_up_on(hub, served, monkeypatch, fault):
+    """No answer at all, a body that stops, a connection closed mid-body: a clear error after the read timeout
+    (CUTLASS_RESNET_DOWNLOAD_TIMEOUT), and no partial file left."""
+    url, path = served
+    monkeypatch.setenv("CUTLASS_RESNET_DOWNLOAD_TIMEOUT", "1")
+    hub.state.faults[url.removeprefix(hub.url)] = fault
+    start = time.monotonic()
+    why = "no answer from the server for 1 s" if fault[0] == "stall" else "closed after 100000 of"
+    with pytest.raises(WeightsUnavailableError, match=f"could not download .*{why}"):
+        load_state_dict_from_url(url, progress=False)
+    assert time.monotonic() - start < 10
+    assert list(path.parent.iterdir()) == []
+
+
+def test_a_bad_timeout_setting_is_named(hub, served, monkeypatch):
+    monkeypatch.setenv("CUTLASS_RESNET_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="CUTLASS_RESNET_DOWNLOAD_TIMEOUT must be a number of seconds, got 'soon'"):
+        load_state_dict_from_url(served[0], progress=False)
+
+
+def test_partial_files_of_killed_downloads_are_removed(hub, served, tv_resnet18):
+    url, path = served
+    path.parent.mkdir(parents=True)
+    stale = [path.with_name(f"{path.name}.{i}deadbeef.partial") for i in range(2)]  # torch.hub's and ours
+    for p in stale:
+        p.write_bytes(b"half a file")
+    state_dict = load_state_dict_from_url(url, progress=False)
+    assert torch.equal(state_dict["fc.weight"], tv_resnet18.fc.weight)
+    assert list(path.parent.iterdir()) == [path]
+
+
+def test_downloads_get_the_mode_the_umask_gives(hub, served):
+    url, path = served
+    previous = os.umask(0o027)
+    try:
+        load_state_dict_from_url(url, progress=False)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_checkpoint_that_is_not_one_says_so_without_blaming_a_hash(tmp_path):
+    from cutlass_resnet.pretrained.download import load_checkpoint
+
+    (tmp_path / "model.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CorruptWeightsError, match=r"model.pth cannot be loaded as a checkpoint") as info:
+        load_checkpoint(tmp_path / "model.pth")
+    assert "hash" not in str(info.value)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -235,8 +238,8 @@ def test_folding_on_load_rounds_once(timm_repo, tv18):
 
 @pytest.mark.parametrize("name", ["weights.pth", "resnet18-ffffffff.pt"])
 def test_torchvision_checkpoint_loads_with_its_architecture_read_from_its_shapes(tmp_path, tv18, x, name):
-    """A local .pth/.pt state dict loads through from_pretrained like any weights (no arch in its name);
-    a sha256 prefix in its name is checked."""
+    """A local .pth/.pt state dict loads through from_pretrained like any weights (no arch in its name); a file
+    the user names is never judged by its name (only sha256= checks it)."""
     data = io.BytesIO()
     torch.save(tv18.state_dict(), data)
     if name.startswith("resnet18-"):
@@ -249,8 +252,148 @@ def test_torchvision_checkpoint_loads_with_its_architecture_read_from_its_shapes
     fused = from_pretrained(path, fuse_bn=True, dtype=torch.float64)
     assert fused.fused and fused.fc.weight.dtype == torch.float64
     check_parity(fused.float(), tv18, x)
-    (tmp_path / "resnet18-00000000.pth").write_bytes(data.getvalue())
-    with pytest.raises(CorruptWeightsError, match="not the 00000000... its name says"):
-        from_pretrained(tmp_path / "resnet18-00000000.pth")
+    (tmp_path / "resnet18-00000000.pth").write_bytes(data.getvalue())  # a name that looks like torchvision's
+    assert from_pretrained(tmp_path / "resnet18-00000000.pth").fc.out_features == 10
+    (tmp_path / "run-12345678.best.pth").write_bytes(data.getvalue())
+    assert from_pretrained(tmp_path / "run-12345678.best.pth").fc.out_features == 10
+    with pytest.raises(CorruptWeightsError, match="sha256"):
+        from_pretrained(path, sha256="0" * 64)
+    assert from_pretrained(path, sha256=hashlib.sha256(data.getvalue()).hexdigest()).fc.out_features == 10
     with pytest.raises(ValueError, match="unknown architecture 'resnet7'"):
         from_pretrained(path, arch="resnet7")
+
+
+@pytest.mark.parametrize("fault", [("stall", -1), ("stall", 100_000), ("close", 100_000)])
+def test_a_silent_or_dropped_hub_is_given_up_on(timm_repo, monkeypatch, fault):
+    """The hub client would retry a silent or dropped server for minutes: a clear error soon after the read
+    timeout (CUTLASS_RESNET_DOWNLOAD_TIMEOUT) instead."""
+    monkeypatch.setenv("CUTLASS_RESNET_DOWNLOAD_TIMEOUT", "1")
+    timm_repo.state.faults[FILE] = fault
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match="could not download 'model.safetensors' of"):
+        from_pretrained(REPO)
+    assert time.monotonic() - start < 30
+
+
+def test_an_unreachable_hub_fails_fast_and_a_cached_file_still_loads(timm_repo, monkeypatch, tv18, x):
+    from_pretrained(REPO)  # cached
+    with socket.socket() as closed:  # a port nobody listens on: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    start = time.monotonic()
+    check_parity(from_pretrained(REPO), tv18, x)
+    with pytest.raises(
+        WeightsUnavailableError, match=f"not in the hub cache and the hub cannot be reached at {endpoint}"
+    ):
+        from_pretrained("timm/resnet34.tv_in1k")
+    assert time.monotonic() - start < 10
+
+
+def test_stale_partial_downloads_are_removed(timm_repo):
+    blobs = cache_dir() / "models--timm--resnet18.tv_in1k" / "blobs"
+    blobs.mkdir(parents=True)
+    stale = blobs / f"{'e' * 64}.1234abcd.incomplete"  # a killed download of a file no longer asked for
+    stale.write_bytes(b"half")
+    from_pretrained(REPO)
+    assert not list(blobs.glob("*.incomplete"))
+
+
+def test_a_cached_config_that_changed_is_fetched_again(timm_repo, tv18, x):
+    from_pretrained(REPO)
+    (config,) = (cache_dir() / "models--timm--resnet18.tv_in1k" / "blobs").glob("?" * 40)  # git-sha1 named
+    config.write_text(config.read_text().replace("10", "11"))
+    with pytest.warns(UserWarning, match="is corrupted"):
+        check_parity(from_pretrained(REPO), tv18, x)
+    assert timm_repo.state.requests[("GET", f"/{REPO}/resolve/main/config.json")] == 2
+
+
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        (b"{not json", r"config.json of 'timm/resnet18.tv_in1k' \(.*\) is not JSON"),
+        (b'{"architecture": "resnet18", "fused": "false"}', r"'fused' must be true or false, got 'false'"),
+        (b'{"sha256": ["abc"]}', r"'sha256' must be an object of file names and sha256 hex digests"),
+        (b'{"sha256": {"model.safetensors": "abc"}}', r"sha256\['model.safetensors'\] must be a sha256 hex digest"),
+        (b'{"num_classes": "ten"}', r"'num_classes' must be a whole number, got 'ten'"),
+        (b"[1, 2]", r"holds list, not a JSON object"),
+    ],
+)
+def test_a_config_the_hub_serves_wrong_is_named(timm_repo, config, match):
+    timm_repo.state.repos[REPO].files["config.json"] = config
+    with pytest.raises(CorruptWeightsError, match=match):
+        from_pretrained(REPO)
+
+
+def test_offline_with_a_corrupt_cached_file_says_so(timm_repo, monkeypatch):
+    from_pretrained(REPO)
+    path = blob()
+    path.write_bytes(path.read_bytes()[:-100])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with (
+        pytest.warns(UserWarning, match="is corrupted"),
+        pytest.raises(
+            CorruptWeightsError, match="corrupted and HF_HUB_OFFLINE is set, so it cannot be downloaded again"
+        ),
+    ):
+        from_pretrained(REPO)
+
+
+def test_a_pickle_on_the_hub_is_refused_with_how_to_convert(timm_repo, tv18):
+    buffer = io.BytesIO()
+    torch.save(tv18.state_dict(), buffer)
+    timm_repo.state.repos[REPO].files["pytorch_model.bin"] = buffer.getvalue()
+    with pytest.raises(WeightsUnavailableError, match=r"pytorch_model.bin is not a safetensors file.*never unpickles"):
+        from_pretrained(REPO, filename="pytorch_model.bin")
+
+
+@pytest.mark.parametrize("prefix", ["hf:", "hf-hub:"])
+def test_hub_prefixes_and_revisions(timm_repo, tv18, x, prefix, tmp_path, monkeypatch):
+    commit = timm_repo.state.repos[REPO].commit
+    check_parity(from_pretrained(f"{prefix}{REPO}@{commit}"), tv18, x)
+    with pytest.raises(ValueError, match="names revision 'abc' but revision='main'"):
+        from_pretrained(f"{prefix}{REPO}@abc", revision="main")
+    (tmp_path / "etc").mkdir()  # a hub prefix is never read as a path, even one that exists
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"'\.\./\.\./etc' is not a hub repo id"):
+        from_pretrained(f"{prefix}../../etc")
+
+
+def test_save_pretrained_replaces_the_pair_together(tmp_path, tv18, x, monkeypatch):
+    """Interrupted between the weights and the config, a save leaves the previous model as it was (and whatever
+    else the folder holds); a killed save's temporary folder is removed by the next."""
+    from cutlass_resnet.pretrained import hub
+
+    folder = tmp_path / "export"
+    model = cutlass_resnet.resnet18(num_classes=10).eval()
+    cutlass_resnet.load_torchvision_state_dict(model, tv18.state_dict())
+    save_pretrained(model, folder)
+    (folder / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    other = cutlass_resnet.fuse_bn(cutlass_resnet.resnet18(num_classes=10).eval()).half()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(hub, "sha256_of", crash)  # after the weights are written, before the config is
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained(other, folder)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.lock", "export"]
+    check_parity(from_pretrained(folder), tv18, x)
+    (tmp_path / ".export.dead.tmp").mkdir()  # what a killed save leaves
+    save_pretrained(other, folder)
+    assert from_pretrained(folder).fused and (folder / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.lock", "export"]
+
+
+def test_saved_files_get_the_mode_the_umask_gives(tmp_path):
+    previous = os.umask(0o002)
+    try:
+        folder = save_pretrained(cutlass_resnet.resnet18(num_classes=3).eval(), tmp_path / "m")
+    finally:
+        os.umask(previous)
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o664}
+    assert folder.stat().st_mode & 0o777 == 0o775

@@ -97,3 +97,53 @@ def test_fused_load_into_half_model_rounds_once(tv18, x):
 def test_rejects_other_models(tv18):
     with pytest.raises(TypeError, match="expects a cutlass_resnet ResNet"):
         load_torchvision_state_dict(torchvision.models.resnet18(), tv18.state_dict())
+
+
+def _snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "fused,variant",
+    [(f, v) for f in (False, True) for v in ("missing", "extra", "other arch", "wrong shape")]
+    + [(False, "fused into unfused")],  # a fused model takes a fused state dict as well as torchvision's
+)
+def test_a_failed_load_leaves_the_model_as_it_was(tv18, fused, variant):
+    state_dict = dict(tv18.state_dict())
+    if variant == "missing":
+        del state_dict["layer4.1.conv2.weight"]
+    elif variant == "extra":
+        state_dict["layer5.0.conv1.weight"] = torch.zeros(1)
+    elif variant == "other arch":
+        state_dict = torchvision.models.resnet34().double().state_dict()
+    elif variant == "fused into unfused":
+        state_dict = fresh(fused=True).state_dict()
+    else:
+        state_dict["fc.weight"] = torch.zeros(10, 512, dtype=torch.float64)
+    model = fresh(fused)
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="nothing was loaded"):  # StateDictMismatchError is a ValueError too
+        load_torchvision_state_dict(model, state_dict)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_mismatch_is_also_the_runtime_error_load_state_dict_raises(tv18):
+    from cutlass_resnet import StateDictMismatchError
+
+    with pytest.raises(RuntimeError) as info:
+        load_torchvision_state_dict(fresh(), torchvision.models.resnet34().state_dict())
+    assert isinstance(info.value, StateDictMismatchError)
+
+
+def test_folding_on_load_uses_each_norm_s_own_eps(x):
+    """A model built with BatchNorm eps=1e-3, fused, then loaded from a torchvision state dict of the same
+    architecture: folded with 1e-3, not torch's default 1e-5."""
+    from functools import partial
+
+    norm = partial(torch.nn.BatchNorm2d, eps=1e-3)
+    reference = torchvision_model_with_statistics("resnet18", seed=9, image_size=32, norm_layer=norm).double()
+    model = fuse_bn(cutlass_resnet.resnet18(norm_layer=norm).double().eval())
+    load_torchvision_state_dict(model, reference.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-9, atol=1e-9)
