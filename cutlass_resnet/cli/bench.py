@@ -34,6 +34,7 @@ from .._io import atomic_path, write_text
 from ..models import get_model, list_models
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
 from ..ops import build, dispatch
+from ..ops.select import capability_of
 from ..pretrained import load_torchvision_state_dict
 from .common import DTYPES, EXIT_OK, NoGPUError, check_output_file
 
@@ -211,10 +212,9 @@ def _capability(text: str | None) -> tuple[int, int]:
     if text is None:
         return torch.cuda.get_device_capability() if torch.cuda.is_available() else (8, 0)
     try:
-        major, minor = (int(part) for part in text.rstrip("a").split("."))
+        return capability_of(text)
     except ValueError:
         raise ValueError(f"--gpu-arch takes a compute capability such as 8.0 or 9.0, got {text!r}") from None
-    return major, minor
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import Any, TypeVar
 
 import torch
@@ -66,9 +67,18 @@ def verify_weights(enum: type[WeightsEnum], weights: WeightsEnum | str | None) -
         raise ValueError(f"unknown weights {weights!r}: {enum.__name__} has {', '.join(enum.__members__)}") from None
 
 
-def list_models(include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:
-    """Sorted names of the registered models, filtered by Unix shell-style patterns like torchvision's."""
-    names = set(BUILTIN_MODELS)
+def list_models(
+    module: ModuleType | None = None,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+) -> list[str]:
+    """Sorted names of the registered models, as torchvision's: those whose builder lives in ``module`` (a
+    package of this one, ``cutlass_resnet`` or ``cutlass_resnet.models``), filtered by Unix shell-style patterns."""
+    names = {
+        n
+        for n, (fn, _) in BUILTIN_MODELS.items()
+        if module is None or f"{fn.__module__}.".startswith(f"{module.__name__}.")
+    }
     if include is not None:
         patterns = [include] if isinstance(include, str) else list(include)
         names = {n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)}

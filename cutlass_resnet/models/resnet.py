@@ -7,13 +7,12 @@ a block's BatchNorms are folded into its convs and its ReLUs and residual add ru
 epilogues (``block.fused`` is then True).
 """
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 from torchvision.models import (
     ResNet18_Weights,
@@ -80,13 +79,17 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> Conv2d:
     return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-def _with_downsample(block: BasicBlock | Bottleneck, pairs: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+def _with_downsample(
+    block: "BasicBlock | Bottleneck", pairs: list[tuple[str, str, bool]]
+) -> list[tuple[str, str, bool]]:
     """A block's (conv, norm, relu) pairs and its downsample projection's, which takes no ReLU."""
     return pairs + ([("downsample.0", "downsample.1", False)] if block.downsample is not None else [])
 
 
 class BasicBlock(nn.Module):
     expansion: int = 1
+    __jit_unused_properties__ = ["conv_norm_pairs"]  # fusion bookkeeping, not part of a scripted forward
+    __constants__ = ["fused"]  # TorchScript compiles only the branch of the block's form
 
     def __init__(
         self,
@@ -139,6 +142,8 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     # The stride sits on the 3x3 conv (ResNet V1.5), as in torchvision.
     expansion: int = 4
+    __jit_unused_properties__ = ["conv_norm_pairs"]
+    __constants__ = ["fused"]
 
     def __init__(
         self,
@@ -191,6 +196,7 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     #: The stem's (conv, norm, relu), which :meth:`fuse_bn_` folds; the blocks fold their own.
     conv_norm_pairs = (("conv1", "bn1", True),)
+    __constants__ = ["fused"]  # TorchScript compiles only the stem of the model's form
 
     def __init__(
         self,
@@ -231,8 +237,10 @@ class ResNet(nn.Module):
         self.pretrained_source: str | None = None  # where the weights came from, for save_pretrained
 
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, nn.Conv2d):  # drawn in NCHW order, as torchvision's are: same seed, same weights
+                w = torch.empty(m.weight.shape, dtype=m.weight.dtype, device=m.weight.device)
+                with torch.no_grad():
+                    m.weight.copy_(nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
@@ -289,7 +297,7 @@ class ResNet(nn.Module):
         del self.relu
         self.fused = True
 
-    def train(self, mode: bool = True) -> ResNet:
+    def train(self, mode: bool = True) -> "ResNet":
         if mode and self.fused:
             warnings.warn(
                 "this model was fused with cutlass_resnet.fuse_bn and is inference-only: its BatchNorms "
@@ -300,7 +308,13 @@ class ResNet(nn.Module):
         return super().train(mode)
 
     def _forward_impl(self, x: Tensor) -> Tensor:
-        _check_input(x, self.conv1.in_channels)
+        if torch.jit.is_scripting():
+            torch._assert(
+                x.dim() == 4 and x.size(1) == self.conv1.in_channels,
+                "ResNet expects a batch of images of shape (N, C, H, W) with the model's C input channels",
+            )
+        else:  # a leaf call for FX (torch.fx.wrap below): no control flow on shapes in the traced graph
+            _check_input(x, self.conv1.in_channels)
         x = self.conv1(x)  # any layout: on a GPU the stem packs its 3 channels into NHWC4 in one pass
         if not self.fused:
             x = self.relu(self.bn1(x))
@@ -336,6 +350,9 @@ def _check_input(x: Tensor, channels: int) -> None:
     raise ValueError(f"{expected}: {hint}")
 
 
+torch.fx.wrap("_check_input")
+
+
 def _resnet(
     block: type[BasicBlock | Bottleneck],
     layers: list[int],
@@ -369,105 +386,202 @@ def check_resnet(model: object, caller: str) -> ResNet:
     return model
 
 
-# Builders: torchvision's signatures and weight enums (ResNet50_Weights.IMAGENET1K_V2, "DEFAULT",
-# or the legacy pretrained=True; the enums are re-exported, as torchvision's module does).
-# fuse_bn=True returns an eval-mode model with its BatchNorms folded; dtype= and device= cast
-# and move it last; other kwargs go to ResNet.
+# Builders: torchvision's signatures and weight enums (ResNet50_Weights.IMAGENET1K_V2, "DEFAULT", or the legacy
+# pretrained=True; the enums are re-exported, as torchvision's module does), plus fuse_bn, dtype and device.
+
+_BUILDER_ARGS = """
+
+    Args:
+        weights: torchvision's pretrained weights (an enum member, its name or ``"DEFAULT"``), or None for a
+            random init; downloaded and hash-checked on first use.
+        progress: show a progress bar while downloading.
+        fuse_bn: fold every BatchNorm into its conv (in float64) and the ReLUs and residual adds into the convs'
+            epilogues; the model is then inference-only, in eval mode.
+        dtype: cast the model (after the fold, so it rounds once), e.g. ``torch.float16`` for the kernels.
+        device: move the model, e.g. ``"cuda"``.
+        **kwargs: :class:`ResNet`'s, as torchvision's: ``num_classes``, ``zero_init_residual``, ``groups``,
+            ``width_per_group``, ``replace_stride_with_dilation``, ``norm_layer``.
+    """
+
+
+def _documented(fn: Callable[..., ResNet]) -> Callable[..., ResNet]:
+    fn.__doc__ = (fn.__doc__ or "") + _BUILDER_ARGS
+    return fn
 
 
 @register_model(ResNet18_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet18_Weights.IMAGENET1K_V1))
-def resnet18(*, weights: ResNet18_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
+@_documented
+def resnet18(
+    *,
+    weights: ResNet18_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> ResNet:
     """ResNet-18 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
     weights = verify_weights(ResNet18_Weights, weights)
-    return _resnet(BasicBlock, [2, 2, 2, 2], weights, progress, **kwargs)
+    return _resnet(BasicBlock, [2, 2, 2, 2], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(ResNet34_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet34_Weights.IMAGENET1K_V1))
-def resnet34(*, weights: ResNet34_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
+@_documented
+def resnet34(
+    *,
+    weights: ResNet34_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> ResNet:
     """ResNet-34 from `Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_."""
     weights = verify_weights(ResNet34_Weights, weights)
-    return _resnet(BasicBlock, [3, 4, 6, 3], weights, progress, **kwargs)
+    return _resnet(BasicBlock, [3, 4, 6, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(ResNet50_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet50_Weights.IMAGENET1K_V1))
-def resnet50(*, weights: ResNet50_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
+@_documented
+def resnet50(
+    *,
+    weights: ResNet50_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> ResNet:
     """ResNet-50 (V1.5, stride on the 3x3 conv), as torchvision's."""
     weights = verify_weights(ResNet50_Weights, weights)
-    return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
+    return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(ResNet101_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet101_Weights.IMAGENET1K_V1))
-def resnet101(*, weights: ResNet101_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
+@_documented
+def resnet101(
+    *,
+    weights: ResNet101_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> ResNet:
     """ResNet-101 (V1.5), as torchvision's."""
     weights = verify_weights(ResNet101_Weights, weights)
-    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(ResNet152_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNet152_Weights.IMAGENET1K_V1))
-def resnet152(*, weights: ResNet152_Weights | str | None = None, progress: bool = True, **kwargs: Any) -> ResNet:
+@_documented
+def resnet152(
+    *,
+    weights: ResNet152_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> ResNet:
     """ResNet-152 (V1.5), as torchvision's."""
     weights = verify_weights(ResNet152_Weights, weights)
-    return _resnet(Bottleneck, [3, 8, 36, 3], weights, progress, **kwargs)
+    return _resnet(Bottleneck, [3, 8, 36, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(ResNeXt50_32X4D_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNeXt50_32X4D_Weights.IMAGENET1K_V1))
+@_documented
 def resnext50_32x4d(
-    *, weights: ResNeXt50_32X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
+    *,
+    weights: ResNeXt50_32X4D_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
 ) -> ResNet:
     """ResNeXt-50 32x4d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
     weights = verify_weights(ResNeXt50_32X4D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 32)
     _ovewrite_named_param(kwargs, "width_per_group", 4)
-    return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
+    return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(ResNeXt101_32X8D_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNeXt101_32X8D_Weights.IMAGENET1K_V1))
+@_documented
 def resnext101_32x8d(
-    *, weights: ResNeXt101_32X8D_Weights | str | None = None, progress: bool = True, **kwargs: Any
+    *,
+    weights: ResNeXt101_32X8D_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
 ) -> ResNet:
     """ResNeXt-101 32x8d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
     weights = verify_weights(ResNeXt101_32X8D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 32)
     _ovewrite_named_param(kwargs, "width_per_group", 8)
-    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(ResNeXt101_64X4D_Weights)
 @handle_legacy_interface(weights=("pretrained", ResNeXt101_64X4D_Weights.IMAGENET1K_V1))
+@_documented
 def resnext101_64x4d(
-    *, weights: ResNeXt101_64X4D_Weights | str | None = None, progress: bool = True, **kwargs: Any
+    *,
+    weights: ResNeXt101_64X4D_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
 ) -> ResNet:
     """ResNeXt-101 64x4d from `Aggregated Residual Transformations <https://arxiv.org/abs/1611.05431>`_."""
     weights = verify_weights(ResNeXt101_64X4D_Weights, weights)
     _ovewrite_named_param(kwargs, "groups", 64)
     _ovewrite_named_param(kwargs, "width_per_group", 4)
-    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(Wide_ResNet50_2_Weights)
 @handle_legacy_interface(weights=("pretrained", Wide_ResNet50_2_Weights.IMAGENET1K_V1))
+@_documented
 def wide_resnet50_2(
-    *, weights: Wide_ResNet50_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
+    *,
+    weights: Wide_ResNet50_2_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
 ) -> ResNet:
     """Wide ResNet-50-2 from `Wide Residual Networks <https://arxiv.org/abs/1605.07146>`_."""
     weights = verify_weights(Wide_ResNet50_2_Weights, weights)
-    _ovewrite_named_param(kwargs, "width_per_group", 64 * 2)
-    return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, **kwargs)
+    _ovewrite_named_param(kwargs, "width_per_group", 128)
+    return _resnet(Bottleneck, [3, 4, 6, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)
 
 
 @register_model(Wide_ResNet101_2_Weights)
 @handle_legacy_interface(weights=("pretrained", Wide_ResNet101_2_Weights.IMAGENET1K_V1))
+@_documented
 def wide_resnet101_2(
-    *, weights: Wide_ResNet101_2_Weights | str | None = None, progress: bool = True, **kwargs: Any
+    *,
+    weights: Wide_ResNet101_2_Weights | str | None = None,
+    progress: bool = True,
+    fuse_bn: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
 ) -> ResNet:
     """Wide ResNet-101-2 from `Wide Residual Networks <https://arxiv.org/abs/1605.07146>`_."""
     weights = verify_weights(Wide_ResNet101_2_Weights, weights)
-    _ovewrite_named_param(kwargs, "width_per_group", 64 * 2)
-    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, **kwargs)
+    _ovewrite_named_param(kwargs, "width_per_group", 128)
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, progress, fuse_bn=fuse_bn, dtype=dtype, device=device, **kwargs)

@@ -9,7 +9,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..ops import build
-from ..ops.select import Choice, Problem, roofline_us, select
+from ..ops.select import Choice, Problem, capability_of, roofline_us, select
 from .conv import Conv2d
 
 __all__ = ["Plan", "PlanEntry", "plan"]
@@ -75,7 +75,7 @@ def plan(
     model: nn.Module,
     input_shape: tuple[int, int, int, int] = (1, 3, 224, 224),
     dtype: torch.dtype = torch.float16,
-    arch: tuple[int, int] = (8, 0),
+    arch: tuple[int, int] | str | torch.device | int = (8, 0),
     sm_count: int | None = None,
 ) -> Plan:
     """For every conv of ``model`` at ``input_shape``, the kernel that would run on a GPU of compute
@@ -84,9 +84,12 @@ def plan(
 
     Host-only: the model runs on fake tensors to find each conv's problem, and each problem
     goes through :func:`cutlass_resnet.ops.select.select` (so CUTLASS's ``can_implement``), with
-    no GPU needed. Each entry's ``choice.launch`` says, from the kernel's own parameters, how many
-    CTAs one launch runs, how many main-loop iterations each makes and how much shared memory it takes.
+    no GPU needed. ``arch`` is a compute capability, ``(9, 0)``, ``"sm_90"``, ``"9.0"`` or ``"9.0a"``, or a
+    CUDA ``torch.device`` or device index to plan for that GPU. Each entry's ``choice.launch`` says, from
+    the kernel's own parameters, how many CTAs one launch runs, how many main-loop iterations each makes and
+    how much shared memory it takes.
     """
+    arch = capability_of(arch)
     problems: list[tuple[str, Problem, bool]] = []
 
     def record(name: str, module: Conv2d, args: tuple, kwargs: dict) -> None:

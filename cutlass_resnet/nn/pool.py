@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import build
@@ -20,7 +21,15 @@ class MaxPool2d(nn.MaxPool2d):
             y = self._fast_forward(input)
             if y is not None:
                 return y
-        return super().forward(input)
+        return F.max_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
 
     @torch.jit.unused
     def _fast_forward(self, input: Tensor) -> Tensor | None:

@@ -27,6 +27,7 @@ __all__ = [
     "LaunchShape",
     "KernelKind",
     "Problem",
+    "capability_of",
     "device_info",
     "kernel",
     "kernel_table",
@@ -223,6 +224,39 @@ def kernel(name: str) -> KernelInfo:
         if info.name == name:
             return info
     raise KeyError(f"no compiled kernel named {name!r}")
+
+
+def capability_of(arch: object) -> tuple[int, int]:
+    """The compute capability ``arch`` names: ``(9, 0)``, ``"sm_90"``, ``"sm90a"``, ``"9.0"``, ``"9.0a"``, a CUDA
+    ``torch.device`` or a CUDA device index (those two ask the GPU)."""
+    if isinstance(arch, (torch.device, int)) and not isinstance(arch, bool):
+        device = arch if isinstance(arch, torch.device) else torch.device("cuda", arch)
+        if device.type != "cuda":
+            raise ValueError(f"a capability comes from a CUDA device, got {device}")
+        return tuple(torch.cuda.get_device_capability(device))
+    if isinstance(arch, str):
+        text = arch.strip().lower().removeprefix("sm_").removeprefix("sm").removesuffix("a")
+        try:
+            if "." in text:
+                major, minor = (int(part) for part in text.split("."))
+            elif text.isdigit() and len(text) >= 2:
+                major, minor = int(text[:-1]), int(text[-1])
+            else:
+                raise ValueError
+        except ValueError:
+            pass
+        else:
+            return major, minor
+    elif (
+        isinstance(arch, (tuple, list))
+        and len(arch) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in arch)
+    ):
+        return int(arch[0]), int(arch[1])
+    raise ValueError(
+        f"a GPU is named by its compute capability: (9, 0), 'sm_90', '9.0' or '9.0a', a CUDA torch.device or a "
+        f"device index; got {arch!r}"
+    )
 
 
 @cache

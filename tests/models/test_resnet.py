@@ -159,3 +159,27 @@ def test_bad_input_is_a_clear_error(resnet18_pair, x, error, match):
 def test_channels_last_weights_survive_copies():
     model = copy.deepcopy(cutlass_resnet.resnet18()).to(torch.bfloat16)
     assert all(m.weight.is_contiguous(memory_format=CL) for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"zero_init_residual": True, "num_classes": 10},
+        {"replace_stride_with_dilation": [False, True, True]},
+        {"norm_layer": lambda c: nn.GroupNorm(8, c)},
+    ],
+    ids=["default", "zero_init", "dilation", "groupnorm"],
+)
+def test_same_seed_same_parameters_as_torchvision(arch, kwargs):
+    if arch in ("resnet18", "resnet34") and "replace_stride_with_dilation" in kwargs:
+        kwargs = {}  # BasicBlock takes no dilation, in torchvision as here
+    torch.manual_seed(0)
+    ours = getattr(cutlass_resnet, arch)(**kwargs)
+    torch.manual_seed(0)
+    theirs = getattr(torchvision.models, arch)(**kwargs)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]

@@ -99,3 +99,15 @@ def test_resnet50_on_hopper_by_the_time_model(extension, fused_models):
     for entries in (one, many):
         assert entries.estimate_us == pytest.approx(sum(e.estimate_us for e in entries))
         assert all(e.estimate_us >= e.roofline_us > 0 for e in entries)
+
+
+@pytest.mark.parametrize("arch", [(9, 0), [9, 0], "sm_90", "sm90a", "9.0", "9.0a", "SM_90"])
+def test_plan_takes_every_spelling_of_a_gpu(extension, fused_models, arch):
+    entries = cutlass_resnet.plan(fused_models["resnet18"], (1, 3, 64, 64), torch.float16, arch)
+    assert any(e.choice.kernel.startswith("sm90_") for e in entries)
+
+
+@pytest.mark.parametrize("arch", ["hopper", "9", (9,), (9.0, 0), torch.device("cpu"), True, None])
+def test_plan_names_a_gpu_it_cannot_read(extension, fused_models, arch):
+    with pytest.raises(ValueError, match="compute capability|capability comes from a CUDA device"):
+        cutlass_resnet.plan(fused_models["resnet18"], (1, 3, 64, 64), torch.float16, arch)
