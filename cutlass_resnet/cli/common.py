@@ -50,13 +50,17 @@ def check_output_file(path: str | Path, option: str) -> Path:
 
 
 def check_output_folder(path: str | Path, option: str) -> Path:
-    """``path`` as a folder that exists (made if need be) and can be written, else a UsageError naming the option."""
+    """``path`` if a folder can be written there (it, or the nearest folder above it that exists, takes a probe
+    file; nothing is created), else a UsageError naming the option."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path}: that is a file; give a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, so the folder cannot be made")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".cutlass-resnet.", suffix=".probe"):
+            pass
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot create the folder ({exc.strerror or exc})") from None
-    check_output_file(path / "probe", option)
     return path

@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 
-from ..models import ResNet, get_model, get_model_weights, list_models, model_name_of
+from ..models import ResNet, get_model, list_models, model_name_of
 from ..nn import cuda_graph
 from ..ops import build
 from ..pretrained import from_pretrained
-from ..pretrained.hub import HUB_PREFIXES, torchvision_weights_of
+from ..pretrained.hub import HUB_PREFIXES
+from ..pretrained.preprocess import eval_transform, labels_of
 from .common import DTYPES, EXIT_OK, UsageError
 
 __all__ = ["add_arguments", "run", "sample_image"]
@@ -57,8 +58,6 @@ def _open_images(paths: list[Path]) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Classify the images; print a table or JSON."""
-    from torchvision.transforms._presets import ImageClassification
-
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif args.device == "cuda" and not torch.cuda.is_available():
@@ -69,13 +68,7 @@ def run(args: argparse.Namespace) -> int:
     paths = args.images or [sample_image()]
     images = _open_images(paths)
     model, arch = _load_model(args, device, dtype)
-    member = torchvision_weights_of(model)
-    classes = model.fc.out_features
-    if member is not None:
-        transform, labels = member.transforms(), member.meta["categories"]
-    else:  # torchvision's V1 preprocessing, ImageNet's labels when the class count says ImageNet
-        transform = ImageClassification(crop_size=224)
-        labels = get_model_weights("resnet50").IMAGENET1K_V1.meta["categories"] if classes == 1000 else None
+    transform, labels, classes = eval_transform(model), labels_of(model), model.fc.out_features
     if not 1 <= args.topk <= classes:
         raise UsageError(f"--topk must be between 1 and {classes} (the model's class count), got {args.topk}")
     x = torch.stack([transform(image) for image in images]).to(device=device, dtype=dtype)

@@ -235,6 +235,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         self.fused = False
         self.pretrained_source: str | None = None  # where the weights came from, for save_pretrained
+        self.pretrained_cfg: dict | None = None  # timm's preprocessing of the weights, where a file said it
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # drawn in NCHW order, as torchvision's are: same seed, same weights

@@ -57,10 +57,13 @@ from .loading import load_torchvision_state_dict
 
 __all__ = [
     "CONFIG_NAME",
+    "PRETRAINED_CFG_FIELDS",
     "TIMM_TAGS",
     "WEIGHTS_NAME",
     "from_pretrained",
     "model_card",
+    "parse_source",
+    "pretrained_cfg_of",
     "push_to_hub",
     "save_pretrained",
     "torchvision_weights_of",
@@ -82,6 +85,39 @@ def torchvision_weights_of(model: ResNet) -> WeightsEnum | None:
         return enum.__members__.get(source.split(".", 1)[1])
     tag = source.split("@")[0].rsplit(".", 1)[-1]
     return next((enum[name] for name, t in TIMM_TAGS.items() if t == tag and name in enum.__members__), None)
+
+
+#: ImageNet's normalisation and torchvision's V1 evaluation transform: what a model of unknown origin gets.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: The fields of timm's PretrainedCfg this package writes or reads (timm refuses unknown ones).
+PRETRAINED_CFG_FIELDS = (
+    "tag", "custom_load", "input_size", "test_input_size", "fixed_input_size", "interpolation", "crop_pct",
+    "test_crop_pct", "crop_mode", "mean", "std", "num_classes", "label_names", "pool_size", "first_conv",
+    "classifier", "license", "origin_url",
+)  # fmt: skip
+
+
+def pretrained_cfg_of(model: ResNet) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` of ``model``: the one it was loaded with, else its torchvision weights'
+    evaluation transform (else torchvision's V1 one), and where its stem and classifier are."""
+    cfg = {k: v for k, v in (getattr(model, "pretrained_cfg", None) or {}).items() if k in PRETRAINED_CFG_FIELDS}
+    if not cfg:
+        member = torchvision_weights_of(model)
+        crop, resize, interpolation, mean, std = 224, 256, "bilinear", IMAGENET_MEAN, IMAGENET_STD
+        if member is not None:
+            t = member.transforms()
+            crop, resize, interpolation = t.crop_size[0], t.resize_size[0], t.interpolation.value
+            mean, std = tuple(t.mean), tuple(t.std)
+            cfg = {
+                "tag": TIMM_TAGS.get(member.name, member.name.lower()),
+                "origin_url": "https://github.com/pytorch/vision",
+            }
+        cfg.update(
+            input_size=[3, crop, crop], interpolation=interpolation, crop_pct=round(crop / resize, 4),
+            crop_mode="center", mean=list(mean), std=list(std), license="bsd-3-clause",
+        )  # fmt: skip
+    cfg.update(num_classes=model.fc.out_features, first_conv="conv1", classifier="fc")
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -109,9 +145,11 @@ def save_pretrained(
     written = (WEIGHTS_NAME, CONFIG_NAME, *(["README.md"] if card else []))
     with replace_folder(folder, written) as new:
         save_file(state_dict, new / WEIGHTS_NAME, metadata={"format": "pt"})
-        config = {
+        config = {  # timm's keys (architecture, num_classes, num_features, pretrained_cfg), then ours
             "architecture": arch,
             "num_classes": model.fc.out_features,
+            "num_features": model.fc.in_features,
+            "pretrained_cfg": pretrained_cfg_of(model),
             "fused": model.fused,
             "dtype": str(model.fc.weight.dtype).removeprefix("torch."),
             "source": source or model.pretrained_source,
@@ -126,23 +164,37 @@ def save_pretrained(
 
 
 def model_card(config: dict[str, Any], how: str) -> str:
-    """A model card (README.md) for a saved model: what it is, where its weights come from, how it was made."""
+    """A model card (README.md) for a saved model: what it is, where its weights come from, how it was made; its
+    metadata block written and checked by ``huggingface_hub.ModelCardData``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     source = config.get("source") or "random initialisation"
-    metrics = ""
+    metrics, base_model = "", None
     with contextlib.suppress(Exception):  # metrics only when the source is one of torchvision's enums
         from torchvision.models import get_weight
 
-        meta = get_weight(source).meta
-        top1, top5 = (meta["_metrics"]["ImageNet-1K"][k] for k in ("acc@1", "acc@5"))
+        member = get_weight(source)
+        top1, top5 = (member.meta["_metrics"]["ImageNet-1K"][k] for k in ("acc@1", "acc@5"))
         metrics = f"\ntorchvision reports ImageNet-1K acc@1 {top1} / acc@5 {top5} for these weights (before fusion).\n"
+        if member.name in TIMM_TAGS:  # timm's republished copy of these weights on the hub
+            base_model = f"timm/{config['architecture']}.{TIMM_TAGS[member.name]}"
+    if source.startswith("hf:"):
+        base_model = source[3:].split("@")[0]
+    data = ModelCardData(
+        library_name="cutlass_resnet",
+        license="bsd-3-clause",
+        tags=["image-classification", "resnet", "cutlass", "timm"],
+        datasets=["imagenet-1k"],
+        pipeline_tag="image-classification",
+        base_model=base_model,
+    )
     fused = f"BatchNorm folded into the convs, {config['dtype']}" if config["fused"] else f"unfused, {config['dtype']}"
-    return f"""---
-library_name: cutlass_resnet
-license: bsd-3-clause
-tags: [image-classification, resnet, cutlass]
-datasets: [imagenet-1k]
----
-
+    timm = (
+        'Unfused, it also loads in timm (`timm.create_model("hf-hub:<this repo>", pretrained=True)`).'
+        if not config["fused"]
+        else "Fused, it loads in cutlass-resnet only (its BatchNorms are folded away)."
+    )
+    body = f"""
 # {config["architecture"]} ({fused})
 
 torchvision's `{config["architecture"]}` for [cutlass-resnet](https://pypi.org/project/cutlass-resnet/), from
@@ -157,9 +209,12 @@ from cutlass_resnet import from_pretrained
 model = from_pretrained("<this repo>")
 ```
 
+{timm}
+
 License: the code that made this file is BSD-3-Clause; the weights come from torchvision, whose
 pretrained models may carry terms of the dataset they were trained on (ImageNet).
 """
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
 def push_to_hub(
@@ -357,6 +412,8 @@ _CONFIG_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "dtype": ((str,), "a dtype name"),
     "source": ((str, type(None)), "a string or null"),
     "sha256": ((dict,), "an object of file names and sha256 hex digests"),
+    "num_features": ((int,), "a whole number"),
+    "pretrained_cfg": ((dict,), "an object (timm's pretrained_cfg)"),
 }
 
 
@@ -518,4 +575,5 @@ def from_pretrained(
     if fuse_bn and not stored_fused:
         _fuse_bn(model, dtype or stored_dtype)  # folded in float64, rounded once
     model.pretrained_source = config.get("source") or (name if kind == "local" else f"hf:{name}@{revision or 'main'}")
+    model.pretrained_cfg = config.get("pretrained_cfg")  # timm's name: its preprocessing, used by predict
     return model.to(device=device, dtype=dtype or stored_dtype).eval()

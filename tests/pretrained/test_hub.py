@@ -199,7 +199,9 @@ def test_push_to_hub_then_from_pretrained(hub, tv18, x):
     repo = hub.state.repos["me/resnet18-fused"]
     assert url.startswith(f"{hub.url}/me/resnet18-fused/commit/") and url.endswith(repo.commit)
     assert sorted(repo.files) == ["README.md", "config.json", "model.safetensors"]
-    assert repo.files["README.md"].startswith(b"---\nlibrary_name: cutlass_resnet")
+    from huggingface_hub import ModelCard
+
+    assert ModelCard(repo.files["README.md"].decode()).data.library_name == "cutlass_resnet"
     loaded = from_pretrained("me/resnet18-fused", dtype=torch.float32)
     assert loaded.fused
     check_parity(loaded, tv18, x, atol=2e-2)  # fp16 weights, fp32 compute
@@ -397,3 +399,62 @@ def test_saved_files_get_the_mode_the_umask_gives(tmp_path):
         os.umask(previous)
     assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o664}
     assert folder.stat().st_mode & 0o777 == 0o775
+
+
+def test_timm_loads_our_unfused_saves_from_a_folder_and_the_hub(hub, tv18, x, tmp_path):
+    timm = pytest.importorskip("timm") if os.environ.get("CI") != "true" else __import__("timm")
+    ours = cutlass_resnet.resnet18(num_classes=10).eval()
+    cutlass_resnet.load_torchvision_state_dict(ours, tv18.state_dict())
+    folder = save_pretrained(ours, tmp_path / "export")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["num_features"] == 512 and config["pretrained_cfg"]["classifier"] == "fc"
+    local = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    hub.state.repos["me/resnet18"] = Repo({p.name: p.read_bytes() for p in folder.iterdir()})
+    remote = timm.create_model("hf-hub:me/resnet18", pretrained=True).eval()
+    with torch.no_grad():
+        expected = tv18(x)
+        for model in (local, remote):
+            torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_timm_repo_s_own_preprocessing_is_kept(timm_repo, tv18):
+    timm = pytest.importorskip("timm") if os.environ.get("CI") != "true" else __import__("timm")
+    from PIL import Image
+
+    from cutlass_resnet.cli.predict import sample_image
+    from cutlass_resnet.pretrained.preprocess import eval_transform
+
+    cfg = {
+        "input_size": [3, 160, 160],
+        "interpolation": "bicubic",
+        "crop_pct": 0.95,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+    }
+    timm_repo.state.repos[REPO].files["config.json"] = json.dumps(
+        {"architecture": "resnet18", "num_classes": 10, "pretrained_cfg": cfg}
+    ).encode()
+    model = from_pretrained(REPO)
+    assert model.pretrained_cfg == cfg
+    data_config = timm.data.resolve_data_config({}, pretrained_cfg=cfg, use_test_size=True)
+    expected_transform = timm.data.create_transform(**data_config)
+    with Image.open(sample_image()) as image:
+        image = image.convert("RGB")
+        ours, theirs = eval_transform(model)(image), expected_transform(image)
+    assert ours.shape == theirs.shape == (3, 160, 160)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    again = from_pretrained(save_pretrained(model, Path(os.environ["HF_HUB_CACHE"]).parent / "again"))
+    assert again.pretrained_cfg["interpolation"] == "bicubic" and again.pretrained_cfg["crop_pct"] == 0.95
+
+
+def test_model_cards_are_huggingface_hub_model_cards(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from cutlass_resnet.pretrained.hub import model_card
+
+    config = {"architecture": "resnet50", "fused": True, "dtype": "float16", "source": "ResNet50_Weights.IMAGENET1K_V2",
+              "num_classes": 1000, "library_version": "0", "sha256": {"model.safetensors": "0" * 64}}  # fmt: skip
+    card = ModelCard(model_card(config, "how"))
+    assert card.data.library_name == "cutlass_resnet" and card.data.pipeline_tag == "image-classification"
+    assert card.data.base_model == "timm/resnet50.tv2_in1k" and card.data.license == "bsd-3-clause"
+    assert "acc@1 80.858" in card.text and "loads in cutlass-resnet only" in card.text
