@@ -6,59 +6,61 @@
 Layers, bottom up, each importing only those below: ``ops`` (the op, kernel choice, dispatch,
 self-check, build), ``nn`` (``Conv2d``, ``fuse_bn``, ``plan``), ``models`` (blocks, ``ResNet``,
 builders, registry), ``pretrained`` (downloads, hub, loading, export); ``cli`` is the command line.
-
-The public names are imported on first use (``import cutlass_resnet`` alone imports neither torch nor
-the op): the command line answers Ctrl-C from its first instant, and the op
-``torch.ops.cutlass_resnet.conv2d_fprop`` is registered by ``import cutlass_resnet.ops`` or the first use
-of any model, layer or loader.
+Importing the package registers the op ``torch.ops.cutlass_resnet.conv2d_fprop``.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from ._version import __version__  # noqa: F401  (public, and cheap)
-
-_SUBMODULES = ("models", "nn", "ops", "pretrained", "testing")
-_NAMES = {  # public name -> the module it comes from (the builders, enums and registry: models.__all__)
-    "plan": ".nn",
-    "fuse_bn": ".nn",
-    "cuda_graph": ".nn",
-    "load_torchvision_state_dict": ".pretrained",
-    "from_pretrained": ".pretrained",
-    "save_pretrained": ".pretrained",
-    "push_to_hub": ".pretrained",
-    "CorruptWeightsError": ".pretrained",
-    "StateDictMismatchError": ".pretrained",
-    "WeightsUnavailableError": ".pretrained",
-    "get_weight": "torchvision.models",
-    "Weights": "torchvision.models",
-    "WeightsEnum": "torchvision.models",
-}
+import os as _os
+import sys as _sys
 
 
-def _models_all() -> list[str]:
-    return list(importlib.import_module(".models", __name__).__all__)
+def _is_the_command_line() -> bool:
+    """Whether this process is ``cutlass-resnet`` (the console script, or ``python -m cutlass_resnet``)."""
+    argv = getattr(_sys, "orig_argv", _sys.argv)
+    if len(argv) >= 3 and argv[1] == "-m" and argv[2].split(".")[0] == "cutlass_resnet":
+        return True
+    return any(_os.path.basename(arg) == "cutlass-resnet" for arg in argv[:2])
 
 
-def __getattr__(name: str) -> Any:
-    if name == "__all__":
-        value: Any = ["nn", "ops", "models", "pretrained", *_NAMES, "__version__", *_models_all()]
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
-    elif name in _NAMES:
-        module = _NAMES[name]
-        importlib.import_module(".pretrained", __name__)  # the builders' weights= fetch through its verified loader
-        value = getattr(importlib.import_module(module, __name__ if module.startswith(".") else None), name)
-    elif name in _models_all():
-        importlib.import_module(".pretrained", __name__)
-        value = getattr(importlib.import_module(".models", __name__), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+try:  # torch takes seconds to import: the command line answers Ctrl-C then too, with no traceback
+    from torchvision.models import Weights, WeightsEnum, get_weight
 
+    from . import models, nn, ops, pretrained
+    from ._version import __version__
+    from .models import *  # noqa: F403
+    from .models import __all__ as _models_all
+    from .nn import cuda_graph, fuse_bn, plan
+    from .pretrained import (
+        CorruptWeightsError,
+        StateDictMismatchError,
+        WeightsUnavailableError,
+        from_pretrained,
+        load_torchvision_state_dict,
+        push_to_hub,
+        save_pretrained,
+    )
+except KeyboardInterrupt:
+    if _is_the_command_line():
+        raise SystemExit(130) from None
+    raise
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__getattr__("__all__")))
+__all__ = [
+    "nn",
+    "ops",
+    "models",
+    "pretrained",
+    "plan",
+    "fuse_bn",
+    "cuda_graph",
+    "load_torchvision_state_dict",
+    "from_pretrained",
+    "save_pretrained",
+    "push_to_hub",
+    "get_weight",
+    "Weights",
+    "WeightsEnum",
+    "CorruptWeightsError",
+    "StateDictMismatchError",
+    "WeightsUnavailableError",
+    "__version__",
+    *_models_all,
+]
