@@ -7,6 +7,10 @@ from pathlib import Path
 
 import torch
 
+from ..models import ResNet, get_model, model_name_of
+from ..pretrained import from_pretrained
+from ..pretrained.hub import HUB_PREFIXES
+
 __all__ = [
     "check_output_file",
     "check_output_folder",
@@ -64,3 +68,15 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot create the folder ({exc.strerror or exc})") from None
     return path
+
+
+def load_model(weights: str, arch: str | None, fuse: bool, dtype: torch.dtype) -> tuple[ResNet, str]:
+    """The model ``--weights`` names (DEFAULT or a torchvision weights name, a file or folder, or a hub repo
+    ``hf:OWNER/NAME[@REV]``), in eval mode, and its architecture (``--arch``, else what the weights say)."""
+    if weights.startswith(HUB_PREFIXES) or Path(weights).exists():
+        model = from_pretrained(weights, arch=arch, fuse_bn=fuse, dtype=dtype)
+    elif "/" in weights or weights.endswith((".safetensors", ".pth", ".pt")):
+        raise UsageError(f"no such weights file or folder: {weights} (hub repos are written hf:OWNER/NAME[@REV])")
+    else:
+        model = get_model(arch or "resnet50", weights=weights, fuse_bn=fuse, dtype=dtype)
+    return model.to(dtype=dtype).eval(), arch or model_name_of(model)

@@ -10,13 +10,11 @@ from typing import Any
 
 import torch
 
-from ..models import ResNet, get_model, list_models, model_name_of
+from ..models import list_models
 from ..nn import cuda_graph
 from ..ops import build
-from ..pretrained import from_pretrained
-from ..pretrained.hub import HUB_PREFIXES
 from ..pretrained.preprocess import eval_transform, labels_of
-from .common import DTYPES, EXIT_OK, UsageError
+from .common import DTYPES, EXIT_OK, UsageError, load_model
 
 __all__ = ["add_arguments", "run", "sample_image"]
 
@@ -24,18 +22,6 @@ __all__ = ["add_arguments", "run", "sample_image"]
 def sample_image() -> Path:
     """The photo shipped with the package: scikit-image's "Chelsea the cat" (CC0), see data/README.md."""
     return Path(str(resources.files("cutlass_resnet") / "data" / "chelsea.jpg"))
-
-
-def _load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[ResNet, str]:
-    weights, arch = args.weights, args.arch
-    fuse = args.fuse
-    if weights.startswith(HUB_PREFIXES) or Path(weights).exists():  # the architecture: --arch, else the file's
-        model = from_pretrained(weights, arch=arch, fuse_bn=fuse, dtype=dtype)
-    elif "/" in weights or weights.endswith((".safetensors", ".pth", ".pt")):
-        raise UsageError(f"no such weights file or folder: {weights} (hub repos are written hf:OWNER/NAME[@REV])")
-    else:
-        model = get_model(arch or "resnet50", weights=weights, fuse_bn=fuse, dtype=dtype)
-    return model.to(device=device, dtype=dtype).eval(), arch or model_name_of(model)
 
 
 def _open_images(paths: list[Path]) -> list[Any]:
@@ -67,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
     paths = args.images or [sample_image()]
     images = _open_images(paths)
-    model, arch = _load_model(args, device, dtype)
+    model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
+    model = model.to(device=device)
     transform, labels, classes = eval_transform(model), labels_of(model), model.fc.out_features
     if not 1 <= args.topk <= classes:
         raise UsageError(f"--topk must be between 1 and {classes} (the model's class count), got {args.topk}")

@@ -314,7 +314,7 @@ class ResNet(nn.Module):
                 x.dim() == 4 and x.size(1) == self.conv1.in_channels,
                 "ResNet expects a batch of images of shape (N, C, H, W) with the model's C input channels",
             )
-        else:  # a leaf call for FX (torch.fx.wrap below): no control flow on shapes in the traced graph
+        elif not torch.jit.is_tracing():  # a leaf call for FX (torch.fx.wrap below): no control flow on shapes
             _check_input(x, self.conv1.in_channels)
         x = self.conv1(x)  # any layout: on a GPU the stem packs its 3 channels into NHWC4 in one pass
         if not self.fused:

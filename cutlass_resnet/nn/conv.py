@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,7 +12,21 @@ from torch import Tensor, nn
 from .. import ops  # noqa: F401  (registers torch.ops.cutlass_resnet)
 from ..ops import dispatch
 
-__all__ = ["Conv2d"]
+__all__ = ["Conv2d", "aten_forward"]
+
+_ATEN_FORWARD = False
+
+
+@contextlib.contextmanager
+def aten_forward() -> Iterator[None]:
+    """Inside, every :class:`Conv2d` computes with aten's conv, add and relu instead of the op: what ONNX and
+    other exporters that know no custom op see (the numbers are aten's, not the op's single rounding)."""
+    global _ATEN_FORWARD
+    previous, _ATEN_FORWARD = _ATEN_FORWARD, True
+    try:
+        yield
+    finally:
+        _ATEN_FORWARD = previous
 
 
 class Conv2d(nn.Conv2d):
@@ -46,10 +63,20 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
         if not torch.jit.is_scripting():
+            if _ATEN_FORWARD:
+                return self._aten_forward(input, residual)
             y = self._fast_forward(input, residual)
             if y is not None:
                 return y
         return self._conv_forward(input, self.weight, self.bias, residual)
+
+    @torch.jit.unused
+    def _aten_forward(self, input: Tensor, residual: Tensor | None) -> Tensor:
+        """The same result from aten's ops alone (conv, add, relu), for exporters that know no custom op."""
+        y = super()._conv_forward(input, self.weight, self.bias)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if self.relu else y
 
     @torch.jit.unused
     def _fast_forward(self, input: Tensor, residual: Tensor | None) -> Tensor | None:

@@ -6,7 +6,7 @@ checks every cached file's hash (the models layer itself fetches nothing).
 
 from ..models import register_weights_loader
 from .download import CorruptWeightsError, WeightsUnavailableError, load_weights
-from .export import export
+from .export import export, export_onnx
 from .hub import from_pretrained, push_to_hub, save_pretrained
 from .loading import StateDictMismatchError, load_torchvision_state_dict
 
@@ -17,6 +17,7 @@ __all__ = [
     "StateDictMismatchError",
     "WeightsUnavailableError",
     "export",
+    "export_onnx",
     "from_pretrained",
     "load_torchvision_state_dict",
     "push_to_hub",

@@ -1,4 +1,5 @@
-"""torchvision weights -> safetensors folders with a model card each: unfused fp32 and BatchNorm-fused fp16/bf16.
+"""torchvision weights -> safetensors folders with a model card each (unfused fp32, BatchNorm-fused fp16/bf16); and
+any model -> standard ONNX (:func:`export_onnx`).
 
 ``python scripts/export_weights.py resnet50 --weights IMAGENET1K_V2 --out weights`` writes
 ``weights/resnet50.tv2_in1k/``, ``.../resnet50.tv2_in1k.fused-fp16/`` and ``...fused-bf16/``,
@@ -8,15 +9,20 @@ or ``from_pretrained(folder)``. Folder tags follow timm's names for torchvision'
 
 from __future__ import annotations
 
+import copy
+import os
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from ..models import get_model, get_model_weights, verify_weights
+from .._io import atomic_path
+from ..models import ResNet, check_resnet, get_model, get_model_weights, verify_weights
+from ..nn import fuse_bn
+from ..nn.conv import aten_forward
 from .hub import TIMM_TAGS, model_card, save_pretrained
 
-__all__ = ["VARIANTS", "export"]
+__all__ = ["VARIANTS", "export", "export_onnx"]
 
 #: variant -> (BatchNorm folded, dtype)
 VARIANTS: dict[str, tuple[bool, torch.dtype]] = {
@@ -46,3 +52,45 @@ def export(
         card = partial(model_card, how=how)
         folders.append(save_pretrained(model, Path(out_dir) / name, source=str(member), card=card))
     return folders
+
+
+def export_onnx(
+    model: ResNet,
+    path: str | os.PathLike[str],
+    *,
+    image_size: int | tuple[int, int] = 224,
+    dynamic_batch: bool = True,
+    opset_version: int | None = None,
+    dynamo: bool = False,
+) -> Path:
+    """Write ``model`` as standard ONNX for ONNX Runtime or TensorRT: Conv (BatchNorm folded in, fused or not),
+    Add, Relu, MaxPool, GlobalAveragePool, Flatten, Gemm; fp32; input ``images`` (N, 3, H, W) with a dynamic N
+    (``dynamic_batch``), output ``logits``. The model is not changed (a copy is exported); the file is written
+    whole or not at all. TensorRT: ``trtexec --onnx=FILE --fp16`` (see docs/deployment.md).
+
+    ``dynamo=False`` (the default) uses torch's TorchScript-based exporter, which writes exactly those
+    operators; torch deprecates it, and ``dynamo=True`` uses the torch.export-based one, whose graph computes
+    the flattened shape with a few more operators (Shape, Gather, Reshape) and pools with ReduceMean."""
+    model = copy.deepcopy(check_resnet(model, "export_onnx")).float().cpu().eval()
+    if not model.fused:
+        fuse_bn(model)  # folded in float64, rounded once to fp32
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    example = torch.zeros(2 if dynamic_batch else 1, 3, height, width)  # batch 1 would be specialized
+    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    path = Path(path)
+    with aten_forward(), torch.no_grad(), atomic_path(path) as tmp:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            dynamo=dynamo,
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=opset_version or (18 if dynamo else 17),
+            **(
+                {"dynamic_shapes": ({0: torch.export.Dim("batch")},) if dynamic_batch else None}
+                if dynamo
+                else {"dynamic_axes": axes}
+            ),
+        )
+    return path

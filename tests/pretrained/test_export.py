@@ -1,16 +1,24 @@
-"""Exports of torchvision's weights (served locally) to safetensors folders with model cards."""
+"""Exports of torchvision's weights (served locally) to safetensors folders with model cards; models to ONNX,
+checked by onnx's checker and run on ONNX Runtime."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 import torch
+import torchvision
 from conftest import assert_within_twice_aten, max_error
 
+import cutlass_resnet
 from cutlass_resnet import from_pretrained
 from cutlass_resnet.pretrained import export
+from cutlass_resnet.testing import torchvision_model_with_statistics
 
 
 def test_export_writes_every_variant_with_its_card(pointed, tv_resnet18, tmp_path):
@@ -39,3 +47,73 @@ def test_export_writes_every_variant_with_its_card(pointed, tv_resnet18, tmp_pat
         else:  # torchvision's own computation at this precision sets the bar
             aten = copy.deepcopy(tv_resnet18).to(dtype)(x.to(dtype))
             assert_within_twice_aten(ours, aten, expected)
+
+
+def _onnx():
+    if os.environ.get("CI") == "true":  # the test extra installs them: their absence is a failure there
+        import onnx
+        import onnxruntime
+    else:
+        onnx, onnxruntime = pytest.importorskip("onnx"), pytest.importorskip("onnxruntime")
+    return onnx, onnxruntime
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnext50_32x4d"])
+def test_onnx_export_is_standard_and_matches_on_onnx_runtime(tmp_path, fused, arch):
+    onnx, ort = _onnx()
+    reference = torchvision_model_with_statistics(arch, seed=31, image_size=64)
+    model = getattr(cutlass_resnet, arch)().eval()
+    cutlass_resnet.load_torchvision_state_dict(model, reference.state_dict())
+    if fused:
+        cutlass_resnet.fuse_bn(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = cutlass_resnet.export_onnx(model, tmp_path / "model.onnx", image_size=64)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.fused == fused
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    ops = {node.op_type for node in graph.graph.node}
+    assert ops <= {"Conv", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm", "Identity"}, ops
+    assert {"Conv", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Gemm"} <= ops
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):  # one graph, any batch
+        x = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
+        (logits,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            expected = reference.double()(x.double())
+            ours = model(x)
+            fp32 = reference.float()(x)
+        onnx_error = (torch.from_numpy(logits).double() - expected).abs().max().item()
+        assert onnx_error <= 2 * (fp32.double() - expected).abs().max().item() + 1e-5
+        assert (ours.double() - expected).abs().max().item() <= 2 * (fp32.double() - expected).abs().max().item() + 1e-5
+
+
+def test_onnx_export_through_torch_export(tmp_path):
+    onnx, ort = _onnx()
+    model = cutlass_resnet.fuse_bn(cutlass_resnet.resnet18(num_classes=10).eval())
+    path = cutlass_resnet.export_onnx(model, tmp_path / "model.onnx", image_size=64, dynamo=True)
+    onnx.checker.check_model(onnx.load(str(path)))
+    x = torch.randn(3, 3, 64, 64)
+    (logits,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_export_from_the_command_line(tmp_path):
+    onnx, _ = _onnx()
+    model = torchvision.models.resnet18().eval()
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", "export", "resnet18", "--weights", str(tmp_path / "weights.pth"),
+         "--onnx", str(tmp_path / "r18.onnx"), "--image-size", "64"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "r18.onnx")
+    onnx.checker.check_model(onnx.load(str(tmp_path / "r18.onnx")))
+    bad = subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", "export", "resnet18", "--onnx", "/nonexistent/x.onnx"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "the folder /nonexistent does not exist" in bad.stderr
