@@ -5,7 +5,8 @@
 
 Layers, bottom up, each importing only those below: ``ops`` (the op, kernel choice, dispatch,
 self-check, build), ``nn`` (``Conv2d``, ``fuse_bn``, ``plan``), ``models`` (blocks, ``ResNet``,
-builders, registry), ``pretrained`` (downloads, hub, loading, export); ``cli`` is the command line.
+builders, registry), ``pretrained`` (downloads, hub, loading, export); ``predict`` classifies many
+images (``cutlass-resnet predict``'s engine); ``cli`` is the command line.
 Importing the package registers the op ``torch.ops.cutlass_resnet.conv2d_fprop``.
 """
 
@@ -24,7 +25,7 @@ def _is_the_command_line() -> bool:
 try:  # torch takes seconds to import: the command line answers Ctrl-C then too, with no traceback
     from torchvision.models import Weights, WeightsEnum, get_weight
 
-    from . import models, nn, ops, pretrained
+    from . import models, nn, ops, predict, pretrained
     from ._version import __version__
     from .models import *  # noqa: F403
     from .models import __all__ as _models_all
@@ -49,6 +50,7 @@ __all__ = [
     "ops",
     "models",
     "pretrained",
+    "predict",
     "plan",
     "fuse_bn",
     "cuda_graph",

@@ -201,3 +201,61 @@ def pointed(monkeypatch, served):
     member = ResNet18_Weights.IMAGENET1K_V1
     monkeypatch.setattr(member, "_value_", Weights(url=url, transforms=member.transforms, meta=member.meta))
     return member
+
+
+def torchvision_alone(reference: torch.nn.Module, path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class probabilities, pooled features) of one image on torchvision's model, with torchvision's transform."""
+    from PIL import Image
+
+    with Image.open(path) as image, torch.no_grad():
+        x = ResNet18_Weights.IMAGENET1K_V1.transforms()(image.convert("RGB"))[None]
+        m = reference
+        x = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
+        pooled = torch.flatten(m.avgpool(x), 1)
+        return torch.softmax(m.fc(pooled), dim=1)[0], pooled[0]
+
+
+def make_image_folder(folder: Path, count: int = 40) -> list[Path]:
+    """``count`` images made from the shipped photo (crops, flips, sizes; JPEG, PNG and WebP, some in a subfolder),
+    plus a corrupt ``broken.jpg`` and a ``notes.txt``; returns the images, sorted as a folder listing is."""
+    from PIL import Image, ImageOps
+
+    from cutlass_resnet.cli.predict import sample_image
+
+    with Image.open(sample_image()) as photo:
+        base = photo.convert("RGB")
+    images = []
+    for i in range(count):
+        image = base.crop((i * 3, i * 2, base.width - i * 2, base.height - i)) if i % 4 else base
+        if i % 3 == 1:
+            image = ImageOps.mirror(image)
+        if i % 5 == 2:
+            image = image.resize((image.width // 2 + i, image.height // 2 + i))
+        kind = ["jpg", "png", "webp"][i % 3]
+        path = folder / ("sub" if i % 7 == 0 else ".") / f"img{i:02d}.{kind}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[kind])
+        images.append(path)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    (folder / "notes.txt").write_text("not an image\n")
+    return sorted([*images, folder / "broken.jpg"], key=str)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """A folder of 40 images, one corrupt file and one non-image (see :func:`make_image_folder`)."""
+    folder = tmp_path_factory.mktemp("photos")
+    make_image_folder(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ten_classes(tmp_path_factory) -> tuple[nn.Module, Path]:
+    """A torchvision resnet18 with 10 classes and real BatchNorm statistics, and the same weights saved as we save
+    them (unfused) in a folder: far-apart classes, so a ranking is not decided by rounding."""
+    from cutlass_resnet import load_torchvision_state_dict, resnet18, save_pretrained
+
+    reference = torchvision_model_with_statistics("resnet18", seed=3, num_classes=10)
+    ours = resnet18(num_classes=10)
+    load_torchvision_state_dict(ours, reference.state_dict())
+    return reference, save_pretrained(ours, tmp_path_factory.mktemp("weights") / "ten")

@@ -21,6 +21,7 @@ LAYERS = {
     "cutlass_resnet.testing": 3,
     "cutlass_resnet.pretrained": 4,
     "cutlass_resnet": 5,  # the root __init__: the public API, over every layer but the command line
+    "cutlass_resnet.predict": 5,  # many images through a model: the command line's engine
     "cutlass_resnet.cli": 6,
     "cutlass_resnet.__main__": 6,
 }

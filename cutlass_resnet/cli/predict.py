@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed
+from torch import Tensor
 
+from .._io import atomic_path
 from ..models import list_models
-from ..nn import cuda_graph
 from ..ops import build
-from ..pretrained.preprocess import eval_transform, labels_of
-from .common import DTYPES, EXIT_OK, UsageError, load_model
+from ..predict import (
+    FeatureLog,
+    Result,
+    Writer,
+    classify,
+    done_paths,
+    expand_paths,
+    load_features,
+    read_results,
+    save_features,
+)
+from .common import DTYPES, EXIT_OK, UsageError, check_output_file, load_model
 
 __all__ = ["add_arguments", "run", "sample_image"]
 
@@ -42,27 +58,53 @@ def _open_images(paths: list[Path]) -> list[Any]:
     return images
 
 
-def run(args: argparse.Namespace) -> int:
-    """Classify the images; print a table or JSON."""
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif args.device == "cuda" and not torch.cuda.is_available():
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is visible (use --device cpu or auto)")
-    else:
-        device = torch.device(args.device)
-    dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
-    paths = args.images or [sample_image()]
-    images = _open_images(paths)
-    model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
-    model = model.to(device=device)
-    transform, labels, classes = eval_transform(model), labels_of(model), model.fc.out_features
-    if not 1 <= args.topk <= classes:
-        raise UsageError(f"--topk must be between 1 and {classes} (the model's class count), got {args.topk}")
-    x = torch.stack([transform(image) for image in images]).to(device=device, dtype=dtype)
-    with torch.no_grad():
-        run_model = cuda_graph(model, x) if device.type == "cuda" else model  # no per-layer host work on a GPU
-        probabilities = torch.softmax(run_model(x).float(), dim=1)
-    top = probabilities.topk(args.topk, dim=1)
+    return torch.device(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify the images: a table or JSON on stdout, or with --output, JSON Lines or CSV streamed into a file."""
+    if args.batch_size < 1 or args.workers < 0:
+        raise UsageError("--batch-size must be >= 1 and --workers >= 0")
+    if args.output is None and (args.features or args.resume):
+        raise UsageError("--features and --resume go with --output")
+    for option, path in (("--output", args.output), ("--features", args.features)):
+        if path is not None:
+            check_output_file(path, option)
+    if args.features is not None and Path(args.features).suffix.lower() not in (".safetensors", ".npy"):
+        raise UsageError(f"--features {args.features}: the file is a .safetensors or a .npy")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        torch.distributed.init_process_group("nccl" if args.device != "cpu" and torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available() and args.device != "cpu":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        device = _device(args.device)
+        dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+        paths = expand_paths(args.images) if args.images else [str(sample_image())]
+        if args.output is None:
+            _open_images([Path(p) for p in paths])  # a bad path fails fast, before any weights are fetched
+        model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
+        model = model.to(device=device)
+        if not 1 <= args.topk <= model.fc.out_features:
+            raise UsageError(
+                f"--topk must be between 1 and {model.fc.out_features} (the model's class count), got {args.topk}"
+            )
+        if args.output is not None:
+            return _to_file(args, model, paths, distributed)
+        results = list(classify(paths, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers))
+        _print(args, model, arch, device, dtype, results)
+        return EXIT_OK
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+
+
+def _print(args, model, arch, device, dtype, results) -> None:
     if device.type != "cuda":
         kernel_path = "reference convolution (CPU)"
     elif build.loaded():  # a conv no kernel takes still falls back, with its own warning
@@ -70,30 +112,122 @@ def run(args: argparse.Namespace) -> int:
     else:
         kernel_path = f"aten's convolution: CUTLASS kernels unavailable ({build.load_error()})"
     info = dict(arch=arch, weights=model.pretrained_source, device=str(device), dtype=str(dtype)[6:], fused=model.fused)
-    results = [
-        dict(
-            image=str(path),
-            top=[
-                dict(index=int(i), label=labels[i] if labels else f"class {int(i)}", probability=float(p))
-                for p, i in zip(top.values[n], top.indices[n], strict=True)
-            ],
-        )
-        for n, path in enumerate(paths)
+    predictions = [
+        dict(image=r.path, top=[dict(index=t["index"], label=t["label"], probability=t["prob"]) for t in r.top])
+        for r in results
     ]
     if args.json:
-        print(json.dumps(dict(model=info, predictions=results), indent=1))
-        return EXIT_OK
+        print(json.dumps(dict(model=info, predictions=predictions), indent=1))
+        return
     form = f"{'fused ' if model.fused else ''}{info['dtype']}"
     print(f"{arch} ({info['weights']}), {form} on {device}, {kernel_path}")
-    for result in results:
+    for result in predictions:
         print(result["image"])
         for rank, entry in enumerate(result["top"], 1):
             print(f"  {rank:>2}. {entry['probability']:7.2%}  {entry['label']}")
+
+
+def _part(path: Path, rank: int, world: int) -> Path:
+    """Rank ``rank``'s results under torchrun, JSON Lines beside --output."""
+    return path.with_name(f".{path.name}.part-{rank}-of-{world}.jsonl")
+
+
+def _log(path: Path, rank: int, world: int) -> Path:
+    """Where rank ``rank`` appends features as it goes, beside the --features file."""
+    return path.with_name(f".{path.name}.rows-{rank}-of-{world}.jsonl")
+
+
+def _held(args: argparse.Namespace, output: Path, world: int) -> tuple[dict[str, Result], dict[str, Tensor]]:
+    """The results every rank's part holds (whole lines) and the features every rank's log holds, with, resuming,
+    what --output and the --features file held before; the same on every rank."""
+    outputs = ([output] if args.resume else []) + ([_part(output, r, world) for r in range(world)] if world > 1 else [])
+    held = {r.path: r for path in outputs for r in read_results(path)}
+    rows: dict[str, Tensor] = {}
+    if args.features is not None:
+        features = Path(args.features)
+        rows.update(load_features(features) if args.resume else {})
+        for rank in range(world):
+            rows.update(FeatureLog.read(_log(features, rank, world)))
+    return held, rows
+
+
+def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: bool) -> int:
+    """Stream results into --output (this rank's part file under torchrun, merged by rank 0 at the end), skipping
+    with --resume what the output already holds; an unreadable image is an error line and a line on stderr."""
+    from tqdm.auto import tqdm
+
+    output = Path(args.output)
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    target = _part(output, rank, world) if distributed else output
+    features = Path(args.features) if args.features is not None else None
+    if args.resume:
+        done_paths(target)  # cuts a line a killed run left half-written
+    else:
+        for path in (target, *([_log(features, rank, world)] if features else [])):
+            path.unlink(missing_ok=True)
+    held, held_rows = _held(args, output, world) if args.resume else ({}, {})
+    if distributed:
+        torch.distributed.barrier()  # every rank has read the parts before any appends to its own
+    todo = [p for p in paths if p not in held or (features and held[p].error is None and p not in held_rows)]
+    batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    todo = [p for batch in batches[rank::world] for p in batch]  # whole batches, so every rank's match one process
+    stats, start = {}, time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", desc=f"rank {rank}" if distributed else "classifying", disable=None)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(bar)
+        writer = stack.enter_context(Writer(target, args.topk, append=args.resume))
+        log = stack.enter_context(FeatureLog(_log(features, rank, world))) if features else None
+        for result in classify(todo, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
+                               features=features is not None, on_batch=bar.update, stats=stats):  # fmt: skip
+            if log is not None and result.error is None:
+                log.write(result.path, result.features)  # before its line: a kept line has its features kept
+            if result.path not in held:  # (else redone only for its features)
+                writer.write(result)
+            if result.error is not None:
+                print(f"cutlass-resnet predict: skipped {result.path}: {result.error}", file=sys.stderr, flush=True)
+    seconds, count = time.perf_counter() - start, stats.get("images", 0) + stats.get("errors", 0)
+    where = f"{args.workers} worker{'s' if args.workers > 1 else ''}" if args.workers else "this process"
+    print(
+        f"cutlass-resnet predict: {count} images ({stats.get('errors', 0)} could not be read) in {seconds:.1f} s, "
+        f"{count / max(seconds, 1e-9):.1f} images/s; model {stats.get('model_s', 0):.1f} s, decode "
+        f"{stats.get('decode_s', 0):.1f} s in {where}, waiting for decoded images {stats.get('wait_s', 0):.1f} s"
+        + (f" [rank {rank} of {world}]" if distributed else ""),
+        file=sys.stderr,
+    )
+    if distributed:
+        torch.distributed.barrier()
+    if rank == 0:
+        _finish(args, output, paths, world)
+    if distributed:
+        torch.distributed.barrier()
     return EXIT_OK
 
 
+def _finish(args: argparse.Namespace, output: Path, paths: list[str], world: int) -> None:
+    """Rank 0, at the end: under torchrun, what --output held and every rank's part into --output in input order,
+    written whole; the features file from what it held and every log, in input order; then parts and logs go."""
+    held, rows = _held(args, output, world)
+    if world > 1:
+        with atomic_path(output) as tmp, Writer(tmp, args.topk, csv_format=output.suffix.lower() == ".csv") as writer:
+            for path in paths:
+                if path in held:
+                    writer.write(held[path])
+    if args.features is not None:
+        save_features(Path(args.features), {p: rows[p] for p in paths if p in rows})
+    for rank in range(world):
+        if world > 1:
+            _part(output, rank, world).unlink(missing_ok=True)
+        if args.features is not None:
+            _log(Path(args.features), rank, world).unlink(missing_ok=True)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (default: the sample photo)")
+    p.add_argument(
+        "images",
+        nargs="*",
+        metavar="PATH",
+        help="images, folders (recursive), @list.txt files (a path a line) or globs (default: the sample photo)",
+    )
     p.add_argument("--arch", choices=list_models(), help="default: resnet50, or what the weights file says")
     p.add_argument(
         "--weights",
@@ -105,3 +239,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True, help="fold BatchNorm (default)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--output", help="stream results into this file: JSON Lines, or CSV for a .csv (unreadable images too)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward (default 32)")
+    p.add_argument("--workers", type=int, default=0, help="processes that decode images (default 0: this one)")
+    p.add_argument("--features", help="also write each image's pooled features here (.safetensors or .npy)")
+    p.add_argument("--resume", action="store_true", help="skip the paths --output already holds, and append")

@@ -308,7 +308,9 @@ class ResNet(nn.Module):
             )
         return super().train(mode)
 
-    def _forward_impl(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last stage's feature map, (N, C, H/32, W/32): what the pooling and the classifier take (timm's
+        name)."""
         if torch.jit.is_scripting():
             torch._assert(
                 x.dim() == 4 and x.size(1) == self.conv1.in_channels,
@@ -323,10 +325,16 @@ class ResNet(nn.Module):
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
-        x = self.layer4(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.fc(x)
+        return self.layer4(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pooling and the classifier on :meth:`forward_features`' map; ``pre_logits``: the pooled features
+        (N, C), the embeddings (timm's name)."""
+        x = torch.flatten(self.avgpool(x), 1)
+        return x if pre_logits else self.fc(x)
+
+    def _forward_impl(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self._forward_impl(x)

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map
 
 __all__ = ["CUDAGraphModel", "cuda_graph"]
 
 
 class CUDAGraphModel(nn.Module):
     """``model`` replayed from CUDA graphs, for inference: a forward of a shape, dtype and device seen before is a
-    copy into the graph's input and one replay, so the host does no per-layer work at all. A new shape is
-    captured on its first call (after warm-up runs, which also self-check each kernel and let each conv
-    remember its kernel, so that the capture launches from C++ alone), up to ``max_graphs`` of them."""
+    copy into the graph's input and one replay (its output a tensor, or a tuple or dict of them), so the host
+    does no per-layer work at all. A new shape is captured on its first call (after warm-up runs, which also
+    self-check each kernel and let each conv remember its kernel, so that the capture launches from C++ alone),
+    up to ``max_graphs`` of them."""
 
     def __init__(self, model: nn.Module, warmup: int = 3, max_graphs: int = 8, clone_output: bool = True) -> None:
         super().__init__()
         self.model = model
         self.warmup, self.max_graphs, self.clone_output = warmup, max_graphs, clone_output
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, Any]] = {}
         self._pool = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Any:
         if not x.is_cuda:
             raise ValueError(f"a CUDA graph replays CUDA work: the input is on {x.device}; move it with x.cuda()")
         key = (tuple(x.shape), x.stride(), x.dtype, x.device)
@@ -37,10 +40,12 @@ class CUDAGraphModel(nn.Module):
         graph, static_input, static_output = self._graphs[key]
         static_input.copy_(x)
         graph.replay()
-        return static_output.clone() if self.clone_output else static_output
+        if not self.clone_output:
+            return static_output
+        return tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, static_output)
 
     @torch.no_grad()
-    def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
+    def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Any]:
         static_input = x.clone()
         stream = torch.cuda.Stream(device=x.device)
         stream.wait_stream(torch.cuda.current_stream(x.device))

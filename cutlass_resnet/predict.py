@@ -1,0 +1,355 @@
+"""Classify many images: :func:`classify` yields one :class:`Result` per path, in input order.
+
+Images are decoded and preprocessed (the model's own transform) in ``DataLoader`` worker processes, batched,
+copied to the GPU from pinned memory, and run through the model (replayed from CUDA graphs on a GPU); an
+image that cannot be read is a result with an ``error``, never the end of the run. :func:`expand_paths` turns
+files, folders, ``@list.txt`` files and globs into the paths, and :class:`Writer` writes JSON Lines or CSV
+line by line (so a killed run keeps its finished lines, and ``resume`` skips them).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import glob
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .models import ResNet
+from .nn import cuda_graph
+from .pretrained.preprocess import eval_transform, labels_of
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "FeatureLog",
+    "Result",
+    "Writer",
+    "classify",
+    "done_paths",
+    "expand_paths",
+    "load_features",
+    "read_results",
+    "save_features",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def expand_paths(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The image paths ``sources`` name, in order, each once: a file as it is; a folder's images (recursive, by
+    extension, sorted); ``@list.txt``, one path per line (blank lines and ``#`` comments skipped); a glob
+    (``**`` recursive), sorted. A path that does not exist is kept: its result says so."""
+    paths: list[str] = []
+    for source in map(os.fspath, sources):
+        if source.startswith("@"):
+            lines = Path(source[1:]).read_text().splitlines()
+            paths += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        elif Path(source).is_dir():
+            found = (p for p in Path(source).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            paths += sorted(str(p) for p in found)
+        elif glob.has_magic(source) and not Path(source).exists():
+            paths += sorted(p for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        else:
+            paths.append(source)
+    return list(dict.fromkeys(paths))
+
+
+@dataclass
+class Result:
+    """One image's classes (``top``: label, index, probability, most likely first) or why it has none (``error``);
+    ``features``: its pooled features, when asked for."""
+
+    path: str
+    top: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    features: Tensor | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "top": self.top}
+
+
+class _Images(torch.utils.data.Dataset):
+    """The images of ``paths`` decoded to RGB and transformed, in a worker; a failure is returned, not raised."""
+
+    def __init__(self, paths: list[str], transform: Callable[[Any], Tensor]) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor | None, str | None, float]:
+        from PIL import Image
+
+        start = time.perf_counter()
+        try:
+            with Image.open(self.paths[index]) as image:
+                return index, self.transform(image.convert("RGB")), None, time.perf_counter() - start
+        except Exception as exc:  # noqa: BLE001 - any unreadable image is a result, not the end of the run
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return index, None, error, time.perf_counter() - start
+
+
+def _collate(items: list[tuple[int, Tensor | None, str | None, float]]) -> tuple:
+    good = [(i, t) for i, t, _, _ in items if t is not None]
+    errors = {i: e for i, t, e, _ in items if t is None}
+    batch = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], batch, errors, sum(s for *_, s in items)
+
+
+class _Head(nn.Module):
+    """(pooled features, logits) of a model in one forward, for one CUDA graph."""
+
+    def __init__(self, model: ResNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return pooled, self.model.fc(pooled)
+
+
+def classify(
+    paths: Iterable[str | os.PathLike[str]],
+    model: ResNet,
+    *,
+    topk: int = 5,
+    batch_size: int = 32,
+    workers: int = 0,
+    features: bool = False,
+    transform: Callable[[Any], Tensor] | None = None,
+    labels: list[str] | None = None,
+    graphs: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    stats: dict[str, float] | None = None,
+) -> Iterator[Result]:
+    """Classify the images at ``paths`` with ``model`` (on its device, in its dtype), yielding one :class:`Result`
+    per path in input order: the ``topk`` classes, or the error that kept the image from being read.
+
+    ``transform`` and ``labels`` default to the model's own (:func:`cutlass_resnet.pretrained.preprocess.
+    eval_transform`, ``labels_of``); ``workers`` decode in that many processes; on a GPU the model is replayed
+    from CUDA graphs (one per batch shape, ``graphs=False`` for eager); ``features`` adds each image's pooled
+    features (the classifier's input). ``on_batch(n)`` is called after each batch of ``n`` paths; ``stats``
+    accumulates ``images``, ``errors``, ``decode_s`` (seconds decoding and transforming, summed over workers),
+    ``wait_s`` (seconds this process waited for decoded batches) and ``model_s`` (in the model, synchronized)."""
+    paths = [os.fspath(p) for p in paths]
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    transform = transform or eval_transform(model)
+    labels = labels or labels_of(model)
+    if not 1 <= topk <= model.fc.out_features:
+        raise ValueError(f"topk must be between 1 and {model.fc.out_features} (the model's classes), got {topk}")
+    loader = torch.utils.data.DataLoader(
+        _Images(paths, transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+    )
+    head: Callable[[Tensor], tuple[Tensor, Tensor]] = _Head(model).eval()
+    use_graphs = graphs and device.type == "cuda"
+    graphed: dict[tuple, Callable] = {}
+    stats = stats if stats is not None else {}
+    for key in ("images", "errors", "decode_s", "wait_s", "model_s"):
+        stats.setdefault(key, 0)
+    batches = iter(loader)
+    while True:
+        start = time.perf_counter()
+        item = next(batches, None)
+        stats["wait_s"] += time.perf_counter() - start
+        if item is None:
+            break
+        indices, batch, errors, decode_s = item
+        stats["decode_s"] += decode_s
+        outputs: dict[int, tuple[Any, Tensor, int]] = {}
+        stats["images"] += len(indices)
+        stats["errors"] += len(errors)
+        if batch is not None:
+            start = time.perf_counter()
+            x = batch.to(device=device, dtype=dtype, non_blocking=True)
+            with torch.inference_mode():
+                if use_graphs:
+                    key = tuple(x.shape)
+                    if key not in graphed:
+                        graphed[key] = cuda_graph(head, x)
+                    pooled, logits = graphed[key](x)
+                else:
+                    pooled, logits = head(x)
+                probabilities = torch.softmax(logits.float(), dim=1).cpu()
+                pooled = pooled.float().cpu()
+            stats["model_s"] += time.perf_counter() - start
+            top = probabilities.topk(topk, dim=1)
+            for row, index in enumerate(indices):
+                outputs[index] = (top, pooled[row], row)
+        for index in sorted([*indices, *errors]):
+            if index in errors:
+                yield Result(paths[index], error=errors[index])
+                continue
+            top, embedding, row = outputs[index]
+            classes = [
+                {"label": labels[i] if labels else f"class {i}", "index": i, "prob": p}
+                for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+            ]
+            yield Result(paths[index], classes, features=embedding if features else None)
+        if on_batch is not None:
+            on_batch(len(indices) + len(errors))
+
+
+def done_paths(path: str | os.PathLike[str]) -> list[str]:
+    """The paths a (possibly interrupted) output file already holds, in order; a partly written last line is
+    cut off the file, so appending continues it cleanly."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(len(whole))
+    text = whole.decode()
+    if path.suffix.lower() == ".csv":
+        return [row["path"] for row in csv.DictReader(text.splitlines())]
+    return [json.loads(line)["path"] for line in text.splitlines() if line.strip()]
+
+
+def read_results(path: str | os.PathLike[str]) -> list[Result]:
+    """The results a JSON Lines or CSV output file holds, in its order (features are not in it); a partly written
+    last line is not one."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    text = data[: data.rfind(b"\n") + 1].decode()
+    if path.suffix.lower() != ".csv":
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [Result(r["path"], r.get("top", []), r.get("error")) for r in records]
+    results = []
+    for row in csv.DictReader(text.splitlines()):
+        top, n = [], 1
+        while row.get(f"label_{n}"):
+            top.append({"label": row[f"label_{n}"], "index": int(row[f"index_{n}"]), "prob": float(row[f"prob_{n}"])})
+            n += 1
+        results.append(Result(row["path"], top, row["error"] or None))
+    return results
+
+
+class Writer:
+    """Results to ``path`` as JSON Lines (``{"path", "top": [{"label", "index", "prob"}]}`` or ``{"path",
+    "error"}``), or CSV by the extension (``path, error, label_1, index_1, prob_1, ...``), one flushed line at
+    a time. ``append`` continues a file (``resume``); ``csv_format`` overrides the extension."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], topk: int, append: bool = False, csv_format: bool | None = None
+    ) -> None:
+        self.path, self.topk = Path(path), topk
+        self.csv = self.path.suffix.lower() == ".csv" if csv_format is None else csv_format
+        fresh = not (append and self.path.exists() and self.path.stat().st_size)
+        self.file = open(self.path, "a" if append else "w", newline="" if self.csv else None)  # noqa: SIM115
+        self.rows = None
+        if self.csv:
+            columns = ["path", "error"] + [f"{k}_{n}" for n in range(1, topk + 1) for k in ("label", "index", "prob")]
+            self.rows = csv.DictWriter(self.file, columns)
+            if fresh:
+                self.rows.writeheader()
+
+    def write(self, result: Result) -> None:
+        if self.rows is not None:
+            row: dict[str, Any] = {"path": result.path, "error": result.error or ""}
+            for n, entry in enumerate(result.top, 1):
+                row.update({f"label_{n}": entry["label"], f"index_{n}": entry["index"], f"prob_{n}": entry["prob"]})
+            self.rows.writerow(row)
+        else:
+            self.file.write(json.dumps(result.to_json()) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FeatureLog:
+    """Pooled features appended to ``path`` as they come, a flushed JSON line per image (``{"path", "features"}``,
+    float32 in base64), so a killed run keeps them; :func:`save_features` makes the final file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.file = open(self.path, "a")  # noqa: SIM115
+
+    def write(self, path: str, row: Tensor) -> None:
+        data = base64.b64encode(row.detach().float().cpu().contiguous().numpy().tobytes()).decode()
+        self.file.write(json.dumps({"path": path, "features": data}) + "\n")
+        self.file.flush()
+
+    @staticmethod
+    def read(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+        """path -> features of a log's whole lines ({} if there is none)."""
+        path = Path(path)
+        if not path.exists():
+            return {}
+        data = path.read_bytes()
+        records = (json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip())
+        return {r["path"]: torch.frombuffer(bytearray(base64.b64decode(r["features"])), dtype=torch.float32)
+                for r in records}  # fmt: skip
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> FeatureLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def save_features(path: str | os.PathLike[str], rows: dict[str, Tensor]) -> None:
+    """Pooled features, one row per image in the order of ``rows``, written whole: ``.safetensors`` (tensor
+    ``features``, the paths in its metadata ``paths``) or ``.npy`` (the paths in ``<file>.paths.json``)."""
+    from ._io import atomic_path, write_text
+
+    path = Path(path)
+    order = list(rows)
+    matrix = torch.stack([rows[p] for p in order]).contiguous() if order else torch.zeros(0, 0)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".npy":
+            import numpy as np
+
+            with open(tmp, "wb") as f:
+                np.save(f, matrix.numpy())
+        else:
+            from safetensors.torch import save_file
+
+            save_file({"features": matrix}, str(tmp), metadata={"paths": json.dumps(order)})
+    if path.suffix.lower() == ".npy":
+        write_text(path.with_name(path.name + ".paths.json"), json.dumps(order) + "\n")
+
+
+def load_features(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """path -> pooled features of a :func:`save_features` file ({} if there is none)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    if path.suffix.lower() == ".npy":
+        import numpy as np
+
+        order = json.loads(path.with_name(path.name + ".paths.json").read_text())
+        matrix = torch.from_numpy(np.load(path))
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            order, matrix = json.loads(f.metadata()["paths"]), f.get_tensor("features")
+    return dict(zip(order, matrix, strict=True))

@@ -1,0 +1,134 @@
+"""``cutlass-resnet predict`` over folders into files: one process, torchrun on gloo, killed and resumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import torchvision_alone
+
+from cutlass_resnet.predict import expand_paths, load_features
+
+PREDICT = [sys.executable, "-m", "cutlass_resnet", "predict"]
+
+
+def predict(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*PREDICT, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def one_process(ten_classes, image_folder, tmp_path_factory):
+    """The folder classified by one process into JSON Lines and .safetensors features, and its stderr."""
+    out = tmp_path_factory.mktemp("one")
+    proc = predict(image_folder, "--weights", ten_classes[1], "--topk", 10, "--batch-size", 8, "--workers", 2,
+                   "--output", out / "out.jsonl", "--features", out / "features.safetensors")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stderr
+
+
+def test_a_folder_gives_a_line_per_image_and_one_for_the_corrupt_file(one_process, ten_classes, image_folder):
+    out, stderr = one_process
+    lines = [json.loads(line) for line in (out / "out.jsonl").read_text().splitlines()]
+    assert len(lines) == 41 and [line["path"] for line in lines] == expand_paths([image_folder])
+    (broken,) = [line for line in lines if "error" in line]
+    assert broken["path"] == str(image_folder / "broken.jpg") and set(broken) == {"path", "error"}
+    assert f"skipped {image_folder / 'broken.jpg'}: " in stderr and "Traceback" not in stderr
+    assert "41 images (1 could not be read)" in stderr and "images/s; model " in stderr and "decode " in stderr
+    for line in lines:
+        if "error" in line:
+            continue
+        probabilities, _ = torchvision_alone(ten_classes[0], line["path"])
+        assert [t["index"] for t in line["top"]] == probabilities.argsort(descending=True).tolist()
+        ours = torch.tensor([t["prob"] for t in line["top"]])
+        torch.testing.assert_close(ours, probabilities.sort(descending=True).values, atol=1e-5, rtol=1e-4)
+
+
+def test_features_rows_are_the_pooled_features(one_process, ten_classes, image_folder):
+    rows = load_features(one_process[0] / "features.safetensors")
+    assert list(rows) == [p for p in expand_paths([image_folder]) if not p.endswith("broken.jpg")]
+    for path, row in rows.items():
+        _, pooled = torchvision_alone(ten_classes[0], path)
+        assert row.shape == (512,)
+        torch.testing.assert_close(row, pooled, atol=1e-4, rtol=1e-4)
+
+
+def test_csv_output(ten_classes, image_folder, tmp_path):
+    proc = predict(image_folder, "--weights", ten_classes[1], "--topk", 3, "--output", tmp_path / "out.csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
+    assert len(rows) == 41 and list(rows[0]) == ["path", "error"] + [
+        f"{k}_{n}" for n in (1, 2, 3) for k in ("label", "index", "prob")
+    ]
+    broken = [r for r in rows if r["error"]]
+    assert [r["path"] for r in broken] == [str(image_folder / "broken.jpg")] and broken[0]["label_1"] == ""
+    for row in rows[1:4]:
+        probabilities, _ = torchvision_alone(ten_classes[0], row["path"])
+        assert int(row["index_1"]) == int(probabilities.argmax()) and row["label_1"] == f"class {row['index_1']}"
+        assert abs(float(row["prob_1"]) - float(probabilities.max())) < 1e-5
+
+
+def test_torchrun_on_two_processes_writes_what_one_process_writes(one_process, ten_classes, image_folder, tmp_path):
+    """Each rank classifies whole batches of the shared list (gloo on the CPU), rank 0 merges the parts in input
+    order: the same file, byte for byte, and the same features."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "cutlass_resnet", "predict", str(image_folder), "--weights", str(ten_classes[1]), "--topk", "10",
+               "--batch-size", "8", "--workers", "2", "--output", str(tmp_path / "out.jsonl"),
+               "--features", str(tmp_path / "features.npy")]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "[rank 0 of 2]" in proc.stderr and "[rank 1 of 2]" in proc.stderr
+    assert (tmp_path / "out.jsonl").read_bytes() == (one_process[0] / "out.jsonl").read_bytes()
+    expected = load_features(one_process[0] / "features.safetensors")
+    paths = json.loads((tmp_path / "features.npy.paths.json").read_text())
+    assert paths == list(expected)
+    assert np.array_equal(np.load(tmp_path / "features.npy"), torch.stack(list(expected.values())).numpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npy", "features.npy.paths.json", "out.jsonl"]
+
+
+def test_a_killed_run_resumes_without_duplicates(one_process, ten_classes, image_folder, tmp_path):
+    out = tmp_path / "out.jsonl"
+    args = [image_folder, "--weights", ten_classes[1], "--topk", 10, "--batch-size", 4, "--output", out,
+            "--features", tmp_path / "features.safetensors"]  # fmt: skip
+    proc = subprocess.Popen([*PREDICT, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while (not out.exists() or out.read_text().count("\n") < 8) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no output after 300 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    kept = out.read_text().count("\n")
+    assert 8 <= kept < 41, "the run ended before it could be killed midway"
+    with open(out, "a") as f:
+        f.write('{"path": "' + str(image_folder))  # as if killed mid-line
+    again = predict(*args, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert f"{41 - kept} images" in again.stderr
+    assert out.read_text() == (one_process[0] / "out.jsonl").read_text()
+    rows = load_features(tmp_path / "features.safetensors")
+    expected = load_features(one_process[0] / "features.safetensors")
+    assert list(rows) == list(expected)
+    for path, row in rows.items():
+        torch.testing.assert_close(row, expected[path], atol=1e-5, rtol=1e-5)
+    third = predict(*args, "--resume")
+    assert third.returncode == 0 and "0 images" in third.stderr and out.read_text().count("\n") == 41
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--features", "f.safetensors"], "--features and --resume go with --output"),
+        (["--output", "o.jsonl", "--features", "f.pt"], "the file is a .safetensors or a .npy"),
+        (["--output", "o.jsonl", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_options_are_usage_errors(args, message, tmp_path):
+    proc = predict(*args, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,102 @@
+"""cutlass_resnet.predict: paths, batched classification against torchvision image by image, output files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import make_image_folder, torchvision_alone
+
+import cutlass_resnet
+from cutlass_resnet.predict import (
+    Result,
+    Writer,
+    classify,
+    done_paths,
+    expand_paths,
+    load_features,
+    read_results,
+    save_features,
+)
+
+
+def test_expand_paths_reads_folders_lists_and_globs(tmp_path):
+    images = make_image_folder(tmp_path / "photos", count=9)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# chosen\n{images[3]}\n\n  {images[1]}  \n{tmp_path / 'gone.jpg'}\n")
+    folder = expand_paths([tmp_path / "photos"])
+    assert folder == [str(p) for p in images]  # recursive, sorted, notes.txt left out, broken.jpg kept
+    assert any("/sub/" in p for p in folder)
+    assert expand_paths([f"@{listing}"]) == [str(images[3]), str(images[1]), str(tmp_path / "gone.jpg")]
+    pngs = expand_paths([str(tmp_path / "photos" / "**" / "*.png")])
+    assert pngs == sorted(str(p) for p in images if p.suffix == ".png") and pngs
+    assert expand_paths([images[0], tmp_path / "photos"])[1:] == [str(p) for p in images[1:]]  # each path once
+
+
+def test_classify_in_batches_matches_torchvision_image_by_image(ten_classes, image_folder):
+    reference, folder = ten_classes
+    model = cutlass_resnet.from_pretrained(folder)
+    paths = expand_paths([image_folder])
+    seen = []
+    results = list(classify(paths, model, topk=10, batch_size=8, workers=2, features=True, on_batch=seen.append))
+    assert [r.path for r in results] == paths and len(paths) == 41 and sum(seen) == 41
+    (broken,) = [r for r in results if r.error is not None]
+    assert broken.path.endswith("broken.jpg") and broken.top == [] and broken.features is None
+    for result in results:
+        if result.error is not None:
+            continue
+        probabilities, pooled = torchvision_alone(reference, result.path)
+        assert [t["index"] for t in result.top] == probabilities.argsort(descending=True).tolist()
+        ours = torch.tensor([t["prob"] for t in result.top])
+        torch.testing.assert_close(ours, probabilities.sort(descending=True).values, atol=1e-5, rtol=1e-4)
+        assert result.top[0]["label"] == f"class {result.top[0]['index']}"
+        torch.testing.assert_close(result.features, pooled, atol=1e-4, rtol=1e-4)
+
+
+def test_classify_checks_topk(ten_classes, image_folder):
+    model = cutlass_resnet.from_pretrained(ten_classes[1])
+    with pytest.raises(ValueError, match="topk must be between 1 and 10"):
+        list(classify([image_folder / "img01.png"], model, topk=11))
+
+
+def test_a_missing_file_is_a_result_with_its_error(ten_classes, tmp_path):
+    model = cutlass_resnet.from_pretrained(ten_classes[1])
+    (result,) = classify([tmp_path / "gone.jpg"], model, topk=1)
+    assert result.top == [] and "FileNotFoundError" in result.error and "gone.jpg" in result.error
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_writer_lines_read_back_and_a_torn_last_line_is_cut(tmp_path, suffix):
+    path = tmp_path / f"out{suffix}"
+    results = [
+        Result("a, b.jpg", [{"label": 'say "hi"', "index": 3, "prob": 0.75}, {"label": "x", "index": 1, "prob": 0.25}]),
+        Result("c.jpg", error="OSError: truncated"),
+    ]
+    with Writer(path, topk=2) as writer:
+        for result in results:
+            writer.write(result)
+    back = read_results(path)
+    assert [(r.path, r.top, r.error) for r in back] == [(r.path, r.top, r.error) for r in results]
+    if suffix == ".csv":
+        rows = list(csv.DictReader(path.read_text().splitlines()))
+        assert rows[0]["label_1"] == 'say "hi"' and rows[1]["error"] == "OSError: truncated"
+    else:
+        assert json.loads(path.read_text().splitlines()[1]) == {"path": "c.jpg", "error": "OSError: truncated"}
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"path": "d.jp')  # a run killed mid-line
+    assert done_paths(path) == ["a, b.jpg", "c.jpg"] and path.read_bytes() == whole
+    with Writer(path, topk=2, append=True) as writer:
+        writer.write(Result("d.jpg", error="gone"))
+    assert [r.path for r in read_results(path)] == ["a, b.jpg", "c.jpg", "d.jpg"]
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npy"])
+def test_features_files_keep_the_row_order(tmp_path, suffix):
+    rows = {f"img{i}.jpg": torch.randn(7) for i in (3, 1, 2)}
+    save_features(tmp_path / f"f{suffix}", rows)
+    back = load_features(tmp_path / f"f{suffix}")
+    assert list(back) == list(rows)
+    for path, row in rows.items():
+        assert torch.equal(back[path], row)
