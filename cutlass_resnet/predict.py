@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import glob
+import io
 import json
 import os
 import time
@@ -204,36 +205,35 @@ def classify(
             on_batch(len(indices) + len(errors))
 
 
+def _whole_lines(path: Path) -> str:
+    """A file's text up to its last newline: a line a killed run left half-written is not part of it."""
+    if not path.exists():
+        return ""
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].decode()
+
+
 def done_paths(path: str | os.PathLike[str]) -> list[str]:
     """The paths a (possibly interrupted) output file already holds, in order; a partly written last line is
     cut off the file, so appending continues it cleanly."""
     path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    whole = data[: data.rfind(b"\n") + 1]
-    if len(whole) != len(data):
+    whole = len(_whole_lines(path).encode())
+    if path.exists() and path.stat().st_size != whole:
         with open(path, "r+b") as f:
-            f.truncate(len(whole))
-    text = whole.decode()
-    if path.suffix.lower() == ".csv":
-        return [row["path"] for row in csv.DictReader(text.splitlines())]
-    return [json.loads(line)["path"] for line in text.splitlines() if line.strip()]
+            f.truncate(whole)
+    return [result.path for result in read_results(path)]
 
 
 def read_results(path: str | os.PathLike[str]) -> list[Result]:
     """The results a JSON Lines or CSV output file holds, in its order (features are not in it); a partly written
     last line is not one."""
     path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    text = data[: data.rfind(b"\n") + 1].decode()
+    text = _whole_lines(path)
     if path.suffix.lower() != ".csv":
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
         return [Result(r["path"], r.get("top", []), r.get("error")) for r in records]
     results = []
-    for row in csv.DictReader(text.splitlines()):
+    for row in csv.DictReader(io.StringIO(text, newline="")):
         top, n = [], 1
         while row.get(f"label_{n}"):
             top.append({"label": row[f"label_{n}"], "index": int(row[f"index_{n}"]), "prob": float(row[f"prob_{n}"])})
@@ -297,11 +297,7 @@ class FeatureLog:
     @staticmethod
     def read(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         """path -> features of a log's whole lines ({} if there is none)."""
-        path = Path(path)
-        if not path.exists():
-            return {}
-        data = path.read_bytes()
-        records = (json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip())
+        records = (json.loads(line) for line in _whole_lines(Path(path)).splitlines() if line.strip())
         return {r["path"]: torch.frombuffer(bytearray(base64.b64decode(r["features"])), dtype=torch.float32)
                 for r in records}  # fmt: skip
 
