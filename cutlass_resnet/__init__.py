@@ -11,6 +11,7 @@ Importing the package registers the op ``torch.ops.cutlass_resnet.conv2d_fprop``
 """
 
 import os as _os
+import signal as _signal
 import sys as _sys
 
 
@@ -22,7 +23,13 @@ def _is_the_command_line() -> bool:
     return any(_os.path.basename(arg) == "cutlass-resnet" for arg in argv[:2])
 
 
-try:  # torch takes seconds to import: the command line answers Ctrl-C then too, with no traceback
+def _quit_130(signum: int, frame: object) -> None:
+    _os._exit(130)  # nothing has been written yet; a KeyboardInterrupt inside torch's imports breaks them instead
+
+
+# torch takes seconds to import: the command line answers Ctrl-C then too, with exit 130 and no traceback
+_sigint = _signal.signal(_signal.SIGINT, _quit_130) if _is_the_command_line() else None
+try:
     from torchvision.models import Weights, WeightsEnum, get_weight
 
     from . import models, nn, ops, predict, pretrained
@@ -40,10 +47,9 @@ try:  # torch takes seconds to import: the command line answers Ctrl-C then too,
         push_to_hub,
         save_pretrained,
     )
-except KeyboardInterrupt:
-    if _is_the_command_line():
-        raise SystemExit(130) from None
-    raise
+finally:
+    if _sigint is not None:
+        _signal.signal(_signal.SIGINT, _sigint)
 
 __all__ = [
     "nn",

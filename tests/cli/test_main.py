@@ -281,15 +281,44 @@ def test_a_closed_pipe_ends_the_output_quietly():
     assert proc.wait(timeout=300) == 141 and "Traceback" not in stderr and "unexpected error" not in stderr
 
 
+BENCH_FOREVER = ["bench", "--device", "cpu", "--arch", "resnet18", "--batch", "1", "--image-size", "32",
+                 "--warmup", "0", "--iters", "1000000", "--no-compile"]  # fmt: skip
+
+SWALLOWS_CTRL_C = """
+import os, signal, sys
+
+class _Importer:  # as torch's C++ does when numpy's import fails inside its own: the interrupt is lost
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                signal.sigtimedwait([], 0.1)  # a moment for Python to run its handler
+            except KeyboardInterrupt:
+                pass
+        return None
+
+sys.meta_path.insert(0, _Importer())
+"""
+
+
 def test_ctrl_c_at_any_moment_exits_130_quietly():
     for delay in (0.6, 2.5):  # while torch is still being imported (after Python's own start-up), and later
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cutlass_resnet", "predict"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [sys.executable, "-m", "cutlass_resnet", *BENCH_FOREVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 130 and "Traceback" not in stderr.decode(), (delay, stderr.decode())
+
+
+def test_ctrl_c_that_a_library_swallows_while_it_imports_still_exits_130(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(SWALLOWS_CTRL_C)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cutlass_resnet", *BENCH_FOREVER], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_a_damaged_verdicts_file_is_named_not_fatal(tmp_path):
