@@ -340,9 +340,12 @@ def _progress(build_dir: Path, total: int) -> Iterator[None]:
     done = threading.Event()
     bar = tqdm(total=total, desc="compiling CUTLASS kernels", unit="file", disable=None, file=sys.stderr)
 
+    def count() -> None:
+        bar.update(min(total, len(list(build_dir.glob("*.o")))) - bar.n)
+
     def watch() -> None:
         while not done.wait(1.0):
-            bar.update(min(total, len(list(build_dir.glob("*.o")))) - bar.n)
+            count()
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -351,6 +354,7 @@ def _progress(build_dir: Path, total: int) -> Iterator[None]:
     finally:
         done.set()
         watcher.join()
+        count()  # where the build ended, however briefly it ran
         bar.close()
 
 
