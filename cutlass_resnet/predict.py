@@ -171,9 +171,9 @@ def classify(
             break
         indices, batch, errors, decode_s = item
         stats["decode_s"] += decode_s
-        outputs: dict[int, tuple[Any, Tensor, int]] = {}
         stats["images"] += len(indices)
         stats["errors"] += len(errors)
+        results = {index: Result(paths[index], error=error) for index, error in errors.items()}
         if batch is not None:
             start = time.perf_counter()
             x = batch.to(device=device, dtype=dtype, non_blocking=True)
@@ -190,45 +190,45 @@ def classify(
             stats["model_s"] += time.perf_counter() - start
             top = probabilities.topk(topk, dim=1)
             for row, index in enumerate(indices):
-                outputs[index] = (top, pooled[row], row)
-        for index in sorted([*indices, *errors]):
-            if index in errors:
-                yield Result(paths[index], error=errors[index])
-                continue
-            top, embedding, row = outputs[index]
-            classes = [
-                {"label": labels[i] if labels else f"class {i}", "index": i, "prob": p}
-                for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
-            ]
-            yield Result(paths[index], classes, features=embedding if features else None)
+                classes = [
+                    {"label": labels[i] if labels else f"class {i}", "index": i, "prob": p}
+                    for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+                ]
+                results[index] = Result(paths[index], classes, features=pooled[row] if features else None)
+        for index in sorted(results):
+            yield results[index]
         if on_batch is not None:
-            on_batch(len(indices) + len(errors))
+            on_batch(len(results))
 
 
-def _whole_lines(path: Path) -> str:
-    """A file's text up to its last newline: a line a killed run left half-written is not part of it."""
+def _whole_lines(path: Path) -> bytes:
+    """A file's bytes up to its last newline: a line a killed run left half-written is not part of it."""
     if not path.exists():
-        return ""
+        return b""
     data = path.read_bytes()
-    return data[: data.rfind(b"\n") + 1].decode()
+    return data[: data.rfind(b"\n") + 1]
 
 
 def done_paths(path: str | os.PathLike[str]) -> list[str]:
     """The paths a (possibly interrupted) output file already holds, in order; a partly written last line is
     cut off the file, so appending continues it cleanly."""
     path = Path(path)
-    whole = len(_whole_lines(path).encode())
-    if path.exists() and path.stat().st_size != whole:
+    whole = _whole_lines(path)
+    if path.exists() and path.stat().st_size != len(whole):
         with open(path, "r+b") as f:
-            f.truncate(whole)
-    return [result.path for result in read_results(path)]
+            f.truncate(len(whole))
+    return [result.path for result in _parse_results(whole.decode(), path)]
 
 
 def read_results(path: str | os.PathLike[str]) -> list[Result]:
     """The results a JSON Lines or CSV output file holds, in its order (features are not in it); a partly written
     last line is not one."""
     path = Path(path)
-    text = _whole_lines(path)
+    return _parse_results(_whole_lines(path).decode(), path)
+
+
+def _parse_results(text: str, path: Path) -> list[Result]:
+    """The results of an output file's whole lines, JSON Lines or CSV as ``path``'s extension says."""
     if path.suffix.lower() != ".csv":
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
         return [Result(r["path"], r.get("top", []), r.get("error")) for r in records]
@@ -297,7 +297,7 @@ class FeatureLog:
     @staticmethod
     def read(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         """path -> features of a log's whole lines ({} if there is none)."""
-        records = (json.loads(line) for line in _whole_lines(Path(path)).splitlines() if line.strip())
+        records = (json.loads(line) for line in _whole_lines(Path(path)).decode().splitlines() if line.strip())
         return {r["path"]: torch.frombuffer(bytearray(base64.b64decode(r["features"])), dtype=torch.float32)
                 for r in records}  # fmt: skip
 
