@@ -182,13 +182,11 @@ def download_file(url: str, path: Path, hash_prefix: str, progress: bool = True)
                 )
             os.chmod(partial, file_mode())
             os.replace(partial, path)
-        except TimeoutError as exc:
-            raise OSError(f"no answer from the server for {timeout:g} s (CUTLASS_RESNET_DOWNLOAD_TIMEOUT)") from exc
         except HTTPError as exc:
             raise OSError(str(exc)) from exc  # "HTTP Error 404: Not Found"
-        except (URLError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None)
-            if isinstance(reason, TimeoutError):
+        except (TimeoutError, URLError, http.client.HTTPException) as exc:
+            reason = exc if isinstance(exc, TimeoutError) else getattr(exc, "reason", None)
+            if isinstance(reason, TimeoutError):  # while reading, or (inside a URLError) while connecting
                 raise OSError(f"no answer from the server for {timeout:g} s (CUTLASS_RESNET_DOWNLOAD_TIMEOUT)") from exc
             raise OSError(str(reason or exc)) from exc
         finally:

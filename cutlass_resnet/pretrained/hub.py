@@ -371,8 +371,11 @@ def _download(repo_id: str, filename: str, *, optional: bool = False, **kwargs: 
     except LocalEntryNotFoundError as exc:
         if optional:
             return None
-        why = "HF_HUB_OFFLINE is set" if offline() else f"the hub cannot be reached at {constants.ENDPOINT}"
-        if not unreachable and not offline():
+        if offline():
+            why = "HF_HUB_OFFLINE is set"
+        elif unreachable:
+            why = f"the hub cannot be reached at {constants.ENDPOINT}"
+        else:
             why = f"the hub cannot be reached ({exc.__cause__ or exc})"
         raise WeightsUnavailableError(
             f"{where} is not in the hub cache and {why}: download it once with network access (HF_HOME sets the "
@@ -390,15 +393,16 @@ def _download(repo_id: str, filename: str, *, optional: bool = False, **kwargs: 
     return path
 
 
-def _verified(sha256: str | None, name: str) -> Callable[[Path], Path]:
+def _verified(sha256: str | None, name: str | None) -> Callable[[Path], Path]:
     """A check for :func:`load_verified`: the path when its hash matches (else the cached copy is fetched again)
-    and it is a safetensors file."""
+    and, for the weights file ``name`` (None: not a weights file), it is a safetensors file."""
 
     def check(path: Path) -> Path:
         problem = _problem(path, sha256)
         if problem:
-            raise CorruptWeightsError(f"refusing to load {path}: {problem}")
-        _check_safetensors(path, name)
+            raise CorruptWeightsError(f"refusing to {'load' if name else 'read'} {path}: {problem}")
+        if name is not None:
+            _check_safetensors(path, name)
         return path
 
     return check
@@ -434,14 +438,7 @@ def check_config(config: object, where: str) -> dict[str, Any]:
 def _read_config(path: Path, where: str, refetch: Callable[[], Path] | None) -> dict[str, Any]:
     """The config at ``path``: a cached copy that fails the hub's hash is fetched again (once); one that passes
     it but does not parse or fit the schema is what the server holds, an error naming the key."""
-
-    def verified(p: Path) -> Path:
-        problem = _problem(p, None)
-        if problem:
-            raise CorruptWeightsError(f"refusing to read {p}: {problem}")
-        return p
-
-    path = load_verified(path, verified, refetch)
+    path = load_verified(path, _verified(None, None), refetch)
     try:
         config = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -550,8 +547,8 @@ def from_pretrained(
     if config_path is not None and config_path.exists():
         config = _read_config(config_path, where, refetch_config)
     if checkpoint:  # tensors only, never code; a file a user names is not judged by its name
-        if sha256 is not None and (actual := sha256_of(weights_path)) != sha256.lower():
-            raise CorruptWeightsError(f"refusing to load {weights_path}: its sha256 is {actual}, expected {sha256}")
+        if sha256 is not None and (problem := _problem(weights_path, sha256)):
+            raise CorruptWeightsError(f"refusing to load {weights_path}: {problem}")
         state_dict = load_checkpoint(weights_path)
     else:
         sha256 = sha256 or config.get("sha256", {}).get(Path(filename).name)

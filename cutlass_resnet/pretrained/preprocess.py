@@ -11,7 +11,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from ..models import ResNet, get_model_weights
-from .hub import torchvision_weights_of
+from .hub import IMAGENET_MEAN, IMAGENET_STD, torchvision_weights_of
 
 __all__ = ["eval_transform", "labels_of"]
 
@@ -25,14 +25,10 @@ def _from_pretrained_cfg(cfg: dict) -> Callable[..., Tensor]:
         interpolation = InterpolationMode(cfg.get("interpolation") or "bilinear")
     except ValueError:
         raise ValueError(f"pretrained_cfg: unknown interpolation {cfg.get('interpolation')!r}") from None
-    mean, std = cfg.get("mean") or (0.485, 0.456, 0.406), cfg.get("std") or (0.229, 0.224, 0.225)
-    if cfg.get("crop_mode") == "squash":  # the whole image, stretched to the crop
-        return ImageClassification(
-            crop_size=size, resize_size=[size, size], mean=mean, std=std, interpolation=interpolation
-        )
-    return ImageClassification(
-        crop_size=size, resize_size=math.floor(size / crop_pct), mean=mean, std=std, interpolation=interpolation
-    )
+    mean, std = cfg.get("mean") or IMAGENET_MEAN, cfg.get("std") or IMAGENET_STD
+    # "squash": the whole image, stretched to the crop; else resized to size / crop_pct and center-cropped
+    resize = [size, size] if cfg.get("crop_mode") == "squash" else math.floor(size / crop_pct)
+    return ImageClassification(crop_size=size, resize_size=resize, mean=mean, std=std, interpolation=interpolation)
 
 
 def eval_transform(model: ResNet) -> Callable[..., Tensor]:
