@@ -155,6 +155,11 @@ class KernelInfo(NamedTuple):
         return self.kind in (KernelKind.SPLITK, KernelKind.SPLITK_SM90A)
 
     @property
+    def takes_residual(self) -> bool:
+        """Whether its epilogue adds a residual (the stem and grouped kernels add none)."""
+        return self.kind not in (KernelKind.STEM, KernelKind.GROUPED)
+
+    @property
     def problem_kind(self) -> KernelKind:
         """The kind of problem it runs: REGULAR for every regular, Hopper and split-K kernel."""
         return KernelKind.REGULAR if self.kind in _REGULAR_KINDS else self.kind
@@ -236,17 +241,11 @@ def capability_of(arch: object) -> tuple[int, int]:
         return tuple(torch.cuda.get_device_capability(device))
     if isinstance(arch, str):
         text = arch.strip().lower().removeprefix("sm_").removeprefix("sm").removesuffix("a")
-        try:
-            if "." in text:
-                major, minor = (int(part) for part in text.split("."))
-            elif text.isdigit() and len(text) >= 2:
-                major, minor = int(text[:-1]), int(text[-1])
-            else:
-                raise ValueError
-        except ValueError:
-            pass
-        else:
-            return major, minor
+        major, dot, minor = text.partition(".")
+        if not dot and len(text) >= 2:  # "90": the last digit is the minor
+            major, minor = text[:-1], text[-1]
+        if major.isdigit() and minor.isdigit():
+            return int(major), int(minor)
     elif (
         isinstance(arch, (tuple, list))
         and len(arch) == 2
@@ -308,19 +307,20 @@ def estimate_us(
     """The time model's estimate of one launch of ``info`` on ``problem`` (its launch form), in microseconds:
     the kernel, and for a split-K kernel its fp32 partial sums and their reduction."""
     partials = 4 * split_k * problem.n * problem.p * problem.q * problem.k if info.split else 0
+    moved = _bytes(problem, residual)
     main = cost.estimate(
         tile=(info.tile_m, info.tile_n, info.tile_k),
         hopper=info.hopper,
         ctas=launch.ctas,
         mainloop_iterations=launch.mainloop_iterations,
         shared_memory=launch.shared_memory,
-        bytes_moved=_bytes(problem, residual) + partials,
+        bytes_moved=moved + partials,
         capability=capability,
         sm_count=sm_count,
     )
     if not info.split:
         return main.us
-    return main.us + cost.memory_us(partials + _bytes(problem, residual), capability) + cost.LAUNCH_US
+    return main.us + cost.memory_us(partials + moved, capability) + cost.LAUNCH_US
 
 
 def roofline_us(problem: Problem, capability: tuple[int, int], residual: bool = False) -> float:

@@ -249,7 +249,6 @@ def check_cases(info: KernelInfo) -> list[Case]:
     bias, residual and ReLU; C in 8, 24, 64, 136, 256 and K in 8, 64, 136, 256 (partial tiles in
     M, N and K); 1x1, 3x3 and 7x7 filters at stride 1 and 2; grouped convs of 8, 16 and 32 channels
     per group; 2, 3 and 4 slices for the split-K kernels; a launch on a chunk of a batch."""
-    takes_residual = info.kind not in (KernelKind.STEM, KernelKind.GROUPED)
     if info.kind == KernelKind.GROUPED:
         shapes = [
             Problem(2, 9, 10, groups * per_group, groups * 32, r, r, (s, s), (r // 2, r // 2), groups=groups)
@@ -275,10 +274,10 @@ def check_cases(info: KernelInfo) -> list[Case]:
     epilogues = [
         Case(first, bias, residual, relu, split_k=split)
         for bias, residual, relu in itertools.product((False, True), repeat=3)
-        if takes_residual or not residual
+        if info.takes_residual or not residual
     ]
-    chunk = Case(replace(first, n=3), residual=takes_residual, offset=1, split_k=split)
-    return epilogues + [Case(p, residual=takes_residual, split_k=k) for p, k in shapes[1:]] + [chunk]
+    chunk = Case(replace(first, n=3), residual=info.takes_residual, offset=1, split_k=split)
+    return epilogues + [Case(p, residual=info.takes_residual, split_k=k) for p, k in shapes[1:]] + [chunk]
 
 
 def check_kernel(
@@ -294,7 +293,7 @@ def check_kernel(
     """
     info = kernel(kernel_name)
     if problem is not None:
-        cases = [Case(problem, residual=info.kind not in (KernelKind.STEM, KernelKind.GROUPED), split_k=split_k)]
+        cases = [Case(problem, residual=info.takes_residual, split_k=split_k)]
     else:
         cases = check_cases(info)
         if not cases:
