@@ -37,6 +37,15 @@ class NoGPUError(RuntimeError):
     """A GPU command was asked for and no CUDA GPU is visible."""
 
 
+def _probe(folder: Path, failure: str) -> None:
+    """A file can be created in ``folder`` (a probe, removed at once), else a UsageError: ``failure`` and why."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cutlass-resnet.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{failure} ({exc.strerror or exc})") from None
+
+
 def check_output_file(path: str | Path, option: str) -> Path:
     """``path`` if a file can be written there (checked before any work, by writing a probe beside it), else a
     UsageError naming the option."""
@@ -45,11 +54,7 @@ def check_output_file(path: str | Path, option: str) -> Path:
         raise UsageError(f"{option} {path}: that is a folder; give a file name")
     if not path.parent.is_dir():
         raise UsageError(f"{option} {path}: the folder {path.parent} does not exist")
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot write into {path.parent} ({exc.strerror or exc})") from None
+    _probe(path.parent, f"{option} {path}: cannot write into {path.parent}")
     return path
 
 
@@ -62,11 +67,7 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise UsageError(f"{option} {path}: {existing} is a file, so the folder cannot be made")
-    try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".cutlass-resnet.", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    _probe(existing, f"{option} {path}: cannot create the folder")
     return path
 
 

@@ -48,5 +48,5 @@ class MaxPool2d(nn.MaxPool2d):
         ):
             return None
         pair = nn.modules.utils._pair
-        kernel, stride = pair(self.kernel_size), pair(self.stride if self.stride is not None else self.kernel_size)
+        kernel, stride = pair(self.kernel_size), pair(self.stride)  # nn.MaxPool2d sets stride=None to kernel_size
         return torch.ops.cutlass_resnet_C.max_pool2d(input, kernel, stride, pair(self.padding))
