@@ -69,6 +69,11 @@ std::vector<int64_t> kernel_info(int64_t index) {
   return {k.dtype, k.min_sm, k.alignment, k.kind, k.tile_m, k.tile_n, k.tile_k, k.stages};
 }
 
+// An output extent of a conv or a pool along one dimension, as torch computes it.
+int64_t out_extent(int64_t in, int64_t window, int64_t stride, int64_t pad, int64_t dilation) {
+  return (in + 2 * pad - dilation * (window - 1) - 1) / stride + 1;
+}
+
 CrProblem to_problem(const IntList& v) {
   CR_CHECK(v.size() == 16 || v.size() == 17, "a problem is 16 or 17 integers "
            "(N, H, W, C, K, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, groups[, split_k]), got ",
@@ -135,8 +140,8 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
            groups);
   CR_CHECK(weight.size(1) * groups == C && K % groups == 0, "weight (", K, ", ", weight.size(1), ", ", R, ", ", S,
            ") with groups=", groups, " does not match ", C, " input channels");
-  const int64_t P = (H + 2 * padding[0] - dilation[0] * (R - 1) - 1) / stride[0] + 1;
-  const int64_t Q = (W + 2 * padding[1] - dilation[1] * (S - 1) - 1) / stride[1] + 1;
+  const int64_t P = out_extent(H, R, stride[0], padding[0], dilation[0]);
+  const int64_t Q = out_extent(W, S, stride[1], padding[1], dilation[1]);
   CR_CHECK(P >= 1 && Q >= 1, "empty output ", P, "x", Q);
   CR_CHECK(split_k == 1 || (is_split_k(k) && split_k >= 1), "kernel ", k.name, " takes split_k=",
            is_split_k(k) ? ">= 1" : "1", ", got ", split_k);
@@ -297,8 +302,8 @@ std::vector<CrProblem> launch_problems(const IntList& conv, const CachedChoice& 
   const int64_t N = conv[0], H = conv[2], W = conv[3], K = conv[4], R = conv[5], S = conv[6];
   const int64_t C = c.pad_channels ? c.pad_channels : conv[1];
   const int64_t groups = c.merge_groups ? conv[13] / c.merge_groups : conv[13];
-  const int64_t P = (H + 2 * conv[9] - conv[11] * (R - 1) - 1) / conv[7] + 1;
-  const int64_t Q = (W + 2 * conv[10] - conv[12] * (S - 1) - 1) / conv[8] + 1;
+  const int64_t P = out_extent(H, R, conv[7], conv[9], conv[11]);
+  const int64_t Q = out_extent(W, S, conv[8], conv[10], conv[12]);
   std::vector<CrProblem> problems;
   for (int64_t n : {c.batch_chunk ? std::min(c.batch_chunk, N) : N, c.batch_chunk ? N % c.batch_chunk : 0}) {
     if (n > 0) {
@@ -344,6 +349,15 @@ std::optional<CachedChoice> cached_choice(const ChoiceKey& key) {
   return it->second;
 }
 
+// A layout pass on x's data: run(1, nullptr), the host loop, for a CPU tensor; else run(0, stream), a launch on
+// x's device and its current stream.
+template <class Run>
+int on_device(const Tensor& x, Run run) {
+  if (x.is_cpu()) return run(1, nullptr);
+  torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  return run(0, current_stream(x.get_device_index()));
+}
+
 // The stem's input, any strides, as NHWC with `channels` channels: on the GPU one pass, on the host the same
 // code in a loop; in a dry run only the output.
 Tensor pack_channels_impl(const Tensor& x, int64_t channels, bool dry_run) {
@@ -355,13 +369,9 @@ Tensor pack_channels_impl(const Tensor& x, int64_t channels, bool dry_run) {
   if (dry_run) return y;
   CrPack p{int(x.size(0)), int(x.size(1)), int(x.size(2)), int(x.size(3)), int(channels),
            x.stride(0),    x.stride(1),    x.stride(2),    x.stride(3)};
-  int status = 0;
-  if (x.is_cpu()) {
-    status = cr_pack_channels(int(dtype), &p, x.data_ptr(), y.data_ptr(), 1, nullptr);
-  } else {
-    torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-    status = cr_pack_channels(int(dtype), &p, x.data_ptr(), y.data_ptr(), 0, current_stream(x.get_device_index()));
-  }
+  const int status = on_device(x, [&](int host, cudaStream_t stream) {
+    return cr_pack_channels(int(dtype), &p, x.data_ptr(), y.data_ptr(), host, stream);
+  });
   CR_CHECK(status == 0, "pack_channels failed: ", cr_status_string(status));
   return y;
 }
@@ -377,19 +387,15 @@ Tensor max_pool2d(const Tensor& x, IntList kernel, IntList stride, IntList paddi
   CR_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2, "kernel, stride, padding: two each");
   CR_CHECK(padding[0] * 2 <= kernel[0] && padding[1] * 2 <= kernel[1] && stride[0] > 0 && stride[1] > 0,
            "pad should be at most half of the kernel size and stride positive");
-  const int64_t P = (x.size(2) + 2 * padding[0] - kernel[0]) / stride[0] + 1;
-  const int64_t Q = (x.size(3) + 2 * padding[1] - kernel[1]) / stride[1] + 1;
+  const int64_t P = out_extent(x.size(2), kernel[0], stride[0], padding[0], 1);
+  const int64_t Q = out_extent(x.size(3), kernel[1], stride[1], padding[1], 1);
   CR_CHECK(P >= 1 && Q >= 1, "max_pool2d output would be empty");
   Tensor y = empty_nhwc(x, x.size(0), x.size(1), P, Q);
   CrPool p{int(x.size(0)), int(x.size(2)), int(x.size(3)), int(x.size(1)), int(P), int(Q), int(kernel[0]),
            int(kernel[1]), int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1])};
-  int status = 0;
-  if (x.is_cpu()) {
-    status = cr_max_pool(int(dtype), &p, x.data_ptr(), y.data_ptr(), 1, nullptr);
-  } else {
-    torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-    status = cr_max_pool(int(dtype), &p, x.data_ptr(), y.data_ptr(), 0, current_stream(x.get_device_index()));
-  }
+  const int status = on_device(x, [&](int host, cudaStream_t stream) {
+    return cr_max_pool(int(dtype), &p, x.data_ptr(), y.data_ptr(), host, stream);
+  });
   CR_CHECK(status == 0, "max_pool2d failed: ", cr_status_string(status));
   return y;
 }
