@@ -13,6 +13,20 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The coordinates of element i of a packed (N, H, W, C) tensor.
+struct Nhwc {
+  int64_t n;
+  int h, w, c;
+};
+
+CUTLASS_HOST_DEVICE Nhwc nhwc_of(int64_t i, int H, int W, int C) {
+  const int c = int(i % C);
+  int64_t pixel = i / C;
+  const int w = int(pixel % W);
+  pixel /= W;
+  return {pixel / H, int(pixel % H), w, c};
+}
+
 struct Pack {
   CrPack p;
 
@@ -20,14 +34,9 @@ struct Pack {
 
   template <typename T>
   CUTLASS_HOST_DEVICE T operator()(const T* src, int64_t i) const {
-    const int c = int(i % p.C_out);
-    int64_t pixel = i / p.C_out;
-    const int w = int(pixel % p.W);
-    pixel /= p.W;
-    const int h = int(pixel % p.H);
-    const int64_t n = pixel / p.H;
-    if (c >= p.C) return T(0.f);
-    return src[n * p.stride_n + c * p.stride_c + h * p.stride_h + w * p.stride_w];
+    const Nhwc at = nhwc_of(i, p.H, p.W, p.C_out);
+    if (at.c >= p.C) return T(0.f);
+    return src[at.n * p.stride_n + at.c * p.stride_c + at.h * p.stride_h + at.w * p.stride_w];
   }
 };
 
@@ -38,20 +47,15 @@ struct MaxPool {
 
   template <typename T>
   CUTLASS_HOST_DEVICE T operator()(const T* x, int64_t i) const {
-    const int c = int(i % p.C);
-    int64_t pixel = i / p.C;
-    const int q = int(pixel % p.Q);
-    pixel /= p.Q;
-    const int out_p = int(pixel % p.P);
-    const int64_t n = pixel / p.P;
+    const Nhwc out = nhwc_of(i, p.P, p.Q, p.C);
     float m = -INFINITY;  // torch's padding: never the maximum
     for (int r = 0; r < p.R; ++r) {
-      const int h = out_p * p.stride_h - p.pad_h + r;
+      const int h = out.h * p.stride_h - p.pad_h + r;
       if (h < 0 || h >= p.H) continue;
       for (int s = 0; s < p.S; ++s) {
-        const int w = q * p.stride_w - p.pad_w + s;
+        const int w = out.w * p.stride_w - p.pad_w + s;
         if (w < 0 || w >= p.W) continue;
-        const float v = float(x[((n * p.H + h) * p.W + w) * p.C + c]);
+        const float v = float(x[((out.n * p.H + h) * p.W + w) * p.C + out.c]);
         if (v > m || v != v) m = v;  // NaN, once seen, stays: torch propagates it
       }
     }
