@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, Weights
 
@@ -91,28 +90,24 @@ def extension(tmp_path_factory):
 
 
 def emulated_launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu, split_k=1):
-    """What a kernel computes, on whatever (padded, chunked, merged) operands the dispatcher passes."""
-    assert x.is_contiguous(memory_format=CL) and weight.is_contiguous(memory_format=CL)
-    assert x.shape[1] == weight.shape[1] * groups and weight.shape[1] % (4 if "stem" in kernel.name else 8) == 0
-    assert (groups > 1) == ("group" in kernel.name) and (
-        groups == 1 or (residual is None and weight.shape[0] // groups % 32 == 0)
-    )
-    y = F.conv2d(
-        x.double(), weight.double(), None if bias is None else bias.double(), stride, padding, dilation, groups
-    )
-    y = y + (0 if residual is None else residual.double())
-    return (y.relu() if relu else y).to(x.dtype).contiguous(memory_format=CL)
+    """What a kernel computes on the operands it is given: the binding's checks and CUTLASS's host reference
+    convolution on the very arguments its launch would get."""
+    return kernel.host_reference(x, weight, bias, residual, stride, padding, dilation, groups, relu, split_k=split_k)
 
 
 @dataclass
 class EmulatedGPU:
-    """An sm_80 GPU with 108 SMs whose kernel launches run ``launch`` on the CPU; ``calls`` records
-    each launch as (kernel, x shape, groups)."""
+    """An sm_80 GPU with 108 SMs whose launches run on the CPU through the binding's emulated path (CUTLASS's host
+    reference). ``calls`` records each launch as (kernel, x shape, groups) as the kernel gets them (the stem's
+    input packed to 4 channels, merged groups): the self-check's through ``launch``, the convs' through the
+    binding's one path."""
 
     monkeypatch: pytest.MonkeyPatch
     calls: list[tuple[str, tuple[int, ...], int]] = field(default_factory=list)
+    choices: list = field(default_factory=list)  #: the choice of each conv run through the binding's path
 
     def use(self, launch: Callable[..., Tensor]) -> None:
+        """Run the self-check's launches through ``launch`` (a kernel that computes something else)."""
         from cutlass_resnet.ops.select import KernelInfo
 
         def recorded(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu, split_k=1):
@@ -120,6 +115,19 @@ class EmulatedGPU:
             return launch(kernel, x, weight, bias, residual, stride, padding, dilation, groups, relu, split_k)
 
         self.monkeypatch.setattr(KernelInfo, "launch", recorded)
+
+    def run_convs(self) -> None:
+        from cutlass_resnet.ops import dispatch
+
+        def launch(x, weight, bias, residual, conv, choice):
+            n, c, h, w = x.shape
+            groups = conv[6] // choice.merge_groups if choice.merge_groups > 1 else conv[6]
+            self.calls.append((choice.kernel, (n, choice.pad_channels or c, h, w), groups))
+            self.choices.append(choice)
+            conv = [*conv[:-1], dispatch.EMULATE]
+            return torch.ops.cutlass_resnet_C.run(x, weight, bias, residual, conv, dispatch._decided(choice))
+
+        self.monkeypatch.setattr(dispatch, "_launch", launch)
 
 
 @pytest.fixture
@@ -129,7 +137,7 @@ def emulated_gpu(monkeypatch, extension, tmp_path):
 
     def forget() -> None:
         dispatch._warned.clear()
-        dispatch._cached_select.cache_clear()
+        dispatch.forget_choices()
         selfcheck._checked_verdict.cache_clear()
         select.device_info.cache_clear()
 
@@ -138,8 +146,13 @@ def emulated_gpu(monkeypatch, extension, tmp_path):
     properties = SimpleNamespace(major=8, minor=0, multi_processor_count=108)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: properties)
     monkeypatch.setattr(selfcheck, "_device", lambda index: torch.device("cpu"))
+    # The first cases of each kernel's matrix (every epilogue first): the host reference is slow, and the whole
+    # matrix is what a GPU checks (its coverage is tested in tests/ops/test_selfcheck.py).
+    check_cases = selfcheck.check_cases
+    monkeypatch.setattr(selfcheck, "check_cases", lambda info: check_cases(info)[:12])
     gpu = EmulatedGPU(monkeypatch)
     gpu.use(emulated_launch)
+    gpu.run_convs()
     yield gpu
     forget()
 

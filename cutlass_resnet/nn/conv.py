@@ -82,9 +82,16 @@ class Conv2d(nn.Conv2d):
     def _fast_forward(self, input: Tensor, residual: Tensor | None) -> Tensor | None:
         """The conv from C++ alone (:func:`cutlass_resnet.ops.dispatch.fast_conv2d`), or None for the op's path:
         tracing, a gradient to record, padding the op cannot express, a problem not seen yet."""
-        if self._fast_conv is None or type(input) is not Tensor or torch.compiler.is_compiling():
+        if (
+            self._fast_conv is None
+            or type(input) is not Tensor
+            or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()  # a trace records the op, not this process's remembered choice
+        ):
             return None
-        weight, bias = self._parameters["weight"], self._parameters["bias"]  # not through Module.__getattr__
+        weight, bias = self._parameters.get("weight"), self._parameters.get("bias")  # not Module.__getattr__
+        if weight is None:  # a parametrization computes it: the op's path asks for it
+            return None
         if torch.is_grad_enabled() and (
             input.requires_grad
             or weight.requires_grad

@@ -6,15 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import build
+from ..ops import build, dispatch
 
 __all__ = ["MaxPool2d"]
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """:class:`torch.nn.MaxPool2d` (same arguments, same results) that, on CUDA, for fp16/bf16 NHWC inputs where
-    nothing needs a gradient, runs the binding's max-pool: aten's CUDA max-pool computes the argmax indices
-    (int64, four times the output's bytes at fp16) whether or not anyone reads them."""
+    """:class:`torch.nn.MaxPool2d` (same arguments, same results) that, on CUDA (and on the emulated GPU's CPU
+    tensors), for fp16/bf16 NHWC inputs where nothing needs a gradient, runs the binding's max-pool: aten's CUDA
+    max-pool computes the argmax indices (int64, four times the output's bytes at fp16) whether or not anyone
+    reads them."""
 
     def forward(self, input: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
@@ -35,7 +36,7 @@ class MaxPool2d(nn.MaxPool2d):
     def _fast_forward(self, input: Tensor) -> Tensor | None:
         if (
             type(input) is not Tensor
-            or not input.is_cuda
+            or not (input.is_cuda or (input.is_cpu and dispatch.emulating()))
             or input.dtype not in (torch.float16, torch.bfloat16)
             or (torch.is_grad_enabled() and input.requires_grad)
             or self.return_indices

@@ -199,3 +199,32 @@ def _backward(ctx, grad_y: Tensor):
 
 
 conv2d_fprop.register_autograd(_backward, setup_context=_setup_context)
+
+
+# Autocast, as aten's convolution has it: inside ``torch.autocast(device_type, dtype)`` the op casts its floating
+# operands on that device to the autocast dtype (fp16 or bf16: a kernel's) and runs with autocast off.
+# torch.library.register_autocast casts to one dtype fixed at registration; autocast's is chosen by its user.
+_autocast_library = torch.library.Library("cutlass_resnet", "IMPL")
+
+
+def _register_autocast(device_type: str) -> None:
+    key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    autocast_keys = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+    def kernel(_keyset, x, weight, bias, residual, stride, padding, dilation, groups, relu):
+        dtype = torch.get_autocast_dtype(device_type)
+
+        def cast(t: Tensor | None) -> Tensor | None:
+            usable = t is not None and t.is_floating_point() and t.device.type == device_type
+            return t.to(dtype) if usable else t
+
+        with torch._C._ExcludeDispatchKeyGuard(autocast_keys):
+            return conv2d_fprop._opoverload(
+                cast(x), cast(weight), cast(bias), cast(residual), stride, padding, dilation, groups, relu
+            )
+
+    _autocast_library.impl("conv2d_fprop", kernel, key, with_keyset=True)
+
+
+for _device_type in ("cpu", "cuda"):
+    _register_autocast(_device_type)

@@ -1,14 +1,20 @@
-"""The CUDA implementation of the op: the chosen kernel, its prepared weights, the launch, or the fallback.
+"""The kernel implementation of the op: the kernel chosen once per problem, then the binding; or the fallback.
 
-Whatever has no kernel, or whose kernel has not passed its self-check on this GPU, falls back,
-with a one-time warning (or raises, with ``CUTLASS_RESNET_STRICT=1``), to :func:`fallback_conv2d_fprop`:
-cuDNN in the input's dtype with the bias, residual and ReLU applied after it, as torchvision
-computes a block. The single-rounding reference stays the CPU implementation.
+Python chooses a conv's kernel once per problem (:func:`~.select.select`, and on a GPU the kernel's self-check
+verdict: a kernel that failed it is left out and the next best chosen) and remembers the choice in the binding.
+Everything else happens in the binding's one path, on every call: the stem's input and filter padded to 4
+channels, a grouped filter laid out block-diagonally (both made from the live weight each time, so a changed
+weight always reaches the kernel), the batch split, the split-K workspace and the launch. A conv seen before runs
+from C++ alone (:func:`fast_conv2d`).
 
-The first call of a conv problem chooses its kernel here and remembers the choice in the binding;
-:func:`fast_conv2d` then runs the next calls of that problem from C++ alone (inference only: no
-autograd, no tracing). Under :func:`dry_run` it does everything but launch, on CPU tensors too, as on
-a GPU of a given compute capability: the host path, timed without a GPU.
+Whatever has no kernel, or no kernel that passed its self-check on this GPU, falls back, with a one-time warning
+(or raises, with ``CUTLASS_RESNET_STRICT=1``), to :func:`fallback_conv2d_fprop`: aten's convolution in the input's
+dtype with the bias, residual and ReLU applied after it, as torchvision computes a block.
+
+The same path runs without a GPU in two modes, on fp16/bf16 CPU tensors as on a GPU of a given capability:
+:func:`emulate` (or ``CUTLASS_RESNET_EMULATE=9.0`` in the environment) computes each launch with its kernel's
+CUTLASS host reference on the exact arguments the launch would get; :func:`dry_run` does everything but the
+launch and computes nothing (the host path, timed).
 """
 
 from __future__ import annotations
@@ -16,27 +22,64 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-import weakref
 from collections.abc import Iterator
-from functools import cache
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from . import build
-from .conv import _check_args, conv2d_fprop
-from .select import KERNEL_DTYPES, Choice, Problem, device_info, kernel, select
-from .selfcheck import RECHECK_HINT, capturing, kernel_verdict
+from .conv import _check_args, conv2d_fprop, reference_conv2d_fprop
+from .select import KERNEL_DTYPES, Choice, Problem, capability_of, device_info, kernel, select
+from .selfcheck import RECHECK_HINT, NotYet, capturing, kernel_verdict
 
-__all__ = ["STRICT", "dry_run", "fallback_conv2d_fprop", "fast_conv2d", "forget_choices"]
+__all__ = [
+    "EMULATE_ENV",
+    "STRICT",
+    "dry_run",
+    "emulate",
+    "emulating",
+    "fallback_conv2d_fprop",
+    "fast_conv2d",
+    "forget_choices",
+]
 
 #: Raise instead of falling back to the reference when a CUDA conv has no kernel.
 STRICT = os.environ.get("CUTLASS_RESNET_STRICT", "") == "1"
+#: The environment variable that turns on the emulated GPU for the whole process: a capability, ``8.0`` or ``9.0``.
+EMULATE_ENV = "CUTLASS_RESNET_EMULATE"
+
+# The binding's modes (Mode in binding.cpp).
+LAUNCH, DRY_RUN, EMULATE = 0, 1, 2
+#: Problems whose choices are kept in Python (input sizes that vary without end would grow the cache forever).
+MAX_CACHED_CHOICES = 4096
 
 _warned: set[str] = set()
-# id(weight) -> (weakref to it, (its _version, how), prepared copy); an entry goes with its weight.
-_prepared_weights: dict[int, tuple[weakref.ref, tuple, Tensor]] = {}
-_dry_run: tuple[tuple[int, int], int | None] | None = None  # (capability, SMs) inside dry_run()
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The GPU that CPU tensors (and, in a dry run, CUDA tensors too) are run for, without it."""
+
+    mode: int
+    capability: tuple[int, int]
+    sm_count: int | None
+
+
+def _target_from_environment() -> _Target | None:
+    text = os.environ.get(EMULATE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return _Target(EMULATE, capability_of(text), None)
+    except ValueError:
+        raise ValueError(
+            f"{EMULATE_ENV}={text!r} is not a compute capability: set it to one such as 8.0 or 9.0, or unset it"
+        ) from None
+
+
+_target: _Target | None = _target_from_environment()
 
 
 def fallback_conv2d_fprop(
@@ -59,73 +102,64 @@ def fallback_conv2d_fprop(
     return y.relu_() if relu else y
 
 
-@cache
-def _cached_select(problem: Problem, dtype: torch.dtype, device_index: int, residual: bool) -> Choice:
-    capability, sm_count = device_info(device_index)
-    return select(problem, dtype, capability, sm_count, residual)
+@lru_cache(maxsize=MAX_CACHED_CHOICES)
+def _cached_select(
+    problem: Problem,
+    dtype: torch.dtype,
+    capability: tuple[int, int],
+    sm_count: int | None,
+    residual: bool,
+    exclude: frozenset[str],
+) -> Choice:
+    return select(problem, dtype, capability, sm_count, residual, exclude=exclude)
 
 
-def _pad_channels(t: Tensor, channels: int) -> Tensor:
-    shape = (t.shape[0], channels, *t.shape[2:])
-    padded = torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=torch.channels_last).zero_()
-    padded[:, : t.shape[1]] = t
-    return padded
+def _choose(
+    problem: Problem,
+    dtype: torch.dtype,
+    capability: tuple[int, int],
+    sm_count: int | None,
+    residual: bool,
+    device_index: int | None,
+) -> Choice:
+    """The fastest kernel for ``problem``; on a GPU (``device_index``) the fastest that passed its self-check
+    there, the ones that failed it left out. No kernel where the best could not be checked now (aten's
+    convolution this time); with none left, the reason is the first failed verdict."""
+    exclude: frozenset[str] = frozenset()
+    disabled = None
+    while True:
+        choice = _cached_select(problem, dtype, capability, sm_count, residual, exclude)
+        if choice.kernel is None:
+            return choice if disabled is None else replace(choice, reason=disabled)
+        verdict = None if device_index is None else kernel_verdict(choice.kernel, device_index)
+        if verdict is None:
+            return choice
+        if isinstance(verdict, NotYet):
+            return Choice(kernel=None, reason=str(verdict))
+        disabled = disabled or f"{verdict} ({RECHECK_HINT})"
+        exclude = exclude | {choice.kernel}
 
 
-def _block_diagonal(weight: Tensor, groups: int, merge: int) -> Tensor:
-    """A grouped conv's weight as one with groups // merge groups: each merged group's filter is
-    block-diagonal, zero outside its original groups."""
-    k, c, r, s = weight.shape
-    blocks = weight.reshape(groups // merge, merge, k // groups, c, r, s)
-    out = weight.new_zeros(groups // merge, merge, k // groups, merge, c, r, s)
-    for i in range(merge):
-        out[:, i, :, i] = blocks[:, i]
-    return out.reshape(k, merge * c, r, s).contiguous(memory_format=torch.channels_last)
-
-
-def _prepared_weight(weight: Tensor, how: tuple, prepare) -> Tensor:
-    """``prepare(weight)``, cached per weight until it changes (the stem's padding, grouped blocks)."""
-    try:
-        current = (weight._version, how)
-    except RuntimeError:  # an inference-mode tensor has no version counter: do not cache
-        return prepare(weight.detach())
-    entry = _prepared(weight)
-    if entry is not None and entry[0] == current:
-        return entry[1]
-    prepared = prepare(weight.detach())
-    key = id(weight)
-    gone = weakref.ref(weight, lambda _, key=key: _prepared_weights.pop(key, None))
-    _prepared_weights[key] = (gone, current, prepared)
-    return prepared
-
-
-def _prepared(weight: Tensor) -> tuple[tuple, Tensor] | None:
-    """((version, how), prepared copy) of ``weight``, if one was made."""
-    entry = _prepared_weights.get(id(weight))
-    if entry is None or entry[0]() is not weight:
-        return None
-    return entry[1], entry[2]
-
-
-def _launch_weight(weight: Tensor, groups: int, choice: Choice) -> tuple[Tensor, int]:
-    """The weight and groups the chosen kernel takes: the stem's padded, grouped convs' merged."""
-    if choice.pad_channels:
-        pad = choice.pad_channels
-        weight = _prepared_weight(weight, ("pad", pad), lambda w: _pad_channels(w, pad))
-    if choice.merge_groups:
-        merge = choice.merge_groups
-        weight = _prepared_weight(weight, ("blocks", merge), lambda w: _block_diagonal(w, groups, merge))
-        groups //= merge
-    return weight, groups
+def _decided(choice: Choice) -> list[int]:
+    """A choice as the binding takes it (Decided in binding.cpp)."""
+    index = -1 if choice.kernel is None else kernel(choice.kernel).index
+    return [index, choice.pad_channels, choice.merge_groups, choice.batch_chunk, choice.split_k]
 
 
 def _remember(x: Tensor, weight: Tensor, residual: Tensor | None, conv: tuple, device: int, choice: Choice) -> None:
     """Tell the binding the choice for this problem, so that fast_conv2d runs its next calls from C++."""
     stride, padding, dilation, groups = conv
     key = [*x.shape, weight.shape[0], *weight.shape[2:], *stride, *padding, *dilation, groups]
-    index = kernel(choice.kernel).index
-    decided = [index, choice.pad_channels, choice.merge_groups, choice.batch_chunk, choice.split_k]
-    torch.ops.cutlass_resnet_C.remember(key, KERNEL_DTYPES.index(x.dtype), device, residual is not None, decided)
+    dtype = KERNEL_DTYPES.index(x.dtype)
+    torch.ops.cutlass_resnet_C.remember(key, dtype, device, residual is not None, _decided(choice))
+
+
+def _launch(
+    x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, conv: list[int], choice: Choice
+) -> Tensor:
+    """The binding's one path for a conv and its choice: packing, kernel-ready filter, batch split, workspace,
+    and the launch (or, by ``conv``'s mode, the dry run or the host reference)."""
+    return torch.ops.cutlass_resnet_C.run(x, weight, bias, residual, conv, _decided(choice))
 
 
 def forget_choices() -> None:
@@ -136,55 +170,57 @@ def forget_choices() -> None:
 
 
 @contextlib.contextmanager
-def dry_run(capability: tuple[int, int] = (8, 0), sm_count: int | None = None) -> Iterator[None]:
-    """Inside, :func:`fast_conv2d` does everything a launch does but launch (choice, checks, outputs, kernel
-    parameters), on CPU tensors as on a GPU of ``capability``: the host path, timed without a GPU. The outputs
-    hold no result."""
-    global _dry_run
-    previous, _dry_run = _dry_run, (tuple(capability), sm_count)
+def _targeting(target: _Target) -> Iterator[None]:
+    global _target
+    _library_for(target)
+    previous, _target = _target, target
+    forget_choices()  # CPU tensors' choices are keyed by no device: made for another target, they must go
     try:
         yield
     finally:
-        _dry_run = previous
+        _target = previous
+        forget_choices()
+
+
+def dry_run(capability: tuple[int, int] = (8, 0), sm_count: int | None = None) -> contextlib.AbstractContextManager:
+    """Inside, every conv does everything a launch does but launch (choice, packing, checks, outputs, kernel
+    parameters and TMA descriptors), on CPU tensors (and CUDA ones) as on a GPU of ``capability``: the host path,
+    timed without a GPU. The outputs hold no result."""
+    return _targeting(_Target(DRY_RUN, tuple(capability_of(capability)), sm_count))
+
+
+def emulate(capability: object = (8, 0), sm_count: int | None = None) -> contextlib.AbstractContextManager:
+    """Inside, fp16 and bf16 convs on CPU tensors run as on a GPU of ``capability`` (``(9, 0)``, ``"9.0"``, ...):
+    the same kernel choice, packing, kernel-ready filters, batch split, split-K workspace and epilogue arguments,
+    with each launch computed by that kernel's CUTLASS host reference on its exact arguments instead of launched.
+    What it proves: everything but the kernel bodies (``docs/architecture.md``). ``CUTLASS_RESNET_EMULATE=9.0``
+    turns it on for a whole process."""
+    return _targeting(_Target(EMULATE, tuple(capability_of(capability)), sm_count))
+
+
+def emulating() -> tuple[int, int] | None:
+    """The capability of the emulated GPU CPU tensors run on, or None."""
+    return _target.capability if _target is not None and _target.mode == EMULATE else None
 
 
 def fast_conv2d(
     x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, conv: tuple[int, ...], relu: bool
 ) -> Tensor | None:
     """The op's result from C++ alone, for inference (the caller checks that nothing needs a gradient), or None
-    where the Python path must run: a problem seen for the first time, a weight changed since it was prepared,
-    an operand the remembered choice cannot take, aten's convolution. ``conv``: stride, padding, dilation (two
-    each) and groups."""
+    where the op's path must run: a problem seen for the first time, an operand the remembered choice cannot take
+    as it is, aten's convolution. ``conv``: stride, padding, dilation (two each) and groups."""
     op = _conv2d_op()
     if op is None or x.dtype not in KERNEL_DTYPES:
         return None
-    entry = _prepared(weight)
-    launch_weight = weight
-    if entry is not None:
-        (version, _), launch_weight = entry
-        if version != weight._version:
-            return None
-    dry = _dry_run is not None
-    out = op(x, launch_weight, bias, residual, (*conv, relu, dry))
-    if out or not dry:
-        return out[0] if out else None
-    return _dry_run_first(x, weight, bias, residual, conv, relu)
-
-
-def _dry_run_first(x: Tensor, weight: Tensor, bias, residual, conv: tuple[int, ...], relu: bool) -> Tensor:
-    """A problem's first dry run: chosen for the dry run's GPU and remembered, then run from C++."""
-    capability, sm_count = _dry_run
-    stride, padding, dilation, groups = conv[0:2], conv[2:4], conv[4:6], conv[6]
-    problem = Problem.from_conv(x.shape, weight.shape, stride, padding, dilation, groups)
-    choice = select(problem, x.dtype, capability, sm_count, residual is not None)
-    if choice.kernel is None:  # aten's convolution would run: nothing to do in a dry run
-        shape = (x.shape[0], weight.shape[0], problem.p, problem.q)
-        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    launch_weight, _ = _launch_weight(weight, groups, choice)
-    device = -1 if x.device.type == "cpu" else x.device.index or 0
-    _remember(x, weight, residual, (stride, padding, dilation, groups), device, choice)
-    (y,) = _conv2d_op()(x, launch_weight, bias, residual, (*conv, relu, True))
-    return y
+    target = _target
+    if x.is_cuda:
+        mode = DRY_RUN if target is not None and target.mode == DRY_RUN else LAUNCH
+    elif target is None:
+        return None
+    else:
+        mode = target.mode
+    out = op(x, weight, bias, residual, (*conv, relu, mode))
+    return out[0] if out else None
 
 
 _conv2d: list = []
@@ -197,36 +233,62 @@ def _conv2d_op():
     return _conv2d[0] if _conv2d else None
 
 
-@conv2d_fprop.register_kernel("cuda")
-def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu):
+def _aligned(t: Tensor | None) -> Tensor | None:
+    """``t``, or a copy of it where it does not start on 16 bytes (a view into another tensor): what every
+    operand of a kernel needs."""
+    if t is None or t.data_ptr() % 16 == 0:
+        return t
+    return t.clone(memory_format=torch.channels_last if t.dim() == 4 else torch.contiguous_format)
+
+
+def _kernel_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu, mode, gpu, device_index):
+    """The op on a GPU (``gpu``: capability and SMs), real or emulated: its kernel, or the fallback."""
     n, k, p, q = _check_args(x, weight, bias, residual, stride, padding, dilation, groups)
     problem = Problem.from_conv(x.shape, weight.shape, stride, padding, dilation, groups)
-    device_index = x.device.index or 0
-    choice = _cached_select(problem, x.dtype, device_index, residual is not None)
-    reason = choice.reason
-    if choice.kernel is not None and (verdict := kernel_verdict(choice.kernel, device_index)) is not None:
-        reason = f"{verdict} ({RECHECK_HINT})"
-    if reason is not None:
-        message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {reason}"
+    choice = _choose(problem, x.dtype, *gpu, residual is not None, device_index)
+    if choice.kernel is None:
+        if mode == DRY_RUN:  # aten's convolution would run: nothing to do in a dry run
+            return torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {choice.reason}"
         if STRICT:
             raise RuntimeError(message + "; unset CUTLASS_RESNET_STRICT to fall back to the reference")
-        if reason not in _warned:
-            _warned.add(reason)
-            warnings.warn(message + "; running aten's convolution instead (warned once per reason)", stacklevel=2)
+        if choice.reason not in _warned:
+            _warned.add(choice.reason)
+            warnings.warn(message + "; running aten's convolution instead (warned once per reason)", stacklevel=3)
         return fallback_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
     conv = (list(stride), list(padding), list(dilation), groups)
     if not capturing():
-        _remember(x, weight, residual, conv, device_index, choice)
-    if choice.pad_channels:  # one pass from any layout (zero_ + copy_ would be two)
-        x = torch.ops.cutlass_resnet_C.pack_channels(x, choice.pad_channels)
-    weight, groups = _launch_weight(weight, groups, choice)
-    launch = kernel(choice.kernel).launch
-    args = (list(stride), list(padding), list(dilation), groups, relu, choice.split_k or 1)
-    if not choice.batch_chunk:
-        return launch(x, weight, bias, residual, *args)
-    step = choice.batch_chunk
-    parts = [
-        launch(x[i : i + step], weight, bias, None if residual is None else residual[i : i + step], *args)
-        for i in range(0, n, step)
-    ]
-    return torch.cat(parts).contiguous(memory_format=torch.channels_last)
+        _remember(x, weight, residual, conv, -1 if device_index is None else device_index, choice)
+    operands = [_aligned(t) for t in (x, weight, bias, residual)]
+    return _launch(*operands, [*stride, *padding, *dilation, groups, int(relu), mode], choice)
+
+
+def _library_for(target: _Target) -> bool:
+    """Whether the kernels' library is loaded, loading (or building) it for the target's arch first."""
+    return build.loaded() or build.load(build.default_nvcc_archs() or [build.nvcc_arch(target.capability)])
+
+
+@conv2d_fprop.register_kernel("cuda")
+def _cuda_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu):
+    target = _target
+    if target is not None and target.mode == DRY_RUN:
+        gpu = (target.capability, target.sm_count)
+        return _kernel_conv2d_fprop(
+            x, weight, bias, residual, stride, padding, dilation, groups, relu, DRY_RUN, gpu, None
+        )
+    device_index = x.device.index or 0
+    gpu = device_info(device_index)
+    return _kernel_conv2d_fprop(
+        x, weight, bias, residual, stride, padding, dilation, groups, relu, LAUNCH, gpu, device_index
+    )
+
+
+@conv2d_fprop.register_kernel("cpu")
+def _cpu_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu):
+    target = _target
+    if target is None or x.dtype not in KERNEL_DTYPES or not _library_for(target):
+        return reference_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
+    gpu = (target.capability, target.sm_count)
+    return _kernel_conv2d_fprop(
+        x, weight, bias, residual, stride, padding, dilation, groups, relu, target.mode, gpu, None
+    )

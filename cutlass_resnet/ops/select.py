@@ -9,7 +9,7 @@ and bandwidth); where the output tiles alone would leave more than half the SMs 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from functools import cache
@@ -351,6 +351,9 @@ def _options(
     split = []
     for info in (k for k in candidates if k.split):
         for slices in SPLITS:
+            # A Hopper slice narrower than the TMA box (tile K channels) loads the rest as zeros: MACs for nothing.
+            if info.hopper and problem.c // slices < info.tile_k:
+                continue
             if info.can_implement(problem, slices) == 0:
                 launch = info.describe(problem, slices)
                 us = estimate_us(info, problem, launch, capability, sm_count, slices, residual)
@@ -364,8 +367,11 @@ def select(
     capability: tuple[int, int],
     sm_count: int | None = None,
     residual: bool = False,
+    *,
+    exclude: Collection[str] = (),
 ) -> Choice:
-    """Choose a kernel for ``problem`` on a GPU of compute ``capability`` (host-only)."""
+    """Choose a kernel for ``problem`` on a GPU of compute ``capability`` (host-only), none of those named in
+    ``exclude`` (kernels disabled on this GPU)."""
     if dtype not in KERNEL_DTYPES:
         return _fallback(f"{dtype} has no CUTLASS kernel (fp16 and bf16 only)")
     if tuple(capability) < (8, 0):
@@ -387,7 +393,9 @@ def select(
         return _fallback(f"C={problem.c} input channels is not a multiple of 8 (128-bit loads)")
     if not build.load():
         return _fallback(f"the CUTLASS extension is unavailable: {build.load_error()}")
-    candidates = [k for k in kernel_table() if k.dtype == dtype and k.serves(kind, capability)]
+    candidates = [
+        k for k in kernel_table() if k.dtype == dtype and k.serves(kind, capability) and k.name not in exclude
+    ]
     if not candidates:
         return _fallback(f"no compiled kernel for {dtype} on sm_{capability[0]}{capability[1]}")
     chunk = _batch_chunk(problem, 2)

@@ -137,3 +137,38 @@ def test_status_names_say_what_failed(extension):
     assert status(2000 + 700) == "an illegal memory access was encountered"
     assert "TMA im2col limits" in status(1001) and "workspace" in status(1000)
     assert status(0) == "Success"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(stride=[0, 0]), dict(dilation=[1, 0]), dict(padding=[-1, 1])],
+    ids=["stride0", "dilation0", "negative-padding"],
+)
+def test_a_geometry_that_would_divide_by_zero_is_refused(fprop, overrides):
+    """Stride or dilation 0 once killed the process with SIGFPE (an integer division in the output extent)."""
+    with pytest.raises(RuntimeError, match="stride and dilation must be >= 1 and padding >= 0"):
+        fprop(**overrides)
+
+
+def test_problems_with_a_zero_extent_are_refused_by_the_host_checks(extension):
+    from cutlass_resnet.ops.select import kernel_table
+
+    hopper = [k for k in kernel_table() if k.hopper]
+    for k in [kernel_table()[0], *hopper[:1]]:
+        with pytest.raises(RuntimeError, match="problem entry 11 is 0"):
+            torch.ops.cutlass_resnet_C.can_implement(k.index, [1, 8, 8, 64, 64, 3, 3, 8, 8, 1, 1, 0, 1, 1, 1, 1])
+        with pytest.raises(RuntimeError, match="problem entry 0 is 0"):
+            torch.ops.cutlass_resnet_C.describe(k.index, [0, 8, 8, 64, 64, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, 1])
+
+
+def test_an_empty_batch_returns_an_empty_output(extension):
+    """N=0 once reached CUTLASS's 3.x arguments in a dry run and died with SIGFPE."""
+    from cutlass_resnet.ops.select import kernel_table
+
+    for k in kernel_table():
+        if k.kind.name in ("STEM", "GROUPED"):
+            continue
+        x, w = cl_zeros(0, 64, 8, 8, dtype=k.dtype), cl_zeros(64, 64, 3, 3, dtype=k.dtype)
+        assert k.dry_run(x, w, None, None, [1, 1], [1, 1], [1, 1], 1, True) == 0
+        y = k.host_reference(x, w, None, None, [1, 1], [1, 1], [1, 1], 1, True)
+        assert y.shape == (0, 64, 8, 8)

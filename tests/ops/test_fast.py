@@ -72,12 +72,36 @@ def test_the_stem_is_packed_and_a_large_batch_split_in_cpp(fresh):
     problem = Problem.from_conv(x.shape, w.shape, (2, 2), (3, 3), (1, 1), 1)
     choice = select(problem, x.dtype, (8, 0))
     assert choice.pad_channels == 4
-    padded, _ = dispatch._launch_weight(w, 1, choice)
     chunked = dataclasses.replace(choice, batch_chunk=2)  # as for a batch past 2^31 bytes
     dispatch._remember(x, w, None, ((2, 2), (3, 3), (1, 1), 1), -1, chunked)
-    (y,) = fresh.conv2d(x, padded, None, None, [*conv, 1, 1])
+    (y,) = fresh.conv2d(x, w, None, None, [*conv, 1, 1])  # a dry run: the filter is padded in C++ too
     assert y.shape == (3, 64, 10, 10) and y.is_contiguous(memory_format=CL)
-    assert fresh.conv2d(x, w, None, None, [*conv, 1, 1]) == []  # the unpadded weight is not the one it needs
+    (y,) = fresh.conv2d(x, w, None, None, [*conv, 1, 2])  # emulated: two launches of 2 and 1 images, one output
+    expected = F.relu(F.conv2d(x.double(), w.double(), None, 2, 3))
+    torch.testing.assert_close(y.double(), expected, rtol=1e-2, atol=1e-2)
+    assert fresh.conv2d(x, w[:, :2], None, None, [*conv, 1, 1]) == []  # a weight that does not fit x: Python's
+
+
+@pytest.mark.parametrize("merge", [1, 2, 4])
+def test_a_grouped_filter_is_laid_out_block_diagonally_in_cpp(fresh, merge):
+    """The packing pass that makes a merged group's filter: each original group's filter at its offset within the
+    merged group, zeros elsewhere; against the layout built independently here."""
+    groups, c, k = 8, 4, 32
+    w = torch.randn(k * groups, c, 3, 3).half()
+    x = torch.randn(1, c * groups, 6, 6).half().contiguous(memory_format=CL)
+    choice = dataclasses.replace(select(Problem(1, 6, 6, c * groups, k * groups, 3, 3, groups=groups), x.dtype, (8, 0)))
+    assert choice.kernel and choice.merge_groups == 2  # 8 groups of 4 channels: merged in twos
+    choice = dataclasses.replace(choice, merge_groups=merge)
+    expected = torch.zeros(k * groups, c * merge, 3, 3, dtype=w.dtype)
+    for g in range(groups):
+        rows = slice(g * k, (g + 1) * k)
+        expected[rows, (g % merge) * c : (g % merge + 1) * c] = w[rows]
+    if merge == 2:
+        y = dispatch._launch(x, w, None, None, [1, 1, 1, 1, 1, 1, groups, 0, dispatch.EMULATE], choice)
+        reference = F.conv2d(x.double(), w.double(), None, 1, 1, 1, groups)
+        torch.testing.assert_close(y.double(), reference, rtol=1e-2, atol=1e-2)
+    merged = F.conv2d(x.double(), expected.double(), None, 1, 1, 1, groups // merge)
+    torch.testing.assert_close(merged, F.conv2d(x.double(), w.double(), None, 1, 1, 1, groups))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -117,11 +141,14 @@ def test_max_pool_refuses_what_it_cannot_compute(extension):
         torch.ops.cutlass_resnet_C.max_pool2d(x, [3, 3], [2, 2], [2, 2])
 
 
-def test_a_fused_model_s_dry_run_goes_through_cpp_for_every_conv(fresh):
+@pytest.mark.parametrize("capability", [(8, 0), (9, 0)], ids=["8.0", "9.0"])
+def test_a_fused_model_s_dry_run_goes_through_cpp_for_every_conv(fresh, capability):
     torch.manual_seed(0)
     model = cutlass_resnet.fuse_bn(cutlass_resnet.resnet50().eval()).half()
     x = torch.randn(1, 3, 64, 64).half()
-    distinct = {(e.problem, e.residual) for e in cutlass_resnet.plan(model, tuple(x.shape), torch.float16, (8, 0))}
+    plan = cutlass_resnet.plan(model, tuple(x.shape), torch.float16, capability)
+    distinct = {(e.problem, e.residual) for e in plan}
+    assert all(e.choice.kernel for e in plan)
     calls = []
     original = fresh.conv2d.default
 
@@ -133,14 +160,14 @@ def test_a_fused_model_s_dry_run_goes_through_cpp_for_every_conv(fresh):
     dispatch._conv2d.clear()
     dispatch._conv2d.append(counted)
     try:
-        with torch.no_grad(), dispatch.dry_run((8, 0)):
+        with torch.no_grad(), dispatch.dry_run(capability):
             assert model(x).shape == (1, 1000)
             first = list(calls)
             calls.clear()
             model(x)
+            assert fresh.remembered_choices() == len(distinct)
     finally:
         dispatch._conv2d.clear()
-    assert fresh.remembered_choices() == len(distinct)
     assert all(calls) and len(calls) == 53  # the second run: every conv from C++, none through Python
     assert first.count(False) == len(distinct)  # the first: each problem's first call chose in Python
 

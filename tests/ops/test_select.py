@@ -139,3 +139,15 @@ def test_kernel_table_describes_each_kernel(extension):
     assert by_name["sm80_f16_splitk_t64x64_64x5"].describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4).ctas == 1 * 32 * 4
     with pytest.raises(KeyError, match="no compiled kernel named 'sm70_f16'"):
         kernel("sm70_f16")
+
+
+def test_hopper_split_k_slices_are_never_narrower_than_the_tma_box(extension):
+    """A 7x7x512 3x3 conv at batch 1 on H100 splits K; slices of fewer than 64 channels would zero-fill half of
+    each k-tile (twice the unsplit MACs at 16 slices), so no Hopper choice takes fewer than tile K per slice."""
+    for c in (256, 512, 1024, 2048):
+        for r in (1, 3):
+            choice = select(Problem(1, 7, 7, c, 512, r, r, (1, 1), (r // 2, r // 2)), torch.float16, (9, 0), 132)
+            if choice.split_k and kernel(choice.kernel).hopper:
+                assert c // choice.split_k >= kernel(choice.kernel).tile_k, choice
+    choice = select(Problem(1, 7, 7, 512, 512, 3, 3, (1, 1), (1, 1)), torch.float16, (9, 0), 132)
+    assert choice.split_k and choice.split_k <= 8

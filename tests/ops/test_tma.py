@@ -87,11 +87,11 @@ def conv(n=2, c=64, k=64, size=12, stride=2, seed=0):
     return x, w, torch.zeros(k, dtype=torch.half), None, [stride, stride], [1, 1], [1, 1], 1, True
 
 
-def test_without_a_driver_the_encode_failure_is_reported_not_ignored(extension, library):
-    status = hopper().dry_run(*conv())
-    assert status == TMA_ENCODE + CUDA_ERROR_NOT_FOUND
-    assert "could not encode a TMA descriptor" in torch.ops.cutlass_resnet_C.status_string(status)
-    assert "no CUDA driver" in torch.ops.cutlass_resnet_C.status_string(status)
+def test_without_a_driver_the_descriptors_are_encoded_on_the_host(extension, library):
+    """No CUDA driver is loaded here: host stand-ins check what the driver documents for each encode and fill the
+    descriptors, so that a dry run gets as far as a launch would (it once ended in CUDA_ERROR_NOT_FOUND)."""
+    assert hopper().dry_run(*conv()) == 0
+    assert hopper(torch.bfloat16).dry_run(*[t.bfloat16() if torch.is_tensor(t) else t for t in conv()]) == 0
 
 
 def test_a_failed_encode_is_the_kernel_s_status(extension, library):

@@ -1,9 +1,11 @@
-// The thin binding: checks tensors, then runs one kernel of the torch-free table (conv_api.h).
-// Which kernel runs, and what falls back, is decided in Python (cutlass_resnet/ops/select.py),
-// which remembers its choice here per problem, so that the next conv of that problem (conv2d)
-// runs from C++ alone; this file refuses anything the chosen kernel cannot take, and never
-// launches a kernel whose can_implement has not accepted the problem. It uses only the LibTorch stable ABI (built with
-// TORCH_TARGET_VERSION 2.10), so one compiled library serves every torch from 2.10 on.
+// The thin binding: checks tensors, then runs one kernel of the torch-free table (conv_api.h). Which kernel runs,
+// and what falls back, is decided in Python (cutlass_resnet/ops/select.py); everything else happens here, on
+// every call, in one place (run_decided): the stem's input and filter packed to 4 channels, a grouped filter laid
+// out block-diagonally, the batch split, the split-K workspace, and the launch, or in a dry run everything but
+// the launch, or in an emulated run CUTLASS's host reference on the very arguments the launch would get. Python
+// remembers its choice here per problem, so that the next conv of that problem (conv2d) runs from C++ alone.
+// Nothing is launched whose can_implement has not accepted the problem. It uses only the LibTorch stable ABI
+// (built with TORCH_TARGET_VERSION 2.10), so one compiled library serves every torch from 2.10 on.
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
@@ -78,7 +80,11 @@ CrProblem to_problem(const IntList& v) {
   CR_CHECK(v.size() == 16 || v.size() == 17, "a problem is 16 or 17 integers "
            "(N, H, W, C, K, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, groups[, split_k]), got ",
            v.size());
-  for (int64_t d : v) CR_CHECK(d >= 0 && d <= INT_MAX, "problem extent ", d, " out of range");
+  for (size_t j = 0; j < v.size(); ++j) {
+    const int64_t least = (j == 9 || j == 10) ? 0 : 1;  // only the padding may be 0: the rest divide
+    CR_CHECK(v[j] >= least && v[j] <= INT_MAX, "problem entry ", j, " is ", v[j], ", outside ", least, " to ",
+             INT_MAX);
+  }
   auto i = [&](int j) { return static_cast<int>(v[j]); };
   return {i(0), i(1), i(2), i(3),  i(4),  i(5),  i(6),  i(7),  i(8),
           i(9), i(10), i(11), i(12), i(13), i(14), i(15), v.size() == 17 ? i(16) : 1};
@@ -109,6 +115,17 @@ double activation(double value, double leaky_alpha) {
   return cr_activation(static_cast<float>(value), static_cast<float>(leaky_alpha));
 }
 
+// Strides and dilations of at least 1 and paddings of at least 0, before anything divides by them.
+void check_geometry(const IntList& stride, const IntList& padding, const IntList& dilation) {
+  CR_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+           "stride, padding and dilation must have two entries each");
+  for (int i = 0; i < 2; ++i) {
+    CR_CHECK(stride[i] >= 1 && dilation[i] >= 1 && padding[i] >= 0, "stride and dilation must be >= 1 and padding ",
+             ">= 0, got stride (", stride[0], ", ", stride[1], "), padding (", padding[0], ", ", padding[1],
+             "), dilation (", dilation[0], ", ", dilation[1], ")");
+  }
+}
+
 void check_operand(const Tensor& t, const char* name, const Tensor& x, ScalarType dtype, int64_t align_bytes,
                    bool nhwc) {
   CR_CHECK(t.device() == x.device(), name, " must be on ", device_string(x), ", got ", device_string(t));
@@ -129,8 +146,7 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
                    const std::optional<Tensor>& residual, const IntList& stride, const IntList& padding,
                    const IntList& dilation, int64_t groups, int64_t split_k, bool accepted = false) {
   const auto dtype = k.dtype == CR_FLOAT16 ? ScalarType::Half : ScalarType::BFloat16;
-  CR_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-           "stride, padding and dilation must have two entries each");
+  check_geometry(stride, padding, dilation);
   const int64_t elem = 2;  // fp16 and bf16
   check_operand(x, "x", x, dtype, k.alignment * elem, true);
   check_operand(weight, "weight", x, dtype, k.alignment * elem, true);
@@ -218,55 +234,191 @@ CrOperands operands(const Tensor& x, const Tensor& weight, const std::optional<T
           0};
 }
 
-Tensor fprop_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                  const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
-                  int64_t groups, bool relu, int64_t index, int64_t split_k) {
-  const CrKernel& k = kernel_at(index);
-  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups, split_k);
+// CrDtype of a torch dtype, -1 for one no kernel takes.
+int64_t dtype_code(ScalarType t) {
+  return t == ScalarType::Half ? CR_FLOAT16 : t == ScalarType::BFloat16 ? CR_BFLOAT16 : -1;
+}
+
+// What Python chose for a conv: the kernel (its index; -1: aten's convolution, run by Python) and how its
+// launches are prepared.
+struct Decided {
+  int64_t kernel;
+  int64_t pad_channels;  // C the stem's input and filter are zero-padded to, 0 for none
+  int64_t merge_groups;  // adjacent groups merged into one block-diagonal group, 0 or 1 for none
+  int64_t batch_chunk;   // images per launch, 0 for the whole batch
+  int64_t split_k;       // slices of a split-K kernel, 0 for none
+};
+
+Decided decided_from(const IntList& v) {
+  CR_CHECK(v.size() == 5, "a choice is 5 integers (kernel, pad_channels, merge_groups, batch_chunk, split_k)");
+  CR_CHECK(v[0] >= -1 && v[0] < cr_kernel_count(), "no kernel with index ", v[0]);
+  for (size_t i = 1; i < v.size(); ++i) CR_CHECK(v[i] >= 0, "choice entry ", i, " is negative: ", v[i]);
+  return {v[0], v[1], v[2], v[3], v[4]};
+}
+
+// What a call does: launch on the GPU, everything but the launch (a dry run, on tensors of any device), or the
+// launch's arguments through CUTLASS's host reference (an emulated GPU, on CPU tensors).
+enum Mode : int64_t { kLaunch = 0, kDryRun = 1, kEmulate = 2 };
+
+// A conv's arguments as conv2d and run take them, in one list (each argument costs the dispatcher's boxing about
+// half a microsecond): stride (2), padding (2), dilation (2), groups, relu, mode.
+struct ConvArgs {
+  IntList stride, padding, dilation;
+  int64_t groups;
+  bool relu;
+  int64_t mode;
+};
+
+ConvArgs conv_args(const IntList& conv) {
+  CR_CHECK(conv.size() == 9, "a conv is 9 integers (stride, padding, dilation: two each; groups, relu, mode), got ",
+           conv.size());
+  ConvArgs a{{conv[0], conv[1]}, {conv[2], conv[3]}, {conv[4], conv[5]}, conv[6], conv[7] != 0, conv[8]};
+  CR_CHECK(a.mode >= kLaunch && a.mode <= kEmulate, "mode is 0 (launch), 1 (dry run) or 2 (emulate), got ", a.mode);
+  check_geometry(a.stride, a.padding, a.dilation);
+  CR_CHECK(a.groups >= 1, "groups must be >= 1, got ", a.groups);
+  return a;
+}
+
+// A layout pass on x's data: run(1, nullptr), the host loop, for a CPU tensor; else run(0, stream), a launch on
+// x's device and its current stream.
+template <class Run>
+int on_device(const Tensor& x, Run run) {
+  if (x.is_cpu()) return run(1, nullptr);
   torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  Tensor y = empty_output(x, p);
-  if (p.N == 0) return y;
-  auto partials = workspace(k, x, p);
-  CrOperands ops = operands(x, weight, bias, residual, y, relu, current_stream(x.get_device_index()), partials);
-  int status = k.run(&p, &ops);
-  CR_CHECK(status == 0, "kernel ", k.name, " failed: ", cr_status_string(status));
+  return run(0, current_stream(x.get_device_index()));
+}
+
+// t (N, C, H, W), any strides, as NHWC with `channels` channels, t's at an offset of ((n / group_n) % merge) * C
+// and zeros elsewhere (CrPack); in a dry run only the output.
+Tensor pack(const Tensor& t, int64_t channels, int64_t group_n, int64_t merge, bool dry_run) {
+  const int64_t dtype = dtype_code(t.scalar_type());
+  CR_CHECK(dtype >= 0, "packing takes fp16 or bf16, got ", torch::headeronly::toString(t.scalar_type()));
+  CR_CHECK(t.dim() == 4 && merge >= 1 && group_n >= 1 && channels >= t.size(1) * merge && channels <= INT_MAX,
+           "packing takes a 4-D tensor of at most ", channels, " channels (", merge, " groups side by side)");
+  Tensor y = empty_nhwc(t, t.size(0), channels, t.size(2), t.size(3));
+  if (dry_run || y.numel() == 0) return y;
+  CrPack p{int(t.size(0)), int(t.size(1)), int(t.size(2)), int(t.size(3)), int(channels),
+           t.stride(0),    t.stride(1),    t.stride(2),    t.stride(3),    int(group_n),
+           int(merge)};
+  const int status = on_device(t, [&](int host, cudaStream_t stream) {
+    return cr_pack_channels(int(dtype), &p, t.data_ptr(), y.data_ptr(), host, stream);
+  });
+  CR_CHECK(status == 0, "packing failed: ", cr_status_string(status));
   return y;
+}
+
+// The filter as the chosen kernel takes it, made from the live weight on every call (so that no change to the
+// weight, by whatever means, is ever missed): the stem's padded, merged groups' block-diagonal, else the weight.
+Tensor kernel_weight(const Tensor& weight, const Decided& d, int64_t groups, bool dry_run) {
+  if (d.pad_channels) return pack(weight, d.pad_channels, 1, 1, dry_run);
+  if (d.merge_groups > 1) {
+    return pack(weight, d.merge_groups * weight.size(1), weight.size(0) / groups, d.merge_groups, dry_run);
+  }
+  return weight;
+}
+
+const char* mode_failure(int64_t mode) {
+  return mode == kDryRun ? " cannot prepare its launch: " : mode == kEmulate ? " host reference failed: " : " failed: ";
+}
+
+// One conv with a decided kernel: packing, kernel-ready filter, batch split, workspace, then per launch the mode's
+// step. `accepted`: remember() had can_implement accept these launches. With `status`, a kernel's own nonzero
+// status is stored there and returned at once (dry runs report it); else it raises.
+Tensor run_decided(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                   const std::optional<Tensor>& residual, const ConvArgs& a, const Decided& d, bool accepted,
+                   int* status = nullptr) {
+  const CrKernel& k = kernel_at(d.kernel);
+  CR_CHECK(x.dim() == 4 && weight.dim() == 4, "x and weight must be 4-D");
+  const bool cuda = x.device().type() == torch::headeronly::DeviceType::CUDA;
+  CR_CHECK(a.mode != kEmulate || x.is_cpu(), "an emulated launch takes CPU tensors, got ", device_string(x));
+  std::optional<torch::stable::accelerator::DeviceGuard> guard;
+  if (cuda) guard.emplace(x.get_device_index());
+  const bool dry = a.mode == kDryRun;
+  const int64_t N = x.size(0);
+  if (N == 0) {
+    const int64_t P = out_extent(x.size(2), weight.size(2), a.stride[0], a.padding[0], a.dilation[0]);
+    const int64_t Q = out_extent(x.size(3), weight.size(3), a.stride[1], a.padding[1], a.dilation[1]);
+    CR_CHECK(P >= 1 && Q >= 1, "empty output ", P, "x", Q);
+    return empty_nhwc(x, 0, weight.size(0), P, Q);
+  }
+  const int64_t groups = d.merge_groups > 1 ? a.groups / d.merge_groups : a.groups;
+  const Tensor xk = d.pad_channels ? pack(x, d.pad_channels, 1, 1, dry) : x;
+  const Tensor wk = kernel_weight(weight, d, a.groups, dry);
+  const int64_t chunk = d.batch_chunk ? std::min(d.batch_chunk, N) : N;
+  const int64_t split = d.split_k ? d.split_k : 1;
+  cudaStream_t stream = cuda && a.mode == kLaunch ? current_stream(x.get_device_index()) : nullptr;
+  std::optional<Tensor> y;
+  for (int64_t start = 0; start < N; start += chunk) {
+    const int64_t n = std::min(chunk, N - start);
+    auto part = [&](Tensor t) { return n == N ? t : torch::stable::narrow(t, 0, start, n); };
+    const Tensor xs = part(xk);
+    std::optional<Tensor> rs = residual ? std::optional<Tensor>(part(*residual)) : std::nullopt;
+    CrProblem p = validate(k, xs, wk, bias, rs, a.stride, a.padding, a.dilation, groups, split, accepted);
+    CR_CHECK(a.mode != kLaunch || cuda, "the arguments are valid, but CUTLASS kernels run on CUDA tensors only");
+    if (!y) y = empty_nhwc(x, N, p.K, p.P, p.Q);
+    const Tensor ys = part(*y);
+    auto partials = workspace(k, xs, p);
+    CrOperands ops = operands(xs, wk, bias, rs, ys, a.relu, stream, partials);
+    ops.accepted = 1;  // by validate or remember
+    const int st = a.mode == kLaunch ? k.run(&p, &ops) : dry ? k.prepare(&p, &ops) : k.host_reference(&p, &ops);
+    if (st != 0 && status != nullptr) {
+      *status = st;
+      return *y;
+    }
+    CR_CHECK(st == 0, "kernel ", k.name, mode_failure(a.mode), cr_status_string(st));
+  }
+  if (status != nullptr) *status = 0;
+  return *y;
+}
+
+// One kernel on its own (the self-check's and the tests' entry): no packing, merging or batch split.
+Tensor kernel_call(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                   const std::optional<Tensor>& residual, const IntList& stride, const IntList& padding,
+                   const IntList& dilation, int64_t groups, bool relu, int64_t index, int64_t split_k, Mode mode,
+                   int* status = nullptr) {
+  check_geometry(stride, padding, dilation);
+  CR_CHECK(split_k >= 1, "split_k must be >= 1, got ", split_k);
+  const ConvArgs a{stride, padding, dilation, groups, relu, mode};
+  const Decided d{index, 0, 0, 0, is_split_k(kernel_at(index)) ? split_k : 0};
+  CR_CHECK(split_k == 1 || d.split_k, "kernel ", kernel_at(index).name, " takes split_k=1, got ", split_k);
+  return run_decided(x, weight, bias, residual, a, d, false, status);
+}
+
+Tensor fprop(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+             const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation, int64_t groups,
+             bool relu, int64_t index, int64_t split_k) {
+  return kernel_call(x, weight, bias, residual, stride, padding, dilation, groups, relu, index, split_k, kLaunch);
 }
 
 // CPU tensors through the same checks and operand packing, into CUTLASS's host reference instead of a launch.
 Tensor host_reference(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                       const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
                       int64_t groups, bool relu, int64_t index, int64_t split_k) {
-  const CrKernel& k = kernel_at(index);
-  CR_CHECK(x.is_cpu(), "host_reference takes CPU tensors");
-  CR_CHECK(k.host_reference != nullptr, "kernel ", k.name, " has no host reference");
-  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups, split_k);
-  Tensor y = empty_output(x, p);
-  auto partials = workspace(k, x, p);
-  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr, partials);
-  int status = k.host_reference(&p, &ops);
-  CR_CHECK(status == 0, "kernel ", k.name, " host reference failed: ", cr_status_string(status));
-  return y;
+  return kernel_call(x, weight, bias, residual, stride, padding, dilation, groups, relu, index, split_k, kEmulate);
 }
 
-// Everything fprop does but the launch: the checks, the output tensor, the kernel's Params and TMA
-// descriptors. Host-only, for any device, so the host path can be checked and timed without a GPU;
-// returns 0 when a launch would follow, else the kernel's status.
+// Everything fprop does but the launch: the checks, the output tensor, the kernel's Params and TMA descriptors.
+// Host-only, for any device; returns 0 when a launch would follow, else the kernel's status.
 int64_t dry_run(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                 const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
                 int64_t groups, bool relu, int64_t index, int64_t split_k) {
-  const CrKernel& k = kernel_at(index);
-  CrProblem p = validate(k, x, weight, bias, residual, stride, padding, dilation, groups, split_k);
-  Tensor y = empty_output(x, p);
-  auto partials = workspace(k, x, p);
-  CrOperands ops = operands(x, weight, bias, residual, y, relu, nullptr, partials);
-  return k.prepare(&p, &ops);
+  int status = 0;
+  kernel_call(x, weight, bias, residual, stride, padding, dilation, groups, relu, index, split_k, kDryRun, &status);
+  return status;
+}
+
+// A conv with the choice Python made for it (its first call, and whatever the remembered choice cannot take).
+Tensor run(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+           const std::optional<Tensor>& residual, IntList conv, IntList choice) {
+  const Decided d = decided_from(choice);
+  CR_CHECK(d.kernel >= 0, "run takes a kernel, not aten's convolution");
+  return run_decided(x, weight, bias, residual, conv_args(conv), d, false);
 }
 
 // ---- The problem -> kernel cache: what Python chose for a conv, so its next call needs no Python. ----
 
-// x's N, C, H, W; the weight's K, R, S; stride, padding, dilation, groups; dtype, device (-1: the CPU,
-// dry runs), residual.
+// x's N, C, H, W; the weight's K, R, S; stride, padding, dilation, groups; dtype, device (-1: the CPU, dry and
+// emulated runs), residual.
 using ChoiceKey = std::array<int64_t, 17>;
 
 struct ChoiceKeyHash {
@@ -277,18 +429,14 @@ struct ChoiceKeyHash {
   }
 };
 
-struct CachedChoice {
-  int64_t kernel;  // index, or -1: no kernel (aten's convolution, in Python)
-  int64_t pad_channels, merge_groups, batch_chunk, split_k;
-};
+// At most this many problems are remembered (inputs of varying sizes, as in detection, would grow the map
+// without end): past it the map starts over, and each problem asks Python once more.
+constexpr size_t kMaxChoices = 4096;
 
 std::mutex choices_mutex;
-std::unordered_map<ChoiceKey, CachedChoice, ChoiceKeyHash> choices;
+std::unordered_map<ChoiceKey, Decided, ChoiceKeyHash> choices;
 
-int64_t dtype_code(ScalarType t) {
-  return t == ScalarType::Half ? CR_FLOAT16 : t == ScalarType::BFloat16 ? CR_BFLOAT16 : -1;
-}
-
+// N, C, H, W, K, R, S, stride (2), padding (2), dilation (2), groups.
 ChoiceKey choice_key(const IntList& conv, int64_t dtype, int64_t device, bool residual) {
   CR_CHECK(conv.size() == 14, "a conv is 14 integers (N, C, H, W, K, R, S, stride, padding, dilation, groups)");
   ChoiceKey key{};
@@ -298,17 +446,19 @@ ChoiceKey choice_key(const IntList& conv, int64_t dtype, int64_t device, bool re
 }
 
 // The launches of a remembered choice, as CrProblems: a chunk of the batch (and the last, smaller one).
-std::vector<CrProblem> launch_problems(const IntList& conv, const CachedChoice& c) {
+std::vector<CrProblem> launch_problems(const IntList& conv, const Decided& c) {
+  const IntList stride{conv[7], conv[8]}, padding{conv[9], conv[10]}, dilation{conv[11], conv[12]};
+  check_geometry(stride, padding, dilation);
   const int64_t N = conv[0], H = conv[2], W = conv[3], K = conv[4], R = conv[5], S = conv[6];
   const int64_t C = c.pad_channels ? c.pad_channels : conv[1];
-  const int64_t groups = c.merge_groups ? conv[13] / c.merge_groups : conv[13];
-  const int64_t P = out_extent(H, R, conv[7], conv[9], conv[11]);
-  const int64_t Q = out_extent(W, S, conv[8], conv[10], conv[12]);
+  const int64_t groups = c.merge_groups > 1 ? conv[13] / c.merge_groups : conv[13];
+  const int64_t P = out_extent(H, R, stride[0], padding[0], dilation[0]);
+  const int64_t Q = out_extent(W, S, stride[1], padding[1], dilation[1]);
   std::vector<CrProblem> problems;
   for (int64_t n : {c.batch_chunk ? std::min(c.batch_chunk, N) : N, c.batch_chunk ? N % c.batch_chunk : 0}) {
     if (n > 0) {
-      problems.push_back(to_problem({n, H, W, C, K, R, S, P, Q, conv[9], conv[10], conv[7], conv[8], conv[11],
-                                     conv[12], groups, c.split_k ? c.split_k : 1}));
+      problems.push_back(to_problem({n, H, W, C, K, R, S, P, Q, padding[0], padding[1], stride[0], stride[1],
+                                     dilation[0], dilation[1], groups, c.split_k ? c.split_k : 1}));
     }
   }
   return problems;
@@ -317,19 +467,18 @@ std::vector<CrProblem> launch_problems(const IntList& conv, const CachedChoice& 
 // choice: kernel index (-1 for none), pad_channels, merge_groups, batch_chunk, split_k. CUTLASS's can_implement
 // accepts a kernel's launches here, once, or nothing is remembered.
 void remember(IntList conv, int64_t dtype, int64_t device, bool residual, IntList choice) {
-  CR_CHECK(choice.size() == 5, "a choice is 5 integers (kernel, pad_channels, merge_groups, batch_chunk, split_k)");
-  CR_CHECK(choice[0] >= -1 && choice[0] < cr_kernel_count(), "no kernel with index ", choice[0]);
+  const Decided decided = decided_from(choice);
   const ChoiceKey key = choice_key(conv, dtype, device, residual);
-  const CachedChoice cached{choice[0], choice[1], choice[2], choice[3], choice[4]};
-  if (cached.kernel >= 0) {
-    const CrKernel& k = kernel_at(cached.kernel);
-    for (const CrProblem& p : launch_problems(conv, cached)) {
+  if (decided.kernel >= 0) {
+    const CrKernel& k = kernel_at(decided.kernel);
+    for (const CrProblem& p : launch_problems(conv, decided)) {
       int status = k.can_implement(&p);
       CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
     }
   }
   std::lock_guard<std::mutex> lock(choices_mutex);
-  choices[key] = cached;
+  if (choices.size() >= kMaxChoices && !choices.count(key)) choices.clear();
+  choices[key] = decided;
 }
 
 void forget_choices() {
@@ -342,41 +491,21 @@ int64_t remembered_choices() {
   return int64_t(choices.size());
 }
 
-std::optional<CachedChoice> cached_choice(const ChoiceKey& key) {
+std::optional<Decided> cached_choice(const ChoiceKey& key) {
   std::lock_guard<std::mutex> lock(choices_mutex);
   auto it = choices.find(key);
   if (it == choices.end()) return std::nullopt;
   return it->second;
 }
 
-// A layout pass on x's data: run(1, nullptr), the host loop, for a CPU tensor; else run(0, stream), a launch on
-// x's device and its current stream.
-template <class Run>
-int on_device(const Tensor& x, Run run) {
-  if (x.is_cpu()) return run(1, nullptr);
-  torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
-  return run(0, current_stream(x.get_device_index()));
+// Whether an operand is as a remembered launch takes it as it is: x's dtype and device, and 16-byte aligned.
+bool takes(const Tensor& t, const Tensor& x) {
+  return t.scalar_type() == x.scalar_type() && t.device() == x.device() &&
+         reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
 }
 
-// The stem's input, any strides, as NHWC with `channels` channels: on the GPU one pass, on the host the same
-// code in a loop; in a dry run only the output.
-Tensor pack_channels_impl(const Tensor& x, int64_t channels, bool dry_run) {
-  const int64_t dtype = dtype_code(x.scalar_type());
-  CR_CHECK(dtype >= 0, "pack_channels takes fp16 or bf16, got ", torch::headeronly::toString(x.scalar_type()));
-  CR_CHECK(x.dim() == 4 && channels >= x.size(1), "pack_channels takes a 4-D tensor of at most ", channels,
-           " channels");
-  Tensor y = empty_nhwc(x, x.size(0), channels, x.size(2), x.size(3));
-  if (dry_run) return y;
-  CrPack p{int(x.size(0)), int(x.size(1)), int(x.size(2)), int(x.size(3)), int(channels),
-           x.stride(0),    x.stride(1),    x.stride(2),    x.stride(3)};
-  const int status = on_device(x, [&](int host, cudaStream_t stream) {
-    return cr_pack_channels(int(dtype), &p, x.data_ptr(), y.data_ptr(), host, stream);
-  });
-  CR_CHECK(status == 0, "pack_channels failed: ", cr_status_string(status));
-  return y;
-}
-
-Tensor pack_channels(const Tensor& x, int64_t channels) { return pack_channels_impl(x, channels, false); }
+// The stem's input, any strides, as NHWC with `channels` channels (the tests' entry to the packing pass).
+Tensor pack_channels(const Tensor& x, int64_t channels) { return pack(x, channels, 1, 1, false); }
 
 // Max-pool of an NHWC (channels_last) fp16/bf16 tensor without indices, as torch's max_pool2d computes it
 // (ceil_mode False, dilation 1).
@@ -400,65 +529,30 @@ Tensor max_pool2d(const Tensor& x, IntList kernel, IntList stride, IntList paddi
   return y;
 }
 
-// One conv from C++ alone, for a problem whose choice Python remembered: the stem's input packed, the batch
-// split, the kernel launched (in a dry run: everything but the launches, on tensors of any device). The
-// weight is the one the choice needs (the stem's padded, merged groups'); bias, residual as the op takes
-// them. [] when nothing is remembered for the problem, the choice is aten's convolution, or an operand is
-// not as the choice needs it: the caller then takes the Python path.
-// conv: stride (2), padding (2), dilation (2), groups, relu, dry_run; one list, as each argument costs the
-// dispatcher's boxing about half a microsecond.
+// One conv from C++ alone, for a problem whose choice Python remembered, through run_decided (in a dry run:
+// everything but the launches, on tensors of any device; emulated: CUTLASS's host reference, on CPU tensors).
+// [] when nothing is remembered for the problem, the choice is aten's convolution, or an operand is not as the
+// launch takes it (another layout, dtype or device, misaligned): the caller then takes the Python path.
 std::vector<Tensor> conv2d(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                            const std::optional<Tensor>& residual, IntList conv) {
-  if (x.dim() != 4 || weight.dim() != 4 || conv.size() != 9) return {};
-  const IntList stride{conv[0], conv[1]}, padding{conv[2], conv[3]}, dilation{conv[4], conv[5]};
-  const int64_t groups = conv[6];
-  const bool relu = conv[7] != 0, dry_run = conv[8] != 0;
+  if (x.dim() != 4 || weight.dim() != 4 || conv.size() != 9 || x.size(0) == 0) return {};
+  const ConvArgs a = conv_args(conv);
   const int64_t dtype = dtype_code(x.scalar_type());
   const bool cuda = x.device().type() == torch::headeronly::DeviceType::CUDA;
-  if (dtype < 0 || !(cuda || dry_run) || x.size(0) == 0) return {};
+  if (dtype < 0 || (a.mode == kLaunch && !cuda) || (a.mode == kEmulate && !x.is_cpu())) return {};
   const int64_t device = cuda ? x.get_device_index() : -1;
   auto choice = cached_choice(choice_key({x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2),
-                                          weight.size(3), stride[0], stride[1], padding[0], padding[1], dilation[0],
-                                          dilation[1], groups},
+                                          weight.size(3), a.stride[0], a.stride[1], a.padding[0], a.padding[1],
+                                          a.dilation[0], a.dilation[1], a.groups},
                                          dtype, device, residual.has_value()));
   if (!choice || choice->kernel < 0) return {};
-  const CrKernel& k = kernel_at(choice->kernel);
-  const int64_t launch_groups = choice->merge_groups ? groups / choice->merge_groups : groups;
-  const int64_t channels = choice->pad_channels ? choice->pad_channels : x.size(1);
-  if (weight.size(1) * launch_groups != channels) return {};  // not the prepared weight
-  if (!choice->pad_channels && !is_channels_last(x)) return {};
-  if (residual && !is_channels_last(*residual)) return {};
-  std::optional<torch::stable::accelerator::DeviceGuard> guard;
-  if (cuda) guard.emplace(x.get_device_index());
-  const Tensor xk = choice->pad_channels ? pack_channels_impl(x, channels, dry_run) : x;
-  const int64_t N = x.size(0), chunk = choice->batch_chunk ? choice->batch_chunk : N;
-  const int64_t split = choice->split_k ? choice->split_k : 1;
-  cudaStream_t stream = cuda && !dry_run ? current_stream(x.get_device_index()) : nullptr;
-  std::optional<Tensor> y;
-  for (int64_t start = 0; start < N; start += chunk) {
-    const int64_t n = std::min(chunk, N - start);
-    auto part = [&](Tensor t) { return n == N ? t : torch::stable::narrow(t, 0, start, n); };
-    const Tensor xs = part(xk);
-    std::optional<Tensor> rs = residual ? std::optional<Tensor>(part(*residual)) : std::nullopt;
-    CrProblem p = validate(k, xs, weight, bias, rs, stride, padding, dilation, launch_groups, split, true);
-    if (!y) y = empty_nhwc(x, N, p.K, p.P, p.Q);
-    const Tensor ys = part(*y);
-    auto partials = workspace(k, xs, p);
-    CrOperands ops = operands(xs, weight, bias, rs, ys, relu, stream, partials);
-    ops.accepted = 1;  // by remember()
-    int status = dry_run ? k.prepare(&p, &ops) : k.run(&p, &ops);
-    CR_CHECK(status == 0, "kernel ", k.name, dry_run ? " cannot prepare its launch: " : " failed: ",
-             cr_status_string(status));
-  }
-  return {*y};
-}
-
-Tensor fprop_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                 const std::optional<Tensor>& residual, IntList stride, IntList padding, IntList dilation,
-                 int64_t groups, bool relu, int64_t index, int64_t split_k) {
-  validate(kernel_at(index), x, weight, bias, residual, stride, padding, dilation, groups, split_k);
-  CR_CHECK(false, "the arguments are valid, but CUTLASS kernels run on CUDA tensors only");
-  return x;
+  const bool packed = choice->pad_channels != 0, blocked = choice->merge_groups > 1;
+  if (weight.size(1) * a.groups != x.size(1) || !takes(weight, x)) return {};
+  if (!packed && (!is_channels_last(x) || !takes(x, x))) return {};
+  if (!packed && !blocked && !is_channels_last(weight)) return {};
+  if (residual && (!is_channels_last(*residual) || !takes(*residual, x))) return {};
+  if (bias && (!bias->is_contiguous() || !takes(*bias, x))) return {};
+  return {run_decided(x, weight, bias, residual, a, *choice, true)};
 }
 
 }  // namespace
@@ -479,16 +573,17 @@ STABLE_TORCH_LIBRARY(cutlass_resnet_C, m) {
   m.def(
       "host_reference(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
       "int[] dilation, int groups, bool relu, int index, int split_k=1) -> Tensor");
+  m.def("run(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] conv, int[] choice) -> Tensor");
   m.def("remember(int[] conv, int dtype, int device, bool residual, int[] choice) -> ()");
   m.def("forget_choices() -> ()");
   m.def("remembered_choices() -> int");
-  m.def(
-      "conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] conv) -> Tensor[]");
+  m.def("conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] conv) -> Tensor[]");
   m.def("pack_channels(Tensor x, int channels) -> Tensor");
   m.def("max_pool2d(Tensor x, int[] kernel, int[] stride, int[] padding) -> Tensor");
 }
 
-// The host-only functions: one implementation for every backend.
+// One implementation for every backend: each function checks the device it needs (a launch, CUDA tensors; the
+// host reference, CPU tensors), so that everything but the launch runs and is tested on the host.
 STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CompositeExplicitAutograd, m) {
   m.impl("kernels", TORCH_BOX(&kernels));
   m.impl("kernel_info", TORCH_BOX(&kernel_info));
@@ -496,19 +591,14 @@ STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CompositeExplicitAutograd, m) {
   m.impl("status_string", TORCH_BOX(&status_string));
   m.impl("describe", TORCH_BOX(&describe));
   m.impl("activation", TORCH_BOX(&activation));
+  m.impl("fprop", TORCH_BOX(&fprop));
   m.impl("dry_run", TORCH_BOX(&dry_run));
+  m.impl("host_reference", TORCH_BOX(&host_reference));
+  m.impl("run", TORCH_BOX(&run));
   m.impl("remember", TORCH_BOX(&remember));
   m.impl("forget_choices", TORCH_BOX(&forget_choices));
   m.impl("remembered_choices", TORCH_BOX(&remembered_choices));
   m.impl("conv2d", TORCH_BOX(&conv2d));
   m.impl("pack_channels", TORCH_BOX(&pack_channels));
   m.impl("max_pool2d", TORCH_BOX(&max_pool2d));
-}
-
-STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CUDA, m) { m.impl("fprop", TORCH_BOX(&fprop_cuda)); }
-
-// CPU: the same checks and no launch, so that they can be tested without a GPU; and the host reference.
-STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CPU, m) {
-  m.impl("fprop", TORCH_BOX(&fprop_cpu));
-  m.impl("host_reference", TORCH_BOX(&host_reference));
 }

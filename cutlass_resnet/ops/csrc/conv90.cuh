@@ -240,6 +240,35 @@ struct Conv90 {
     if (int st = F::params(CrParamsKey(*p, *o, device), arguments(*p, o, cr_sm_count(device)), &params)) return st;
     return F::launch(params, o->stream);
   }
+
+  // CUTLASS's host reference on the very pointers, strides and epilogue arguments a launch gets, then the
+  // fusion's epilogue, activation(beta * C + (alpha * acc + bias[k])), in fp32 and rounded once. The source is
+  // read only where beta is nonzero, as the kernel reads it.
+  static int host_reference(const CrProblem* p, const CrOperands* o) {
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    using Layout = cutlass::layout::TensorNHWC;
+    auto args = arguments(*p, o, 1);
+    const auto& shape = args.problem_shape;
+    auto layout = [](const auto& stride) { return Layout(cutlass::make_Coord(stride[2], stride[1], stride[0])); };
+    cutlass::TensorRef<Element, Layout> x(const_cast<Element*>(args.mainloop.ptr_A), layout(shape.stride_A));
+    cutlass::TensorRef<Element, Layout> w(const_cast<Element*>(args.mainloop.ptr_B), layout(shape.stride_B));
+    const int64_t size = int64_t(p->N) * p->P * p->Q * p->K;
+    std::vector<float> acc(size_t(size), 0.f);
+    cutlass::TensorRef<float, Layout> d(acc.data(), Layout::packed({p->N, p->P, p->Q, p->K}));
+    cutlass::reference::host::Conv2dFprop<Element, Layout, Element, Layout, float, Layout, float, float, float>(
+        cr_problem_size(*p), x, w, d, d, 1.f, 0.f);
+    const auto& f = args.epilogue.thread;
+    const Element* source = args.epilogue.ptr_C;
+    Element* y = const_cast<Element*>(args.epilogue.ptr_D);
+    CrLeakyReLU<float> act;
+    for (int64_t i = 0; i < size; ++i) {
+      const float bias = f.bias_ptr ? float(f.bias_ptr[i % p->K]) : 0.f;
+      float z = f.alpha * acc[size_t(i)] + bias;
+      if (f.beta != 0.f) z = f.beta * float(source[i]) + z;
+      y[i] = Element(act(z, f.activation.leaky_alpha));
+    }
+    return 0;
+  }
 };
 
 template <typename Element, class TileShape>
@@ -352,8 +381,8 @@ struct Conv90SplitK {
 #define CR_DEFINE_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                                  \
   using NAME##_t = Conv90<ELEMENT, CR_SM90_TILE(TM, TN, TK)>;                                                 \
   extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_REGULAR_SM90A, TM, TN, TK, 0,                     \
-                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe, nullptr, \
-                                    &NAME##_t::prepare};
+                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,        \
+                                    &NAME##_t::host_reference, &NAME##_t::prepare};
 
 #define CR_DEFINE_SPLITK_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                       \
   using NAME##_t = Conv90SplitK<ELEMENT, CR_SM90_TILE(TM, TN, TK)>;                                       \

@@ -61,16 +61,19 @@ typedef struct {
   // Host-only: the launch shape of an accepted problem. 0 = filled in.
   int (*describe)(const CrProblem*, CrLaunchShape*);
   // Host-only, operands in host memory: CUTLASS's host reference convolution on the arguments a
-  // launch would get, with this kernel's epilogue. Null where there is none (the 3.x kernels).
+  // launch would get, with this kernel's epilogue (the emulated GPU's launch).
   int (*host_reference)(const CrProblem*, const CrOperands*);
   // Host-only: everything run does but the launch (checks, Params, TMA descriptors). 0 = ready.
   int (*prepare)(const CrProblem*, const CrOperands*);
 } CrKernel;
 
-// The stem's input as NHWC with C_out >= C channels (those past C zero), from any strides of an NCHW tensor.
+// An NCHW tensor of any strides as NHWC with C_out >= C channels, the source's channels at an offset of
+// ((n / group_n) % merge) * C and zeros elsewhere: the stem's input and filter padded to 4 channels (merge 1),
+// or a grouped conv's filter (K, C, R, S) as merge groups' block-diagonal filter (K, merge * C, R, S).
 typedef struct {
   int N, C, H, W, C_out;
   int64_t stride_n, stride_c, stride_h, stride_w;  // of the source, in elements
+  int group_n, merge;                              // merge 1: no offset
 } CrPack;
 
 // Max-pool of NHWC x (N, H, W, C) into NHWC y (N, P, Q, C), padding never the maximum, NaN propagated.

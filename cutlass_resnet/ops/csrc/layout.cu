@@ -1,5 +1,5 @@
-// The passes around the convs, NHWC: the stem's input packed into C channels in one pass (any input
-// strides, the channels past the input's zero), and a max-pool that writes no indices. Each pass is a functor of
+// The passes around the convs, NHWC: packing in one pass (any source strides; the stem's input and filter padded
+// with zero channels, a grouped conv's filter laid out block-diagonally), and a max-pool that writes no indices. Each pass is a functor of
 // one output element, which the device kernel and the host loop (the tests') share.
 #include <cuda_runtime.h>
 
@@ -35,8 +35,9 @@ struct Pack {
   template <typename T>
   CUTLASS_HOST_DEVICE T operator()(const T* src, int64_t i) const {
     const Nhwc at = nhwc_of(i, p.H, p.W, p.C_out);
-    if (at.c >= p.C) return T(0.f);
-    return src[at.n * p.stride_n + at.c * p.stride_c + at.h * p.stride_h + at.w * p.stride_w];
+    const int c = at.c - (p.merge > 1 ? int((at.n / p.group_n) % p.merge) * p.C : 0);
+    if (c < 0 || c >= p.C) return T(0.f);
+    return src[at.n * p.stride_n + c * p.stride_c + at.h * p.stride_h + at.w * p.stride_w];
   }
 };
 
