@@ -15,10 +15,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -27,10 +31,11 @@ import torch
 
 from .._io import write_text
 from . import build
-from .select import KernelInfo, KernelKind, Problem, device_info, kernel
+from .select import SPLITS, KernelInfo, KernelKind, Problem, device_info, kernel
 
 __all__ = [
     "RECHECK_HINT",
+    "NotYet",
     "SelfCheckUnavailable",
     "Case",
     "capturing",
@@ -53,6 +58,8 @@ class SelfCheckUnavailable(RuntimeError):
 
 #: Seconds a kernel's self-check process may take (it imports torch and starts CUDA first).
 CHECK_TIMEOUT = float(os.environ.get("CUTLASS_RESNET_SELFCHECK_TIMEOUT", "300"))
+#: Seconds a self-check process may go without a word (it reports each case as it is checked): a hang.
+SILENCE_TIMEOUT = float(os.environ.get("CUTLASS_RESNET_SELFCHECK_SILENCE", "60"))
 # A problem of each kind of kernel, for what does not depend on the problem (its shared memory).
 CHECK_PROBLEMS = {
     KernelKind.REGULAR: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
@@ -140,8 +147,14 @@ def capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+class NotYet(str):
+    """A verdict that says nothing about the kernel: it could not be checked now (in a graph capture, out of
+    memory, no usable GPU) and is checked again on its next use. Not recorded."""
+
+
 def kernel_verdict(kernel_name: str, device_index: int) -> str | None:
-    """None when the kernel may run on this GPU; else why not. Checked once, then remembered on disk.
+    """None when the kernel may run on this GPU; else why not (a :class:`NotYet` where it could not be checked
+    now). Checked once, then remembered on disk.
 
     Never checked while a CUDA graph is being captured (the check synchronizes): until a plain
     run has checked it, the kernel is not used inside a graph.
@@ -149,26 +162,42 @@ def kernel_verdict(kernel_name: str, device_index: int) -> str | None:
     if capturing():
         known = read_verdicts().get(verdict_key(kernel_name, device_index))
         if known is None:
-            return f"{kernel_name} is not self-checked yet: run the model once before capturing a CUDA graph"
+            return NotYet(f"{kernel_name} is not self-checked yet: run the model once before capturing a CUDA graph")
         return known or None
     try:
         return _checked_verdict(kernel_name, device_index)
     except SelfCheckUnavailable as exc:
-        return f"{kernel_name} could not be self-checked now ({exc}); it is checked again on its next use"
+        return NotYet(f"{kernel_name} could not be self-checked now ({exc}); it is checked again on its next use")
 
 
 @cache
 def _checked_verdict(kernel_name: str, device_index: int) -> str | None:
     key = verdict_key(kernel_name, device_index)
     records = read_verdicts()
-    if key not in records:
-        device = _device(device_index)
-        if device.type == "cuda":
-            reason = isolated_check(kernel_name, device_index, build.library_path())
-        else:
-            reason = check_kernel(kernel_name, device)
-        records = record_verdict(key, reason)
-    return records[key] or None
+    if key in records:
+        return records[key] or None
+    device = _device(device_index)
+    if device.type == "cuda":
+        print(
+            f"cutlass_resnet: self-checking kernel {kernel_name} on GPU {device_index} (its first use with this GPU "
+            "and build; the verdict is kept)",
+            file=sys.stderr,
+            flush=True,
+        )
+        reason = isolated_check(kernel_name, device_index, build.library_path())
+    else:
+        reason = check_kernel(kernel_name, device)
+    try:
+        record_verdict(key, reason)
+    except OSError as exc:  # a read-only or unwritable cache: the verdict holds for this process
+        warnings.warn(
+            f"cutlass_resnet: cannot record the self-check verdict of {kernel_name} in {verdicts_path()} ({exc}); "
+            "it holds for this process only (set CUTLASS_RESNET_CACHE to a writable folder to keep it)",
+            stacklevel=2,
+        )
+        if reason:
+            _forget_decisions()
+    return reason
 
 
 def isolated_check(
@@ -177,8 +206,9 @@ def isolated_check(
     """:func:`check_kernel` in a child process (``python -m cutlass_resnet.ops._check_child``) with a time limit,
     under ``compute-sanitizer --tool <sanitizer>`` if one is named.
 
-    A crash or a hang there, or a sanitizer's error, is the kernel's verdict; running out of memory
-    raises :class:`SelfCheckUnavailable`, as in the process itself.
+    A crash or a hang there once it has the GPU, or a sanitizer's error, is the kernel's verdict. What says
+    nothing about the kernel raises :class:`SelfCheckUnavailable`, as in the process itself, and is not recorded:
+    a process that could not start on the GPU (a busy or exclusive-process GPU, no driver), or ran out of memory.
     """
     command = [sys.executable, "-m", "cutlass_resnet.ops._check_child", kernel_name, str(device_index), library]
     if sanitizer:
@@ -187,6 +217,8 @@ def isolated_check(
     if outcome.get("unavailable"):
         raise SelfCheckUnavailable(outcome["unavailable"])
     if "crashed" in outcome:
+        if not outcome.get("ready"):
+            raise SelfCheckUnavailable(f"the check process {outcome['crashed']} before it could use the GPU")
         return f"{kernel_name} failed its self-check: the check process {outcome['crashed']}"
     return outcome["reason"]
 
@@ -200,28 +232,65 @@ def compute_sanitizer() -> str:
     return found
 
 
-def run_isolated(command: list[str], timeout: float) -> dict[str, str | None]:
-    """Run a check process that prints one JSON object last; a hang, a crash or no answer says so under "crashed".
+def run_isolated(command: list[str], timeout: float, silence: float | None = None) -> dict[str, object]:
+    """Run a check process that prints JSON lines, its answer last; a hang, a crash or no answer says so under
+    "crashed", and "ready" says whether it had reported that it could use the GPU (a ``{"ready": true}`` line).
+    A process silent for ``silence`` seconds (it reports each case) is taken for hung and killed.
 
     The child imports this very package, wherever it was imported from here (an install, a checkout on sys.path).
     """
     package_parent = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-    try:
-        proc = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env
-        )
-    except subprocess.TimeoutExpired:
-        return {"crashed": f"did not finish in {timeout:g} s (a hang?) and was killed"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == 0 and lines:
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    stderr: list[str] = []
+
+    def pump(stream, put) -> None:
+        for line in stream:
+            put(line)
+        put(None)
+
+    threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True).start()
+    threading.Thread(target=pump, args=(proc.stderr, lambda line: stderr.append(line or "")), daemon=True).start()
+    silence = silence or SILENCE_TIMEOUT
+    deadline = time.monotonic() + timeout
+    said: list[str] = []
+    hung = None
+    while True:
+        left = deadline - time.monotonic()
         try:
-            return json.loads(lines[-1])
-        except ValueError:
-            pass
-    how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
-    tail = (proc.stderr.strip().splitlines() or [""])[-1]
-    return {"crashed": how + (f" ({tail})" if tail else "")}
+            line = lines.get(timeout=max(0.0, min(left, silence)))
+        except queue.Empty:
+            hung = (
+                f"did not finish in {timeout:g} s (a hang?) and was killed"
+                if left <= silence
+                else f"said nothing for {silence:g} s (a hang?) and was killed"
+            )
+            proc.kill()
+            break
+        if line is None:
+            break
+        said.append(line.strip())
+    proc.wait()
+    ready = any(_json(line).get("ready") for line in said)
+    answer = _json(said[-1]) if said else {}
+    if hung is None and proc.returncode == 0 and ("reason" in answer or "unavailable" in answer):
+        return answer
+    if hung is None:
+        hung = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
+        tail = next((line.strip() for line in reversed(stderr) if line.strip()), "")
+        hung += f" ({tail})" if tail else ""
+    return {"crashed": hung, "ready": ready}
+
+
+def _json(line: str) -> dict:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -244,11 +313,52 @@ class Case:
         )
 
 
+def grid_regime(info: KernelInfo, problem: Problem) -> str:
+    """How many output tiles along M (N*P*Q) a launch of ``info`` on ``problem`` has: "one", "few" (up to 8) or
+    "many": the regimes in which a kernel's tile indexing, its predicates and its swizzle differ."""
+    tiles = -(-problem.n * problem.p * problem.q // info.tile_m)
+    return "one" if tiles == 1 else "few" if tiles <= 8 else "many"
+
+
+# (images, output extent) of a small problem in each regime, for every tile_m of the kernels (64 and 128).
+_REGIME_SHAPES = {"one": (1, 8), "few": (2, 12), "many": (4, 20)}
+# Input channels of the split-K problems, the fewest first: a Hopper slice takes a multiple of 8 channels
+# (384 = 8 x 48: every count of SPLITS), an Ampere slice whole 64-channel steps of the GEMM K.
+_SPLIT_CHANNELS = (384, 512, 1024, 1536)
+
+
+def coverage_cases(info: KernelInfo) -> list[Case]:
+    """A small problem for every combination the kernel's selection can put it in: each epilogue (residual,
+    ReLU; the bias always), each split it takes (every count of ``select.SPLITS``), dilation 1, 2 and 4 (the
+    dilated backbones of DeepLabV3 and FCN), and each grid regime (:func:`grid_regime`)."""
+    cases = []
+    for residual, relu, split, dilation, regime in itertools.product(
+        (False, True), (False, True), SPLITS if info.split else (1,), (1, 2, 4), _REGIME_SHAPES
+    ):
+        n, extent = _REGIME_SHAPES[regime]
+        if (residual and not info.takes_residual) or (info.kind == KernelKind.STEM and dilation != 1):
+            continue
+        if info.kind == KernelKind.STEM:
+            problems = [Problem(n, 2 * extent, 2 * extent, 4, 64, 7, 7, (2, 2), (3, 3))]
+        else:
+            pad = (dilation, dilation)  # the output as large as the input, as in the dilated backbones
+            groups = 2 if info.kind == KernelKind.GROUPED else 1
+            problems = [
+                Problem(n, extent, extent, c, 64, 3, 3, (1, 1), pad, pad, groups)
+                for c in (_SPLIT_CHANNELS if info.split else (64,))
+            ]
+        accepted = next((p for p in problems if info.can_implement(p, split) == 0), None)
+        if accepted is not None:
+            cases.append(Case(accepted, residual=residual, relu=relu, split_k=split))
+    return cases
+
+
 def check_cases(info: KernelInfo) -> list[Case]:
     """The matrix a kernel checks itself on, as far as it takes each problem: every combination of
     bias, residual and ReLU; C in 8, 24, 64, 136, 256 and K in 8, 64, 136, 256 (partial tiles in
     M, N and K); 1x1, 3x3 and 7x7 filters at stride 1 and 2; grouped convs of 8, 16 and 32 channels
-    per group; 2, 3 and 4 slices for the split-K kernels; a launch on a chunk of a batch."""
+    per group; a launch on a chunk of a batch; and :func:`coverage_cases`, every epilogue, split, dilation and
+    grid regime selection can choose it for."""
     if info.kind == KernelKind.GROUPED:
         shapes = [
             Problem(2, 9, 10, groups * per_group, groups * 32, r, r, (s, s), (r // 2, r // 2), groups=groups)
@@ -277,19 +387,24 @@ def check_cases(info: KernelInfo) -> list[Case]:
         if info.takes_residual or not residual
     ]
     chunk = Case(replace(first, n=3), residual=info.takes_residual, offset=1, split_k=split)
-    return epilogues + [Case(p, residual=info.takes_residual, split_k=k) for p, k in shapes[1:]] + [chunk]
+    rest = [Case(p, residual=info.takes_residual, split_k=k) for p, k in shapes[1:]]
+    return epilogues + rest + [chunk] + coverage_cases(info)
 
 
 def check_kernel(
-    kernel_name: str, device: torch.device, problem: Problem | None = None, split_k: int = 1
+    kernel_name: str,
+    device: torch.device,
+    problem: Problem | None = None,
+    split_k: int = 1,
+    progress: Callable[[Case], None] | None = None,
 ) -> str | None:
     """Run the kernel on random data and compare with float64; None when it is right, else why not.
 
     On ``problem`` (in ``split_k`` slices) with bias, ReLU and (where the kernel takes one) a residual, else on
-    every case of :func:`check_cases`. Right means the brief's rule: error at most twice that of aten's own
-    computation in the same dtype (plus half an ulp of the largest output), with the references computed from
-    copies made before the launch and the inputs unchanged by it. Running out of memory says nothing about the
-    kernel: it raises :class:`SelfCheckUnavailable` instead.
+    every case of :func:`check_cases` (``progress`` is told each case before it runs). Right means the brief's
+    rule: error at most twice that of aten's own computation in the same dtype (plus half an ulp of the largest
+    output), with the references computed from copies made before the launch and the inputs unchanged by it.
+    Running out of memory says nothing about the kernel: it raises :class:`SelfCheckUnavailable` instead.
     """
     info = kernel(kernel_name)
     if problem is not None:
@@ -299,6 +414,8 @@ def check_kernel(
         if not cases:
             return f"{kernel_name} accepts none of its self-check problems"
     for case in cases:
+        if progress is not None:
+            progress(case)
         reason = _check_case(info, device, case)
         if reason is not None:
             return f"{kernel_name} failed its self-check on {case}: {reason}"
@@ -336,7 +453,9 @@ def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | Non
             torch.cuda.synchronize(device)
     except torch.OutOfMemoryError as exc:
         raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any other failure disables the kernel
+    except Exception as exc:  # noqa: BLE001 - any other failure disables the kernel, but a lack of memory
+        if "out of memory" in str(exc):  # a launch's CUDA error, as the binding names it
+            raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
         return f"{type(exc).__name__}: {exc}"
     if not all(torch.equal(a, b) for a, b in zip(inputs, before, strict=True)):
         return "it wrote into its inputs"

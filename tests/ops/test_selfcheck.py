@@ -3,6 +3,8 @@ never the user's process's fate."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -22,24 +24,47 @@ def test_a_check_process_s_answer_is_its_last_json_line():
 
 
 def test_a_crash_in_the_check_process_is_reported_not_shared():
-    outcome = selfcheck.run_isolated(python("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"), timeout=60)
-    assert outcome == {"crashed": "was killed by signal 11"}
-    outcome = selfcheck.run_isolated(python("raise SystemExit('illegal memory access')"), timeout=60)
-    assert outcome == {"crashed": "exited with 1 (illegal memory access)"}
+    ready = "import json; print(json.dumps({'ready': True}), flush=True); "
+    outcome = selfcheck.run_isolated(python(ready + "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"), 60)
+    assert outcome == {"crashed": "was killed by signal 11", "ready": True}
+    outcome = selfcheck.run_isolated(python(ready + "raise SystemExit('illegal memory access')"), timeout=60)
+    assert outcome == {"crashed": "exited with 1 (illegal memory access)", "ready": True}
 
 
 def test_a_hang_in_the_check_process_is_cut_short():
     outcome = selfcheck.run_isolated(python("import time; time.sleep(600)"), timeout=2)
-    assert outcome == {"crashed": "did not finish in 2 s (a hang?) and was killed"}
+    assert outcome == {"crashed": "did not finish in 2 s (a hang?) and was killed", "ready": False}
+
+
+def test_a_silent_check_process_is_given_up_on_soon():
+    """A process that reports each case but then says nothing for ``silence`` seconds is hung: killed then, not at
+    the whole check's time limit."""
+    code = "import json, time; print(json.dumps({'ready': True}), flush=True); time.sleep(600)"
+    outcome = selfcheck.run_isolated(python(code), timeout=600, silence=2)
+    assert outcome == {"crashed": "said nothing for 2 s (a hang?) and was killed", "ready": True}
+
+
+def test_a_check_process_that_cannot_use_the_gpu_is_no_verdict(monkeypatch):
+    """A busy or exclusive-process GPU, or a process that dies before it reaches the GPU, says nothing about the
+    kernel: nothing is recorded, and the kernel is checked again on its next use."""
+    run = selfcheck.run_isolated
+    busy = python("raise SystemExit('CUDA error: all CUDA-capable devices are busy or unavailable')")
+    monkeypatch.setattr(selfcheck, "run_isolated", lambda command, timeout: run(busy, timeout))
+    with pytest.raises(selfcheck.SelfCheckUnavailable, match="busy or unavailable.*before it could use the GPU"):
+        selfcheck.isolated_check("sm80_f16_t64x64_64x5", 0, "unused.so")
+    said = python("import json; print(json.dumps({'unavailable': 'the check process could not use GPU 0: busy'}))")
+    monkeypatch.setattr(selfcheck, "run_isolated", lambda command, timeout: run(said, timeout))
+    with pytest.raises(selfcheck.SelfCheckUnavailable, match="could not use GPU 0"):
+        selfcheck.isolated_check("sm80_f16_t64x64_64x5", 0, "unused.so")
 
 
 def test_the_child_loads_the_library_and_reaches_the_gpu(extension):
     """End to end through ``python -m cutlass_resnet.ops._check_child``: here, with no GPU, the child gets as far
-    as asking CUDA for the device, and its failure becomes the kernel's verdict."""
+    as asking CUDA for the device, and says it could not use it: no verdict on the kernel."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the check would pass")
-    reason = selfcheck.isolated_check("sm80_f16_t64x64_64x5", 0, build.library_path(), timeout=300)
-    assert reason.startswith("sm80_f16_t64x64_64x5 failed its self-check: the check process exited with 1")
+    with pytest.raises(selfcheck.SelfCheckUnavailable, match="the check process could not use GPU 0"):
+        selfcheck.isolated_check("sm80_f16_t64x64_64x5", 0, build.library_path(), timeout=300)
 
 
 def test_on_a_gpu_the_check_runs_isolated(emulated_gpu, monkeypatch):
@@ -58,3 +83,53 @@ def test_the_check_process_imports_this_package_wherever_it_came_from(tmp_path, 
     code = "import json, cutlass_resnet; print(json.dumps({'reason': cutlass_resnet.__file__}))"
     outcome = selfcheck.run_isolated([sys.executable, "-c", code], 60)
     assert outcome["reason"] == str(Path(selfcheck.__file__).resolve().parents[1] / "__init__.py")
+
+
+def zoo_selections(capability: tuple[int, int], sm_count: int) -> set[tuple]:
+    """(kernel, residual, relu, split, dilated, grid regime) of every conv the zoo's plans put on a kernel: each
+    model (and the dilated ResNets of DeepLabV3 and FCN) at batch 1 to 256, fp16 and bf16."""
+    import cutlass_resnet
+    from cutlass_resnet.ops.select import kernel, launch_form, select
+    from cutlass_resnet.testing import ARCHS
+
+    variants = [(arch, {}) for arch in ARCHS] + [
+        (arch, {"replace_stride_with_dilation": dilate})
+        for arch in ("resnet50", "resnet101")
+        for dilate in ([False, True, True], [False, False, True])
+    ]
+    problems = {}
+    for arch, kwargs in variants:
+        with torch.device("meta"):
+            model = cutlass_resnet.fuse_bn(getattr(cutlass_resnet, arch)(**kwargs).eval())
+        relu = {name: m.relu for name, m in model.named_modules() if isinstance(m, cutlass_resnet.nn.Conv2d)}
+        for e in cutlass_resnet.plan(model, (1, 3, 224, 224)):
+            problems[(e.problem, e.residual, relu[e.module])] = None
+    chosen = set()
+    for (problem, residual, relu), n, dtype in itertools.product(
+        problems, (1, 8, 32, 128, 256), (torch.float16, torch.bfloat16)
+    ):
+        batch = dataclasses.replace(problem, n=n)
+        choice = select(batch, dtype, capability, sm_count, residual)
+        if choice.kernel is None:
+            continue
+        info = kernel(choice.kernel)
+        launch = dataclasses.replace(launch_form(batch)[0], n=choice.batch_chunk or n)
+        regime = selfcheck.grid_regime(info, launch)
+        chosen.add((info.name, residual, relu, choice.split_k or 1, batch.dilation != (1, 1), regime))
+    return chosen
+
+
+@pytest.mark.parametrize(("capability", "sm_count"), [((8, 0), 108), ((9, 0), 132)], ids=["8.0", "9.0"])
+def test_the_self_check_matrix_covers_everything_selection_chooses(extension, capability, sm_count):
+    """Each kernel checks itself on every epilogue, split, dilation and grid regime that selection puts it in for
+    the zoo (the dilated backbones included), so that nothing a model runs is left unchecked."""
+    from cutlass_resnet.ops.select import kernel_table
+
+    covered = {
+        (info.name, c.residual, c.relu, c.split_k, c.problem.dilation != (1, 1), selfcheck.grid_regime(info, c.problem))
+        for info in kernel_table()
+        for c in selfcheck.check_cases(info)
+    }
+    chosen = zoo_selections(capability, sm_count)
+    assert len(chosen) > 40 and {split for *_, split, _, _ in chosen} > {1, 2, 4}
+    assert chosen - covered == set()
