@@ -288,15 +288,35 @@ def nvcc_arch_runs_on(built: str, needed: str) -> bool:
     return b_major == n_major and b_minor <= n_minor
 
 
+#: The LibTorch stable ABI the binding is built against (TORCH_TARGET_VERSION): any torch from it on loads it.
+STABLE_ABI = (2, 10)
+
+
+def _release(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version such as ``2.14.1+cu130``."""
+    found = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
+def _cuda_major(version: str | None) -> str | None:
+    return version.split(".")[0] if version else None
+
+
 def _prebuilt(archs: list[str]) -> str | None:
-    """The library compiled in at install time, if it was built for this torch and covers ``archs``."""
+    """The library compiled in at install time, if this torch can load it (any torch from 2.10 on, built for the same
+    CUDA major: the binding uses the stable ABI only) and it covers ``archs``."""
     if not PREBUILT_INFO.exists():
         return None
     info = json.loads(PREBUILT_INFO.read_text())
     library = PREBUILT_INFO.with_name(info["library"])
     mismatch = None
-    if (info["torch"], info["cuda"]) != (torch.__version__, torch.version.cuda):
-        mismatch = f"it was built for torch {info['torch']} (CUDA {info['cuda']}), this is {torch.__version__}"
+    if _release(info["torch"]) < STABLE_ABI:
+        mismatch = f"it was built for torch {info['torch']}, older than the stable ABI of torch 2.10 it needs"
+    elif _release(torch.__version__) < STABLE_ABI:
+        mismatch = f"it needs torch 2.10 or newer (the LibTorch stable ABI), this is {torch.__version__}"
+    elif _cuda_major(info["cuda"]) != _cuda_major(torch.version.cuda):
+        cuda = torch.version.cuda
+        mismatch = f"it was built for CUDA {info['cuda']}, this torch {torch.__version__} is for CUDA {cuda}"
     elif missing := [a for a in archs if not any(nvcc_arch_runs_on(b, a) for b in info["archs"])]:
         mismatch = f"it was built for {', '.join(info['archs'])}, not {', '.join(missing)}"
     else:

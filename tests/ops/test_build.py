@@ -115,7 +115,8 @@ def test_prebuilt_library_is_used_when_it_fits(prebuilt):
 @pytest.mark.parametrize(
     ("changes", "archs", "why"),
     [
-        ({"torch": "2.0.0"}, ["8.0"], "it was built for torch 2.0.0"),
+        ({"torch": "2.0.0"}, ["8.0"], "it was built for torch 2.0.0, older than the stable ABI"),
+        ({"cuda": "12.8"}, ["8.0"], "it was built for CUDA 12.8"),
         ({}, ["10.0"], "it was built for 8.0, 9.0a, not 10.0"),
         ({"library": "gone.so"}, ["8.0"], "gone.so is missing"),
         ({"library_file": {"size": 3, "sha256": "0" * 64}}, ["8.0"], "has 20 bytes, but 3 were built"),
@@ -127,6 +128,25 @@ def test_prebuilt_library_that_does_not_fit_is_skipped_with_the_reason(prebuilt,
     prebuilt(**changes)
     with pytest.warns(UserWarning, match=f"not using the prebuilt kernels \\(.*{re.escape(why)}"):
         assert build._prebuilt(archs) is None
+
+
+def test_the_prebuilt_library_loads_under_any_torch_of_the_stable_abi(extension, tmp_path):
+    """A wheel built with one torch serves every torch from 2.10 on with the same CUDA major, through load(), the
+    path a first conv takes: no compiler is asked for (each in a fresh process: a library loads once)."""
+    library = tmp_path / "_C.so"
+    library.write_bytes(Path(extension.library_path()).read_bytes())
+    code = (
+        "import sys, warnings; from pathlib import Path; from cutlass_resnet.ops import build; "
+        "build.PREBUILT_INFO = Path(sys.argv[1]); build.build = lambda *a, **k: sys.exit('compiled instead'); "
+        "warnings.simplefilter('error'); assert build.load(['9.0a']), build.load_error(); print(build.library_path())"
+    )
+    for built_with in ("2.11.0+cu130", "2.99.0"):
+        info = {"library": library.name, "archs": ["8.0", "9.0a"], "torch": built_with, "cuda": torch.version.cuda}
+        (tmp_path / "_C.json").write_text(json.dumps({**info, "library_file": build.file_record(library)}))
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "_C.json")], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0 and out.stdout.strip() == str(library), out.stderr[-2000:]
 
 
 def test_no_prebuilt_library_means_jit(monkeypatch, tmp_path):
