@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "conv_api.h"
+#include "record.h"
 
 namespace {
 
@@ -76,34 +77,46 @@ int64_t out_extent(int64_t in, int64_t window, int64_t stride, int64_t pad, int6
   return (in + 2 * pad - dilation * (window - 1) - 1) / stride + 1;
 }
 
+// A conv record (record.h: N, C, H, W, K, R, S, stride, padding, dilation, groups[, split_k]) as CUTLASS's problem.
 CrProblem to_problem(const IntList& v) {
-  CR_CHECK(v.size() == 16 || v.size() == 17, "a problem is 16 or 17 integers "
-           "(N, H, W, C, K, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, groups[, split_k]), got ",
+  CR_CHECK(v.size() == CR_REC_FIELDS - 1 || v.size() == CR_REC_FIELDS, "a conv record is ", CR_REC_FIELDS - 1, " or ",
+           CR_REC_FIELDS, " integers (N, C, H, W, K, R, S, stride, padding, dilation, groups[, split_k]), got ",
            v.size());
   for (size_t j = 0; j < v.size(); ++j) {
-    const int64_t least = (j == 9 || j == 10) ? 0 : 1;  // only the padding may be 0: the rest divide
-    CR_CHECK(v[j] >= least && v[j] <= INT_MAX, "problem entry ", j, " is ", v[j], ", outside ", least, " to ",
+    const int64_t least = (j == CR_REC_PAD_H || j == CR_REC_PAD_W) ? 0 : 1;  // the rest divide
+    CR_CHECK(v[j] >= least && v[j] <= INT_MAX, "conv record entry ", j, " is ", v[j], ", outside ", least, " to ",
              INT_MAX);
   }
+  const int64_t P = out_extent(v[CR_REC_H], v[CR_REC_R], v[CR_REC_STRIDE_H], v[CR_REC_PAD_H], v[CR_REC_DIL_H]);
+  const int64_t Q = out_extent(v[CR_REC_W], v[CR_REC_S], v[CR_REC_STRIDE_W], v[CR_REC_PAD_W], v[CR_REC_DIL_W]);
+  CR_CHECK(P >= 1 && Q >= 1, "empty output ", P, "x", Q);
   auto i = [&](int j) { return static_cast<int>(v[j]); };
-  return {i(0), i(1), i(2), i(3),  i(4),  i(5),  i(6),  i(7),  i(8),
-          i(9), i(10), i(11), i(12), i(13), i(14), i(15), v.size() == 17 ? i(16) : 1};
+  return {i(CR_REC_N),        i(CR_REC_H),        i(CR_REC_W),      i(CR_REC_C),      i(CR_REC_K),
+          i(CR_REC_R),        i(CR_REC_S),        int(P),           int(Q),           i(CR_REC_PAD_H),
+          i(CR_REC_PAD_W),    i(CR_REC_STRIDE_H), i(CR_REC_STRIDE_W), i(CR_REC_DIL_H), i(CR_REC_DIL_W),
+          i(CR_REC_GROUPS),   v.size() == CR_REC_FIELDS ? i(CR_REC_SPLIT_K) : 1};
 }
 
-bool is_split_k(const CrKernel& k) { return k.kind == CR_SPLITK || k.kind == CR_SPLITK_SM90A; }
+// The record of a conv of x (N, C, H, W) with a (K, C / groups, R, S) filter.
+IntList record_of(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, const IntList& stride,
+                  const IntList& padding, const IntList& dilation, int64_t groups) {
+  return {N, C, H, W, K, R, S, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups};
+}
+
+bool is_split_k(const CrKernel& k) { return cr_kind_split(k.kind); }
 
 // Host-only: needs no GPU.
-int64_t can_implement(int64_t index, IntList problem) {
-  CrProblem p = to_problem(problem);
+int64_t can_implement(int64_t index, IntList record) {
+  CrProblem p = to_problem(record);
   return kernel_at(index).can_implement(&p);
 }
 
 std::string status_string(int64_t status) { return cr_status_string(static_cast<int>(status)); }
 
 // Host-only: CTAs, main-loop iterations and shared memory of a launch on an accepted problem.
-std::vector<int64_t> describe(int64_t index, IntList problem) {
+std::vector<int64_t> describe(int64_t index, IntList record) {
   const CrKernel& k = kernel_at(index);
-  CrProblem p = to_problem(problem);
+  CrProblem p = to_problem(record);
   int status = k.can_implement(&p);
   CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
   CrLaunchShape shape{};
@@ -152,7 +165,7 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
   check_operand(weight, "weight", x, dtype, k.alignment * elem, true);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = weight.size(0), R = weight.size(2), S = weight.size(3);
-  CR_CHECK(groups >= 1 && (groups == 1 || k.kind == CR_GROUPED), "kernel ", k.name, " takes groups=1 only, got ",
+  CR_CHECK(groups >= 1 && (groups == 1 || cr_kind_grouped(k.kind)), "kernel ", k.name, " takes groups=1 only, got ",
            groups);
   CR_CHECK(weight.size(1) * groups == C && K % groups == 0, "weight (", K, ", ", weight.size(1), ", ", R, ", ", S,
            ") with groups=", groups, " does not match ", C, " input channels");
@@ -167,15 +180,15 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
     CR_CHECK(bias->dim() == 1 && bias->size(0) == K, "bias must have shape (", K, ",)");
   }
   if (residual) {
-    CR_CHECK(k.kind != CR_GROUPED && k.kind != CR_STEM, "kernel ", k.name,
-             " takes no residual (grouped and stem kernels have the plain epilogue)");
+    CR_CHECK(cr_kind_residual(k.kind), "kernel ", k.name, " takes no residual (its epilogue adds none)");
     check_operand(*residual, "residual", x, dtype, out_align, true);
     const Tensor& r = *residual;
     CR_CHECK(r.size(0) == N && r.size(1) == K && r.size(2) == P && r.size(3) == Q, "residual must have shape (", N,
              ", ", K, ", ", P, ", ", Q, "), got (", r.size(0), ", ", r.size(1), ", ", r.size(2), ", ", r.size(3), ")");
   }
-  CrProblem p = to_problem({N, H, W, C, K, R, S, P, Q, padding[0], padding[1], stride[0], stride[1], dilation[0],
-                            dilation[1], groups, split_k});
+  IntList record = record_of(N, C, H, W, K, R, S, stride, padding, dilation, groups);
+  record.push_back(split_k);
+  CrProblem p = to_problem(record);
   if (!accepted) {
     int status = k.can_implement(&p);
     CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
@@ -436,42 +449,42 @@ constexpr size_t kMaxChoices = 4096;
 std::mutex choices_mutex;
 std::unordered_map<ChoiceKey, Decided, ChoiceKeyHash> choices;
 
-// N, C, H, W, K, R, S, stride (2), padding (2), dilation (2), groups.
-ChoiceKey choice_key(const IntList& conv, int64_t dtype, int64_t device, bool residual) {
-  CR_CHECK(conv.size() == 14, "a conv is 14 integers (N, C, H, W, K, R, S, stride, padding, dilation, groups)");
+// A conv record without split_k, and what else decides the choice.
+ChoiceKey choice_key(const IntList& record, int64_t dtype, int64_t device, bool residual) {
+  CR_CHECK(record.size() == CR_REC_FIELDS - 1, "a conv record is ", CR_REC_FIELDS - 1,
+           " integers (N, C, H, W, K, R, S, stride, padding, dilation, groups)");
   ChoiceKey key{};
-  for (size_t i = 0; i < conv.size(); ++i) key[i] = conv[i];
+  for (size_t i = 0; i < record.size(); ++i) key[i] = record[i];
   key[14] = dtype, key[15] = device, key[16] = residual;
   return key;
 }
 
-// The launches of a remembered choice, as CrProblems: a chunk of the batch (and the last, smaller one).
-std::vector<CrProblem> launch_problems(const IntList& conv, const Decided& c) {
-  const IntList stride{conv[7], conv[8]}, padding{conv[9], conv[10]}, dilation{conv[11], conv[12]};
-  check_geometry(stride, padding, dilation);
-  const int64_t N = conv[0], H = conv[2], W = conv[3], K = conv[4], R = conv[5], S = conv[6];
-  const int64_t C = c.pad_channels ? c.pad_channels : conv[1];
-  const int64_t groups = c.merge_groups > 1 ? conv[13] / c.merge_groups : conv[13];
-  const int64_t P = out_extent(H, R, stride[0], padding[0], dilation[0]);
-  const int64_t Q = out_extent(W, S, stride[1], padding[1], dilation[1]);
+// The launches of a remembered choice, as CrProblems: a chunk of the batch (and the last, smaller one), the stem's
+// channels padded, merged groups.
+std::vector<CrProblem> launch_problems(const IntList& record, const Decided& c) {
+  IntList launch = record;
+  const int64_t N = record[CR_REC_N];
+  if (c.pad_channels) launch[CR_REC_C] = c.pad_channels;
+  if (c.merge_groups > 1) launch[CR_REC_GROUPS] = record[CR_REC_GROUPS] / c.merge_groups;
+  launch.push_back(c.split_k ? c.split_k : 1);
   std::vector<CrProblem> problems;
   for (int64_t n : {c.batch_chunk ? std::min(c.batch_chunk, N) : N, c.batch_chunk ? N % c.batch_chunk : 0}) {
     if (n > 0) {
-      problems.push_back(to_problem({n, H, W, C, K, R, S, P, Q, padding[0], padding[1], stride[0], stride[1],
-                                     dilation[0], dilation[1], groups, c.split_k ? c.split_k : 1}));
+      launch[CR_REC_N] = n;
+      problems.push_back(to_problem(launch));
     }
   }
   return problems;
 }
 
-// choice: kernel index (-1 for none), pad_channels, merge_groups, batch_chunk, split_k. CUTLASS's can_implement
-// accepts a kernel's launches here, once, or nothing is remembered.
-void remember(IntList conv, int64_t dtype, int64_t device, bool residual, IntList choice) {
+// record: the conv (record.h, without split_k); choice: kernel index (-1 for none), pad_channels, merge_groups,
+// batch_chunk, split_k. CUTLASS's can_implement accepts a kernel's launches here, once, or nothing is remembered.
+void remember(IntList record, int64_t dtype, int64_t device, bool residual, IntList choice) {
   const Decided decided = decided_from(choice);
-  const ChoiceKey key = choice_key(conv, dtype, device, residual);
+  const ChoiceKey key = choice_key(record, dtype, device, residual);
   if (decided.kernel >= 0) {
     const CrKernel& k = kernel_at(decided.kernel);
-    for (const CrProblem& p : launch_problems(conv, decided)) {
+    for (const CrProblem& p : launch_problems(record, decided)) {
       int status = k.can_implement(&p);
       CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
     }
@@ -541,10 +554,9 @@ std::vector<Tensor> conv2d(const Tensor& x, const Tensor& weight, const std::opt
   const bool cuda = x.device().type() == torch::headeronly::DeviceType::CUDA;
   if (dtype < 0 || (a.mode == kLaunch && !cuda) || (a.mode == kEmulate && !x.is_cpu())) return {};
   const int64_t device = cuda ? x.get_device_index() : -1;
-  auto choice = cached_choice(choice_key({x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2),
-                                          weight.size(3), a.stride[0], a.stride[1], a.padding[0], a.padding[1],
-                                          a.dilation[0], a.dilation[1], a.groups},
-                                         dtype, device, residual.has_value()));
+  const IntList record = record_of(x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2),
+                                   weight.size(3), a.stride, a.padding, a.dilation, a.groups);
+  auto choice = cached_choice(choice_key(record, dtype, device, residual.has_value()));
   if (!choice || choice->kernel < 0) return {};
   const bool packed = choice->pad_channels != 0, blocked = choice->merge_groups > 1;
   if (weight.size(1) * a.groups != x.size(1) || !takes(weight, x)) return {};
@@ -560,9 +572,9 @@ std::vector<Tensor> conv2d(const Tensor& x, const Tensor& weight, const std::opt
 STABLE_TORCH_LIBRARY(cutlass_resnet_C, m) {
   m.def("kernels() -> str[]");
   m.def("kernel_info(int index) -> int[]");
-  m.def("can_implement(int index, int[] problem) -> int");
+  m.def("can_implement(int index, int[] record) -> int");
   m.def("status_string(int status) -> str");
-  m.def("describe(int index, int[] problem) -> int[]");
+  m.def("describe(int index, int[] record) -> int[]");
   m.def("activation(float value, float leaky_alpha) -> float");
   m.def(
       "fprop(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
@@ -574,7 +586,7 @@ STABLE_TORCH_LIBRARY(cutlass_resnet_C, m) {
       "host_reference(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
       "int[] dilation, int groups, bool relu, int index, int split_k=1) -> Tensor");
   m.def("run(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] conv, int[] choice) -> Tensor");
-  m.def("remember(int[] conv, int dtype, int device, bool residual, int[] choice) -> ()");
+  m.def("remember(int[] record, int dtype, int device, bool residual, int[] choice) -> ()");
   m.def("forget_choices() -> ()");
   m.def("remembered_choices() -> int");
   m.def("conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] conv) -> Tensor[]");

@@ -95,8 +95,9 @@ __global__ void __launch_bounds__(Kernel::MaxThreadsPerBlock, Kernel::MinBlocksP
 }
 
 // The CUTLASS types of one SM90 fprop kernel: output ElementD (alignment AlignD), source ElementC (void:
-// none), epilogue Fusion.
-template <typename Element, class TileShape, class Fusion, typename ElementC, typename ElementD, int AlignD>
+// none), epilogue Fusion, Stages of the main loop's pipeline (0: as many as shared memory holds).
+template <typename Element, class TileShape, class Fusion, typename ElementC, typename ElementD, int AlignD,
+          int Stages = 0>
 struct Sm90Fprop {
   using Layout = cutlass::layout::TensorNHWC;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
@@ -108,8 +109,9 @@ struct Sm90Fprop {
   using CollectiveMainloop = typename cutlass::conv::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::conv::Operator::kFprop, Element, Layout,
       kAlignment, Element, Layout, kAlignment, float, TileShape, ClusterShape,
-      cutlass::conv::collective::StageCountAutoCarveout<static_cast<int>(
-          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      std::conditional_t<(Stages > 0), cutlass::conv::collective::StageCount<(Stages > 0 ? Stages : 1)>,
+                         cutlass::conv::collective::StageCountAutoCarveout<static_cast<int>(
+                             sizeof(typename CollectiveEpilogue::SharedStorage))>>,
       cutlass::conv::KernelImplicitTmaWarpSpecializedSm90>::CollectiveOp;
   using ProblemShape = cutlass::conv::ConvProblemShape<cutlass::conv::Operator::kFprop, 2>;
   using Kernel = cutlass::conv::kernel::ConvUniversal<ProblemShape, CollectiveMainloop, CollectiveEpilogue>;
@@ -271,10 +273,12 @@ struct Conv90 {
   }
 };
 
-template <typename Element, class TileShape>
+// Stages fixed: a small tile's slices run many CTAs, and as many stages as shared memory holds (13 at 64x64x64,
+// 209 KiB) would leave one CTA per SM.
+template <typename Element, class TileShape, int Stages>
 struct Conv90SplitK {
   using Fusion = cutlass::epilogue::fusion::LinearCombination<float, float, void, float>;
-  using F = Sm90Fprop<Element, TileShape, Fusion, void, float, 4>;
+  using F = Sm90Fprop<Element, TileShape, Fusion, void, float, 4, Stages>;
 
   static int channels(const CrProblem& p) { return p.split_k > 0 ? p.C / p.split_k : 0; }
   static int64_t output_size(const CrProblem& p) { return int64_t(p.N) * p.P * p.Q * p.K; }
@@ -384,8 +388,8 @@ struct Conv90SplitK {
                                     &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,        \
                                     &NAME##_t::host_reference, &NAME##_t::prepare};
 
-#define CR_DEFINE_SPLITK_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                       \
-  using NAME##_t = Conv90SplitK<ELEMENT, CR_SM90_TILE(TM, TN, TK)>;                                       \
-  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_SPLITK_SM90A, TM, TN, TK, 0,                  \
+#define CR_DEFINE_SPLITK_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK, STAGES)                               \
+  using NAME##_t = Conv90SplitK<ELEMENT, CR_SM90_TILE(TM, TN, TK), STAGES>;                               \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_SPLITK_SM90A, TM, TN, TK, STAGES,             \
                                     &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,        \
                                     &NAME##_t::host_reference, &NAME##_t::prepare};

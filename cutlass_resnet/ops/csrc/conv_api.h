@@ -3,6 +3,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "kinds.h"  // CrKind and its traits, generated from cutlass_resnet/ops/kernels.py
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -31,14 +33,6 @@ typedef struct {
 } CrOperands;
 
 enum CrDtype { CR_FLOAT16 = 0, CR_BFLOAT16 = 1 };
-enum CrKind {
-  CR_REGULAR = 0,  // groups == 1, C a multiple of the alignment
-  CR_STEM = 1,     // fixed-channels iterator: C == alignment (the padded 3-channel stem); no residual
-  CR_GROUPED = 2,  // single-group mode: C / groups a multiple of the alignment, K / groups of tile_n; no residual
-  CR_REGULAR_SM90A = 3,  // Hopper only (sm_90a code): groups == 1, C and K multiples of 8
-  CR_SPLITK = 4,         // as CR_REGULAR, the GEMM K split into split_k slices of one launch (grid z)
-  CR_SPLITK_SM90A = 5,   // as CR_REGULAR_SM90A, C split into split_k slices launched side by side
-};
 
 // What one launch of a kernel on a problem does, from the kernel's own parameters (host-only).
 typedef struct {

@@ -11,29 +11,7 @@
 #include "conv_common.cuh"
 #include "cutlass/cutlass.h"
 
-extern "C" {
-extern const CrKernel sm80_f16_t128x128_64x3, sm80_f16_t128x64_64x3, sm80_f16_t64x64_64x5,
-    sm80_f16_stem_t128x64_64x3;
-extern const CrKernel sm80_bf16_t128x128_64x3, sm80_bf16_t128x64_64x3, sm80_bf16_t64x64_64x5,
-    sm80_bf16_stem_t128x64_64x3;
-extern const CrKernel sm80_f16_group_t128x32_32x4, sm80_bf16_group_t128x32_32x4;
-extern const CrKernel sm80_f16_splitk_t64x64_64x5, sm80_bf16_splitk_t64x64_64x5;
-#ifdef CR_WITH_SM90
-extern const CrKernel sm90_f16_t128x128x64, sm90_bf16_t128x128x64, sm90_f16_t64x128x64, sm90_bf16_t64x128x64;
-extern const CrKernel sm90_f16_splitk_t64x64x64, sm90_bf16_splitk_t64x64x64;
-#endif
-}
-
-static const CrKernel* const kKernels[] = {
-    &sm80_f16_t128x128_64x3,  &sm80_f16_t128x64_64x3,  &sm80_f16_t64x64_64x5,  &sm80_f16_stem_t128x64_64x3,
-    &sm80_bf16_t128x128_64x3, &sm80_bf16_t128x64_64x3, &sm80_bf16_t64x64_64x5, &sm80_bf16_stem_t128x64_64x3,
-    &sm80_f16_group_t128x32_32x4, &sm80_bf16_group_t128x32_32x4,
-    &sm80_f16_splitk_t64x64_64x5, &sm80_bf16_splitk_t64x64_64x5,
-#ifdef CR_WITH_SM90  // built only when the targets include sm_90a
-    &sm90_f16_t128x128x64, &sm90_bf16_t128x128x64, &sm90_f16_t64x128x64, &sm90_bf16_t64x128x64,
-    &sm90_f16_splitk_t64x64x64, &sm90_bf16_splitk_t64x64x64,
-#endif
-};
+#include "kernels.inc"  // every kernel: generated from cutlass_resnet/ops/kernels.py
 
 extern "C" int cr_kernel_count(void) { return int(sizeof(kKernels) / sizeof(kKernels[0])); }
 

@@ -1,0 +1,196 @@
+"""The kernels this package compiles, as data: the one list of kernel kinds and of instantiations.
+
+``scripts/generate_kernels.py`` writes from it each instantiation's ``csrc/k*.cu``, the registry's table
+(``csrc/kernels.inc``), the C kinds with their traits (``csrc/kinds.h``) and the conv record's field indices
+(``csrc/record.h``); :mod:`.select` reads the kinds, the kernels and the record from it.
+``tests/scripts/test_generate_kernels.py`` fails when a generated file is out of date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONV_RECORD", "INSTANTIATIONS", "KINDS", "Instantiation", "Kind"]
+
+
+#: A conv as it crosses between Python and the binding: one list of integers, these fields in this order
+#: (``csrc/record.h`` names each index CR_REC_<FIELD>), the last one optional. Every list the binding takes or keeps for
+#: a conv (``can_implement``, ``describe``, ``remember``'s key) is this record.
+CONV_RECORD = (
+    "n", "c", "h", "w", "k", "r", "s",
+    "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w", "groups",
+    "split_k",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of kernel: which problems it takes (CrKind in conv_api.h)."""
+
+    name: str  #: CR_<name> in C, KernelKind.<name> in Python
+    doc: str
+    hopper: bool = False  #: sm_90a code (TMA, wgmma): runs on Hopper only
+    split: bool = False  #: fp32 partial sums of split_k slices, then a reduction
+    residual: bool = True  #: its epilogue adds a residual
+    grouped: bool = False  #: takes groups > 1
+    problem: str = "REGULAR"  #: the kind of problem it runs
+
+
+KINDS = (
+    Kind("REGULAR", "groups == 1, C a multiple of the alignment"),
+    Kind("STEM", "fixed-channels iterator: C == alignment (the padded 3-channel stem)", residual=False, problem="STEM"),
+    Kind(
+        "GROUPED",
+        "single-group mode: C / groups a multiple of the alignment, K / groups of tile_n",
+        residual=False,
+        grouped=True,
+        problem="GROUPED",
+    ),
+    Kind("REGULAR_SM90A", "Hopper only (sm_90a code): groups == 1, C and K multiples of 8", hopper=True),
+    Kind("SPLITK", "as REGULAR, the GEMM K split into split_k slices of one launch (grid z)", split=True),
+    Kind(
+        "SPLITK_SM90A", "as REGULAR_SM90A, C split into split_k slices launched side by side", hopper=True, split=True
+    ),
+)
+
+_SM80_MAINLOOP = (
+    "mainloop as cutlass_library/generator.py GenerateSM80_TensorOp_16816: TileDescription({tile}, {stages}, [2, 2, 1])"
+)
+_BROADCAST = """.
+The broadcast epilogue (DefaultConv2dFpropWithBroadcast) is tested upstream only with SM75 tensor ops
+and SM80 SIMT (test/unit/conv/device/conv2d_fprop_with_broadcast_*.cu): this pairing is checked by
+the self-check and CUTLASS's host reference (tests/ops/test_host_reference.py), not upstream."""
+_STEM = """\
+As cutlass_library/generator.py GenerateSM80_TensorOp_16816 emits for the fixed-channels iterator:
+TileDescription([128, 64, 64], 3, [2, 2, 1]) with CreateConv2dFixedChannelsOperator(..., [4, 8]); the
+plain DefaultConv2dFprop with a fixed-channels iterator as in test/unit/conv/device/
+conv2d_fprop_fixed_channels_f16nhwc_f16nhwc_f16nhwc_tensor_op_f32_sm80.cu (channels_4)."""
+_GROUP = """\
+No upstream configuration: test/unit/conv/device/group_conv2d_fprop_implicit_gemm_f16nhwc_f16nhwc_f16nhwc_
+tensor_op_f32_sm80.cu tests single-group mode at 128x128x64/3 and 64x64x64/3 only, and the generator
+emits no grouped conv. Tile N 32 is chosen because each merged group's K must be a multiple of it:
+at N 64 the block-diagonal merge of ResNeXt's 4-channel groups would cost x16 the MACs instead of x8."""
+_SPLITK80 = """\
+Mainloop as cutlass_library/generator.py GenerateSM80_TensorOp_16816: TileDescription([64, 64, 64], 5, [2, 2, 1]),
+the plain DefaultConv2dFprop with fp32 output in SplitKMode::kParallel, as test/unit/conv/device/conv2d_testbed.h
+runs every Sm80 fprop kernel (split_k_slices > 1, parallel, then a reduction); the reduction here is ours."""
+_SM90 = """\
+Tile and cluster as cutlass_library/generator.py GenerateSM90_Conv3x emits for 2-D fprop f16f16_f16f16_f16:
+MMA (128, 128, 16) x 4 per tile = 128x128x64, cluster (1, 1, 1). Not tested upstream as instantiated here: fp32
+accumulation, the bias/residual/activation EVT and (bf16) output; checked by the self-check on a GPU."""
+_SM90_64 = """\
+Tile and cluster as cutlass_library/generator.py GenerateSM90_Conv3x emits for 2-D fprop f16f16_f16f16_f16:
+MMA (64, 128, 16) x 4 per tile = 64x128x64, cluster (1, 1, 1) (CUTLASS prefers 64x128 to 128x64 on sm90). Not
+tested upstream as instantiated here: fp32 accumulation, the bias/residual/activation EVT and (bf16) output;
+checked by the self-check on a GPU."""
+_SM90_N64 = """\
+Tile and cluster of the SM90 fprop unit test 128x64x64_1x1x1 in test/unit/conv/device_3x/fprop/
+sm90_conv2d_fprop_implicit_gemm_f16_f16_f32_tensorop_f16.cu: the Hopper tile for convs of 64 output channels
+(ResNet's layer1), half of which a 128-wide tile would waste. Not tested upstream as instantiated here: fp32
+accumulation, the bias/residual/activation EVT and (bf16) output; checked by the self-check on a GPU."""
+_SPLITK90 = """\
+Tile and cluster as cutlass_library/generator.py GenerateSM90_Conv3x emits for 2-D fprop fp16_fp32_fp32_fp32 (fp32
+output, the unit tests' configuration): MMA (64, 64, 16) x 4 per tile = 64x64x64, here with cluster (1, 1, 1), no
+source and fp32 partial sums of a channel slice (non-packed activation and filter strides), and 4 stages where the
+unit tests let shared memory decide (13 here: one CTA per SM); the slices and the reduction are ours, checked on
+the host by CUTLASS's host reference and on a GPU by the self-check."""
+
+_ELEMENTS = {"f16": ("cutlass::half_t", "CR_FLOAT16"), "bf16": ("cutlass::bfloat16_t", "CR_BFLOAT16")}
+
+
+@dataclass(frozen=True)
+class Instantiation:
+    """One compiled kernel: its kind, dtype, threadblock tile (and warp tile and stages for the 2.x kernels), and
+    the upstream CUTLASS test or generator configuration it mirrors."""
+
+    kind: str  #: a Kind's name
+    dtype: str  #: "f16" or "bf16"
+    tile: tuple[int, int, int]
+    mirrors: str
+    warp: tuple[int, int, int] | None = None  #: 2.x kernels
+    stages: int | None = None  #: pipeline stages (None for the 3.x kernels that take what fits in shared memory)
+
+    @property
+    def sm(self) -> int:
+        return 90 if _kind(self.kind).hopper else 80
+
+    @property
+    def name(self) -> str:
+        """Named for the tile: ``sm80_f16_t128x128_64x3`` (tile M x N, tile K x stages), ``sm90_f16_t128x128x64``."""
+        tag = {"STEM": "stem_", "GROUPED": "group_", "SPLITK": "splitk_", "SPLITK_SM90A": "splitk_"}.get(self.kind, "")
+        m, n, k = self.tile
+        shape = f"t{m}x{n}x{k}" if self.sm == 90 else f"t{m}x{n}_{k}x{self.stages}"
+        return f"sm{self.sm}_{self.dtype}_{tag}{shape}"
+
+    @property
+    def alignment(self) -> int:
+        """Elements per access of x and w: the fixed-channels stem's 4 (8 bytes), 8 (16 bytes) for the rest."""
+        return 4 if self.kind == "STEM" else 8
+
+    @property
+    def file(self) -> str:
+        return "k" + self.name.removeprefix("sm") + ".cu"
+
+    def source(self) -> str:
+        """The translation unit: the comment saying what it mirrors, its header and its definition."""
+        element, dtype = _ELEMENTS[self.dtype]
+        tile, warp = ", ".join(map(str, self.tile)), ", ".join(map(str, self.warp or ()))
+        header, line = {
+            "REGULAR": (
+                "conv80.cuh",
+                f"CR_DEFINE_KERNEL80({self.name}, {element}, {dtype}, {tile}, {warp}, {self.stages})",
+            ),
+            "STEM": (
+                "conv80_bias_source.cuh",
+                f"CR_DEFINE_BIAS_SOURCE_KERNEL80({self.name}, {element}, {dtype}, CR_STEM, CrStemKernel, 4, {tile}, "
+                f"{warp}, {self.stages})",
+            ),
+            "GROUPED": (
+                "conv80_bias_source.cuh",
+                f"CR_DEFINE_BIAS_SOURCE_KERNEL80({self.name}, {element}, {dtype}, CR_GROUPED, CrGroupKernel, 8, "
+                f"{tile}, {warp}, {self.stages})",
+            ),
+            "SPLITK": (
+                "conv80_splitk.cuh",
+                f"CR_DEFINE_SPLITK_KERNEL80({self.name}, {element}, {dtype}, {tile}, {warp}, {self.stages})",
+            ),
+            "REGULAR_SM90A": ("conv90.cuh", f"CR_DEFINE_KERNEL90({self.name}, {element}, {dtype}, {tile})"),
+            "SPLITK_SM90A": (
+                "conv90.cuh",
+                f"CR_DEFINE_SPLITK_KERNEL90({self.name}, {element}, {dtype}, {tile}, {self.stages})",
+            ),
+        }[self.kind]
+        comment = "".join(f"// {line}\n" for line in self.mirrors.splitlines())
+        return f'{comment}#include "{header}"\n{line}\n'
+
+
+def _kind(name: str) -> Kind:
+    return next(k for k in KINDS if k.name == name)
+
+
+def _sm80(kind: str, tile: tuple[int, int, int], warp: tuple[int, int, int], stages: int, mirrors: str):
+    return [Instantiation(kind, dtype, tile, mirrors, warp, stages) for dtype in ("f16", "bf16")]
+
+
+def _sm80_regular(tile: tuple[int, int, int], warp: tuple[int, int, int], stages: int):
+    mirrors = _SM80_MAINLOOP.format(tile=list(tile), stages=stages) + _BROADCAST
+    return _sm80("REGULAR", tile, warp, stages, mirrors)
+
+
+def _sm90(kind: str, tile: tuple[int, int, int], mirrors: str, stages: int | None = None):
+    return [Instantiation(kind, dtype, tile, mirrors, stages=stages) for dtype in ("f16", "bf16")]
+
+
+#: Every kernel, in the registry's order (an f16 kernel, then its bf16 twin, Hopper's last).
+INSTANTIATIONS = (
+    *_sm80_regular((128, 128, 64), (64, 64, 64), 3),
+    *_sm80_regular((128, 64, 64), (64, 32, 64), 3),
+    *_sm80_regular((64, 64, 64), (32, 32, 64), 5),
+    *_sm80("STEM", (128, 64, 64), (64, 32, 64), 3, _STEM),
+    *_sm80("GROUPED", (128, 32, 32), (64, 32, 32), 4, _GROUP),
+    *_sm80("SPLITK", (64, 64, 64), (32, 32, 64), 5, _SPLITK80),
+    *_sm90("REGULAR_SM90A", (128, 128, 64), _SM90),
+    *_sm90("REGULAR_SM90A", (64, 128, 64), _SM90_64),
+    *_sm90("REGULAR_SM90A", (128, 64, 64), _SM90_N64),
+    *_sm90("SPLITK_SM90A", (64, 64, 64), _SPLITK90, stages=4),
+)
