@@ -139,6 +139,7 @@ def emulated_gpu(monkeypatch, extension, tmp_path):
         dispatch._warned.clear()
         dispatch.forget_choices()
         selfcheck._checked_verdict.cache_clear()
+        selfcheck._unrecorded.clear()
         select.device_info.cache_clear()
 
     forget()

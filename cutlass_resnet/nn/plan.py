@@ -1,7 +1,8 @@
-"""What every conv of a model would run on a given GPU: ``plan(model, input_shape, dtype, arch)``, host-only."""
+"""What every conv of a model would run on a given GPU: ``plan(model, input_shape, dtype, capability)``, host-only."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -75,21 +76,34 @@ def plan(
     model: nn.Module,
     input_shape: tuple[int, int, int, int] = (1, 3, 224, 224),
     dtype: torch.dtype = torch.float16,
-    arch: tuple[int, int] | str | torch.device | int = (8, 0),
+    capability: tuple[int, int] | str | torch.device | int = (8, 0),
     sm_count: int | None = None,
+    *,
+    arch: tuple[int, int] | str | torch.device | int | None = None,
 ) -> Plan:
     """For every conv of ``model`` at ``input_shape``, the kernel that would run on a GPU of compute
-    capability ``arch``, and the time model's estimate of it (``entry.estimate_us``; the model's total is
+    ``capability``, and the time model's estimate of it (``entry.estimate_us``; the model's total is
     the returned :class:`Plan`'s ``estimate_us``; every figure an estimate).
 
     Host-only: the model runs on fake tensors to find each conv's problem, and each problem
     goes through :func:`cutlass_resnet.ops.select.select` (so CUTLASS's ``can_implement``), with
-    no GPU needed. ``arch`` is a compute capability, ``(9, 0)``, ``"sm_90"``, ``"9.0"`` or ``"9.0a"``, or a
-    CUDA ``torch.device`` or device index to plan for that GPU. Each entry's ``choice.launch`` says, from
-    the kernel's own parameters, how many CTAs one launch runs, how many main-loop iterations each makes and
-    how much shared memory it takes.
+    no GPU needed. Each entry's ``choice.launch`` says, from the kernel's own parameters, how many CTAs one
+    launch runs, how many main-loop iterations each makes and how much shared memory it takes; where aten's
+    convolution would run, ``choice.reason`` says why.
+
+    Args:
+        model: the model, on any device (the meta device plans in no time).
+        input_shape: ``(N, C, H, W)`` of its input.
+        dtype: the dtype it would run in (the kernels take fp16 and bf16).
+        capability: the GPU's compute capability, ``(9, 0)``, ``"sm_90"``, ``"9.0"`` or ``"9.0a"``, or a CUDA
+            ``torch.device`` or device index to plan for that GPU.
+        sm_count: its SMs (default: the capability's usual GPU, e.g. 132 for an H100).
+        arch: the old name of ``capability`` (deprecated: ``arch`` names a model elsewhere).
     """
-    arch = capability_of(arch)
+    if arch is not None:
+        warnings.warn("plan(arch=) is deprecated: pass capability= (arch names a model)", FutureWarning, stacklevel=2)
+        capability = arch
+    arch = capability_of(capability)
     problems: list[tuple[str, Problem, bool]] = []
 
     def record(name: str, module: Conv2d, args: tuple, kwargs: dict) -> None:

@@ -4,7 +4,16 @@ Importing this package registers the op with its CPU (reference), fake and autog
 implementations, and the CUDA implementation that runs the CUTLASS kernels (``csrc/``).
 """
 
-from . import dispatch  # noqa: F401  (registers the CUDA implementation)
 from .conv import SUPPORTED_DTYPES, accumulator_dtype, conv2d_fprop, output_size, reference_conv2d_fprop
+from .dispatch import dry_run, emulate, emulating  # importing dispatch registers the kernel implementation
 
-__all__ = ["SUPPORTED_DTYPES", "accumulator_dtype", "conv2d_fprop", "output_size", "reference_conv2d_fprop"]
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "accumulator_dtype",
+    "conv2d_fprop",
+    "dry_run",
+    "emulate",
+    "emulating",
+    "output_size",
+    "reference_conv2d_fprop",
+]

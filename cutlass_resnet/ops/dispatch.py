@@ -146,12 +146,10 @@ def _decided(choice: Choice) -> list[int]:
     return [index, choice.pad_channels, choice.merge_groups, choice.batch_chunk, choice.split_k]
 
 
-def _remember(x: Tensor, weight: Tensor, residual: Tensor | None, conv: tuple, device: int, choice: Choice) -> None:
+def _remember(problem: Problem, dtype: torch.dtype, residual: bool, device: int, choice: Choice) -> None:
     """Tell the binding the choice for this problem, so that fast_conv2d runs its next calls from C++."""
-    stride, padding, dilation, groups = conv
-    key = [*x.shape, weight.shape[0], *weight.shape[2:], *stride, *padding, *dilation, groups]
-    dtype = KERNEL_DTYPES.index(x.dtype)
-    torch.ops.cutlass_resnet_C.remember(key, dtype, device, residual is not None, _decided(choice))
+    ops = torch.ops.cutlass_resnet_C
+    ops.remember(problem.as_list(), KERNEL_DTYPES.index(dtype), device, residual, _decided(choice))
 
 
 def _launch(
@@ -256,9 +254,8 @@ def _kernel_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, g
             _warned.add(choice.reason)
             warnings.warn(message + "; running aten's convolution instead (warned once per reason)", stacklevel=3)
         return fallback_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
-    conv = (list(stride), list(padding), list(dilation), groups)
     if not capturing():
-        _remember(x, weight, residual, conv, -1 if device_index is None else device_index, choice)
+        _remember(problem, x.dtype, residual is not None, -1 if device_index is None else device_index, choice)
     operands = [_aligned(t) for t in (x, weight, bias, residual)]
     return _launch(*operands, [*stride, *padding, *dilation, groups, int(relu), mode], choice)
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import build, cost
 from .conv import output_size
+from .kernels import CONV_RECORD, INSTANTIATIONS, KINDS, Kind
 
 __all__ = [
     "Choice",
@@ -32,6 +33,7 @@ __all__ = [
     "kernel",
     "kernel_table",
     "launch_form",
+    "not_supported_reasons",
     "select",
 ]
 
@@ -42,15 +44,8 @@ GROUP_TILE_N = 32  # the grouped kernel's tile N: each (merged) group's K must b
 SPLITS = (2, 3, 4, 6, 8, 12, 16)  # split-K slices tried (the Hopper kernel takes up to 16)
 
 
-class KernelKind(IntEnum):
-    """CrKind in conv_api.h: which problems a kernel takes."""
-
-    REGULAR = 0  #: groups == 1, C a multiple of the alignment
-    STEM = 1  #: fixed-channels iterator: C == 4 (the padded 3-channel stem)
-    GROUPED = 2  #: single-group mode: C / groups a multiple of 8, K / groups of the tile's N
-    REGULAR_SM90A = 3  #: Hopper only (sm_90a code): groups == 1
-    SPLITK = 4  #: as REGULAR, the GEMM K split into slices of one launch, then a reduction
-    SPLITK_SM90A = 5  #: as REGULAR_SM90A, C split into slices of one launch (grid z), then a reduction
+#: Which problems a kernel takes (CrKind in conv_api.h): one member per kind of :data:`.kernels.KINDS`, by value.
+KernelKind = IntEnum("KernelKind", [(k.name, i) for i, k in enumerate(KINDS)], module=__name__)
 
 
 @dataclass(frozen=True)
@@ -93,24 +88,14 @@ class Problem:
         return output_size(self.w, self.s, self.stride[1], self.padding[1], self.dilation[1])
 
     def as_list(self, split_k: int = 1) -> list[int]:
-        """The integers of the binding's ``can_implement`` (CrProblem's order; split_k last, when not 1)."""
-        split = [split_k] if split_k != 1 else []
-        return [
-            self.n,
-            self.h,
-            self.w,
-            self.c,
-            self.k,
-            self.r,
-            self.s,
-            self.p,
-            self.q,
-            *self.padding,
-            *self.stride,
-            *self.dilation,
-            self.groups,
-            *split,
-        ]
+        """The conv record the binding takes (:data:`.kernels.CONV_RECORD`, by field; split_k last, when not 1)."""
+        fields = {
+            "n": self.n, "c": self.c, "h": self.h, "w": self.w, "k": self.k, "r": self.r, "s": self.s,
+            "stride_h": self.stride[0], "stride_w": self.stride[1], "pad_h": self.padding[0],
+            "pad_w": self.padding[1], "dil_h": self.dilation[0], "dil_w": self.dilation[1], "groups": self.groups,
+            "split_k": split_k,
+        }  # fmt: skip
+        return [fields[name] for name in CONV_RECORD[: None if split_k != 1 else -1]]
 
     def __str__(self) -> str:
         return (
@@ -131,7 +116,8 @@ class LaunchShape(NamedTuple):
 
 
 class KernelInfo(NamedTuple):
-    """One compiled kernel, as the binding's ``kernel_info`` describes it (CrKernel in conv_api.h)."""
+    """One compiled kernel, as the list it was generated from describes it (CrKernel in conv_api.h, which the
+    binding's ``kernel_info`` reads: a test checks the two agree)."""
 
     index: int
     name: str
@@ -145,24 +131,29 @@ class KernelInfo(NamedTuple):
     stages: int
 
     @property
+    def traits(self) -> Kind:
+        """What its kind takes (:data:`.kernels.KINDS`)."""
+        return KINDS[self.kind]
+
+    @property
     def hopper(self) -> bool:
         """sm_90a code (TMA, wgmma): runs on Hopper only."""
-        return self.kind in (KernelKind.REGULAR_SM90A, KernelKind.SPLITK_SM90A)
+        return self.traits.hopper
 
     @property
     def split(self) -> bool:
         """A split-K kernel: fp32 partial sums of slices, then a reduction."""
-        return self.kind in (KernelKind.SPLITK, KernelKind.SPLITK_SM90A)
+        return self.traits.split
 
     @property
     def takes_residual(self) -> bool:
         """Whether its epilogue adds a residual (the stem and grouped kernels add none)."""
-        return self.kind not in (KernelKind.STEM, KernelKind.GROUPED)
+        return self.traits.residual
 
     @property
     def problem_kind(self) -> KernelKind:
         """The kind of problem it runs: REGULAR for every regular, Hopper and split-K kernel."""
-        return KernelKind.REGULAR if self.kind in _REGULAR_KINDS else self.kind
+        return KernelKind[self.traits.problem]
 
     def serves(self, kind: KernelKind, capability: tuple[int, int]) -> bool:
         """Whether it runs problems of ``kind`` on a GPU of ``capability`` (sm_90a kernels: on Hopper only)."""
@@ -208,18 +199,20 @@ class KernelInfo(NamedTuple):
         )
 
 
-_REGULAR_KINDS = (KernelKind.REGULAR, KernelKind.REGULAR_SM90A, KernelKind.SPLITK, KernelKind.SPLITK_SM90A)
-
-
 @cache
 def kernel_table() -> tuple[KernelInfo, ...]:
-    """Every kernel of the loaded extension, in the binding's order."""
-    ops = torch.ops.cutlass_resnet_C
+    """Every kernel of the loaded extension, in the binding's order, described by the list it was generated from
+    (:data:`.kernels.INSTANTIATIONS`)."""
+    listed = {i.name: i for i in INSTANTIATIONS}
     table = []
-    for index, name in enumerate(ops.kernels()):
-        dtype, min_sm, alignment, kind, *tile = ops.kernel_info(index)
-        table.append(KernelInfo(index, name, KERNEL_DTYPES[dtype], min_sm, alignment, KernelKind(kind), *tile))
+    for index, name in enumerate(torch.ops.cutlass_resnet_C.kernels()):
+        i = listed[name]
+        kind = KernelKind[i.kind]
+        table.append(KernelInfo(index, name, _DTYPES[i.dtype], i.sm, i.alignment, kind, *i.tile, i.stages or 0))
     return tuple(table)
+
+
+_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16}
 
 
 @cache
@@ -372,25 +365,10 @@ def select(
 ) -> Choice:
     """Choose a kernel for ``problem`` on a GPU of compute ``capability`` (host-only), none of those named in
     ``exclude`` (kernels disabled on this GPU)."""
-    if dtype not in KERNEL_DTYPES:
-        return _fallback(f"{dtype} has no CUTLASS kernel (fp16 and bf16 only)")
-    if tuple(capability) < (8, 0):
-        return _fallback(f"compute capability {capability[0]}.{capability[1]} is older than the kernels' 8.0")
-    if problem.k % 8:
-        return _fallback(f"K={problem.k} output channels is not a multiple of 8 (128-bit epilogue)")
-    original = problem
+    reasons = not_supported_reasons(problem, dtype, capability, residual)
+    if reasons:
+        return _fallback(reasons[0])
     problem, kind, pad_channels, merge = launch_form(problem)
-    if kind == KernelKind.GROUPED and not merge:
-        return _fallback(
-            f"grouped convolution with {original.c // original.groups} channels per group cannot be "
-            f"blocked into groups of a multiple of 8 in and {GROUP_TILE_N} out"
-        )
-    if kind == KernelKind.GROUPED and residual:
-        return _fallback("grouped convolution with a residual add has no CUTLASS kernel")
-    if kind == KernelKind.STEM and residual:
-        return _fallback(f"C={original.c} input channels with a residual add has no CUTLASS kernel")
-    if kind == KernelKind.REGULAR and problem.c % 8:
-        return _fallback(f"C={problem.c} input channels is not a multiple of 8 (128-bit loads)")
     if not build.load():
         return _fallback(f"the CUTLASS extension is unavailable: {build.load_error()}")
     candidates = [
@@ -418,6 +396,34 @@ def select(
         split if info.split else 0,
         us * launches,
     )
+
+
+def not_supported_reasons(
+    problem: Problem, dtype: torch.dtype, capability: tuple[int, int], residual: bool = False
+) -> list[str]:
+    """Why no kind of kernel takes ``problem`` (as xformers' ``not_supported_reasons``), every reason that holds,
+    from the kinds' traits (:data:`.kernels.KINDS`); empty where one may, and CUTLASS's ``can_implement`` decides.
+    Host-only: needs no library. ``select`` falls back with the first; ``plan()`` shows it."""
+    reasons = []
+    if dtype not in KERNEL_DTYPES:
+        reasons.append(f"{dtype} has no CUTLASS kernel (fp16 and bf16 only)")
+    if tuple(capability) < (8, 0):
+        reasons.append(f"compute capability {capability[0]}.{capability[1]} is older than the kernels' 8.0")
+    if problem.k % 8:
+        reasons.append(f"K={problem.k} output channels is not a multiple of 8 (128-bit epilogue)")
+    launch, kind, _, merge = launch_form(problem)
+    traits = KINDS[kind]
+    if traits.grouped and not merge:
+        reasons.append(
+            f"grouped convolution with {problem.c // problem.groups} channels per group cannot be "
+            f"blocked into groups of a multiple of 8 in and {GROUP_TILE_N} out"
+        )
+    if residual and not traits.residual:
+        what = "grouped convolution" if traits.grouped else f"C={problem.c} input channels"
+        reasons.append(f"{what} with a residual add has no CUTLASS kernel")
+    if kind == KernelKind.REGULAR and launch.c % 8:
+        reasons.append(f"C={launch.c} input channels is not a multiple of 8 (128-bit loads)")
+    return reasons
 
 
 def launch_form(problem: Problem) -> tuple[Problem, KernelKind, int, int]:

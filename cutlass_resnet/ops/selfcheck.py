@@ -31,7 +31,7 @@ import torch
 
 from .._io import write_text
 from . import build
-from .select import SPLITS, KernelInfo, KernelKind, Problem, device_info, kernel
+from .select import SPLITS, KernelInfo, KernelKind, Problem, device_info, kernel, kernel_table
 
 __all__ = [
     "RECHECK_HINT",
@@ -41,7 +41,12 @@ __all__ = [
     "capturing",
     "check_cases",
     "check_kernel",
+    "check_problem",
+    "coverage_cases",
     "forget_verdicts",
+    "grid_regime",
+    "isolated_check",
+    "isolated_checks",
     "kernel_verdict",
     "read_verdicts",
     "record_verdict",
@@ -60,15 +65,17 @@ class SelfCheckUnavailable(RuntimeError):
 CHECK_TIMEOUT = float(os.environ.get("CUTLASS_RESNET_SELFCHECK_TIMEOUT", "300"))
 #: Seconds a self-check process may go without a word (it reports each case as it is checked): a hang.
 SILENCE_TIMEOUT = float(os.environ.get("CUTLASS_RESNET_SELFCHECK_SILENCE", "60"))
-# A problem of each kind of kernel, for what does not depend on the problem (its shared memory).
-CHECK_PROBLEMS = {
-    KernelKind.REGULAR: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
-    KernelKind.STEM: Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3)),
-    KernelKind.GROUPED: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1), groups=2),
-    KernelKind.REGULAR_SM90A: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
-    KernelKind.SPLITK: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
-    KernelKind.SPLITK_SM90A: Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
+# A problem of each kind of problem (:attr:`.kernels.Kind.problem`), for what does not depend on the problem.
+_CHECK_PROBLEMS = {
+    "REGULAR": Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1)),
+    "STEM": Problem(2, 20, 20, 4, 64, 7, 7, (2, 2), (3, 3)),
+    "GROUPED": Problem(2, 12, 12, 64, 64, 3, 3, (1, 1), (1, 1), groups=2),
 }
+
+
+def check_problem(info: KernelInfo) -> Problem:
+    """A problem ``info`` takes, for what does not depend on the problem (its shared memory)."""
+    return _CHECK_PROBLEMS[info.traits.problem]
 
 
 def verdicts_path() -> Path:
@@ -128,6 +135,7 @@ def forget_verdicts() -> None:
     if path.exists():
         with FileLock(str(path) + ".lock"):
             path.unlink(missing_ok=True)
+    _unrecorded.clear()
     _forget_decisions()
 
 
@@ -170,34 +178,68 @@ def kernel_verdict(kernel_name: str, device_index: int) -> str | None:
         return NotYet(f"{kernel_name} could not be self-checked now ({exc}); it is checked again on its next use")
 
 
+# Verdicts that could not be recorded (an unwritable cache): they hold for this process.
+_unrecorded: dict[str, str] = {}
+
+
 @cache
 def _checked_verdict(kernel_name: str, device_index: int) -> str | None:
     key = verdict_key(kernel_name, device_index)
-    records = read_verdicts()
+    records = {**read_verdicts(), **_unrecorded}
     if key in records:
         return records[key] or None
     device = _device(device_index)
     if device.type == "cuda":
+        names = [kernel_name, *_unchecked_peers(kernel_name, device_index, records)]
         print(
-            f"cutlass_resnet: self-checking kernel {kernel_name} on GPU {device_index} (its first use with this GPU "
-            "and build; the verdict is kept)",
+            f"cutlass_resnet: self-checking {', '.join(names)} on GPU {device_index} (their first use with this GPU "
+            "and build, in one process; the verdicts are kept)",
             file=sys.stderr,
             flush=True,
         )
-        reason = isolated_check(kernel_name, device_index, build.library_path())
+        verdicts = isolated_checks(names, device_index, build.library_path())
     else:
-        reason = check_kernel(kernel_name, device)
+        verdicts = {kernel_name: check_kernel(kernel_name, device)}
+    for name, reason in verdicts.items():
+        _keep_verdict(verdict_key(name, device_index), reason)
+    return verdicts[kernel_name]
+
+
+def _unchecked_peers(kernel_name: str, device_index: int, records: dict[str, str]) -> list[str]:
+    """The other kernels of ``kernel_name``'s dtype that run on this GPU and have no verdict yet: a model needs
+    several, and one child process checks them together (one torch import and CUDA context, not one each)."""
+    info, (capability, _) = kernel(kernel_name), device_info(device_index)
+    return [
+        k.name
+        for k in kernel_table()
+        if k.name != kernel_name
+        and k.dtype == info.dtype
+        and k.serves(k.problem_kind, capability)
+        and verdict_key(k.name, device_index) not in records
+    ]
+
+
+def _keep_verdict(key: str, reason: str | None) -> None:
+    """Record a verdict; where the cache cannot be written, keep it for this process, with a warning."""
     try:
         record_verdict(key, reason)
-    except OSError as exc:  # a read-only or unwritable cache: the verdict holds for this process
+    except OSError as exc:
+        _unrecorded[key] = reason or ""
         warnings.warn(
-            f"cutlass_resnet: cannot record the self-check verdict of {kernel_name} in {verdicts_path()} ({exc}); "
-            "it holds for this process only (set CUTLASS_RESNET_CACHE to a writable folder to keep it)",
-            stacklevel=2,
+            f"cutlass_resnet: cannot record the self-check verdict of {key.rsplit('|', 1)[-1]} in {verdicts_path()} "
+            f"({exc}); it holds for this process only (set CUTLASS_RESNET_CACHE to a writable folder to keep it)",
+            stacklevel=3,
         )
         if reason:
             _forget_decisions()
-    return reason
+
+
+def _check_command(kernel_names: list[str], device_index: int, library: str, sanitizer: str | None) -> list[str]:
+    names = ",".join(kernel_names)
+    command = [sys.executable, "-m", "cutlass_resnet.ops._check_child", names, str(device_index), library]
+    if sanitizer:
+        command = [compute_sanitizer(), "--tool", sanitizer, "--error-exitcode", "86", *command]
+    return command
 
 
 def isolated_check(
@@ -210,10 +252,7 @@ def isolated_check(
     nothing about the kernel raises :class:`SelfCheckUnavailable`, as in the process itself, and is not recorded:
     a process that could not start on the GPU (a busy or exclusive-process GPU, no driver), or ran out of memory.
     """
-    command = [sys.executable, "-m", "cutlass_resnet.ops._check_child", kernel_name, str(device_index), library]
-    if sanitizer:
-        command = [compute_sanitizer(), "--tool", sanitizer, "--error-exitcode", "86", *command]
-    outcome = run_isolated(command, timeout or CHECK_TIMEOUT)
+    outcome = run_isolated(_check_command([kernel_name], device_index, library, sanitizer), timeout or CHECK_TIMEOUT)
     if outcome.get("unavailable"):
         raise SelfCheckUnavailable(outcome["unavailable"])
     if "crashed" in outcome:
@@ -221,6 +260,33 @@ def isolated_check(
             raise SelfCheckUnavailable(f"the check process {outcome['crashed']} before it could use the GPU")
         return f"{kernel_name} failed its self-check: the check process {outcome['crashed']}"
     return outcome["reason"]
+
+
+def isolated_checks(
+    kernel_names: list[str], device_index: int, library: str, timeout: float | None = None
+) -> dict[str, str | None]:
+    """Several kernels' checks in one child process, in order: their verdicts. A crash or hang is the verdict of
+    the kernel being checked then; the kernels after it get none (they are checked on their next use). What says
+    nothing about the first kernel raises :class:`SelfCheckUnavailable`, as :func:`isolated_check` does."""
+    command = _check_command(kernel_names, device_index, library, None)
+    outcome = run_isolated(command, (timeout or CHECK_TIMEOUT) * len(kernel_names))
+    verdicts = {}
+    for line in outcome.get("said", []):
+        if "verdict" in line:
+            verdicts[line["verdict"]["kernel"]] = line["verdict"]["reason"]
+    if outcome.get("unavailable") or ("crashed" in outcome and not outcome.get("ready")):
+        if kernel_names[0] not in verdicts:
+            why = outcome.get("unavailable") or f"the check process {outcome['crashed']} before it could use the GPU"
+            raise SelfCheckUnavailable(why)
+        return verdicts
+    if "crashed" in outcome:
+        started = [line["kernel"] for line in outcome.get("said", []) if "kernel" in line]
+        if started and started[-1] not in verdicts:
+            verdicts[started[-1]] = f"{started[-1]} failed its self-check: the check process {outcome['crashed']}"
+        if kernel_names[0] not in verdicts:
+            raise SelfCheckUnavailable(f"the check process {outcome['crashed']} before it checked {kernel_names[0]}")
+        return verdicts
+    return {**verdicts, **outcome.get("verdicts", {})}
 
 
 def compute_sanitizer() -> str:
@@ -234,7 +300,8 @@ def compute_sanitizer() -> str:
 
 def run_isolated(command: list[str], timeout: float, silence: float | None = None) -> dict[str, object]:
     """Run a check process that prints JSON lines, its answer last; a hang, a crash or no answer says so under
-    "crashed", and "ready" says whether it had reported that it could use the GPU (a ``{"ready": true}`` line).
+    "crashed", with every line it printed under "said" and "ready" saying whether it had reported that it could
+    use the GPU (a ``{"ready": true}`` line).
     A process silent for ``silence`` seconds (it reports each case) is taken for hung and killed.
 
     The child imports this very package, wherever it was imported from here (an install, a checkout on sys.path).
@@ -274,15 +341,16 @@ def run_isolated(command: list[str], timeout: float, silence: float | None = Non
             break
         said.append(line.strip())
     proc.wait()
-    ready = any(_json(line).get("ready") for line in said)
-    answer = _json(said[-1]) if said else {}
+    lines = [_json(line) for line in said]
+    ready = any(line.get("ready") for line in lines)
+    answer = lines[-1] if lines else {}
     if hung is None and proc.returncode == 0 and ("reason" in answer or "unavailable" in answer):
         return answer
     if hung is None:
         hung = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
         tail = next((line.strip() for line in reversed(stderr) if line.strip()), "")
         hung += f" ({tail})" if tail else ""
-    return {"crashed": hung, "ready": ready}
+    return {"crashed": hung, "ready": ready, "said": lines}
 
 
 def _json(line: str) -> dict:

@@ -509,8 +509,23 @@ def from_pretrained(
     The architecture comes from ``arch=``, else ``config.json``, else the repo name, else the
     shapes of the weights; the class count from the weights. The file is verified (``sha256=``,
     the config's sha256, or the hub's own hash; a checkpoint's name's sha256 prefix) before it
-    is read; a corrupted cached copy is downloaded again once. ``fuse_bn=None`` keeps the file's
-    form; ``True`` folds an unfused file (in float64); ``dtype`` defaults to the file's.
+    is read; a corrupted cached copy is downloaded again once.
+
+    Args:
+        pretrained: a hub repo id (``"timm/resnet50.tv2_in1k"``, ``"hf-hub:..."``, ``"...@revision"``), a folder
+            holding ``model.safetensors`` (and ``config.json``), or a weights file.
+        revision: the hub revision (branch, tag or commit); also written as ``repo@revision``.
+        filename: the weights file in the repo or folder.
+        arch: the model's name (``"resnet50"``), where the config and the repo name do not say it.
+        num_classes: the classes the weights must have: a mismatch is an error, not a silent resize.
+        fuse_bn: ``None`` keeps the file's form; ``True`` folds an unfused file's BatchNorms (in float64);
+            ``False`` refuses a fused file.
+        dtype: the model's dtype (default: the file's).
+        device: where the model is put (default: the CPU).
+        sha256: the file's expected sha256 (64 hex digits), checked before it is read.
+        cache_dir: the hub cache to use (default: huggingface_hub's).
+        force_download: download again even where a cached copy exists.
+        token: a hub token for private repos (default: huggingface_hub's login).
     """
     kind, name, at = parse_source(pretrained)
     if at is not None and revision is not None and at != revision:

@@ -83,16 +83,21 @@ def test_plan_reports_each_launch_from_the_kernel_s_parameters(extension, fused_
 
 
 def test_resnet50_on_hopper_by_the_time_model(extension, fused_models):
-    """Batch 1: Hopper kernels for nine convs in ten or more, and every conv of the last stage split along K
-    (its grids would leave most SMs idle). Batch 256: above 40k images/s, never past the per-layer roofline
-    (54.6k images/s with the residual reads). Estimates, all of them: nothing here ran on a GPU."""
+    """Batch 1: every conv of the last stage split along K (its grids would leave most SMs idle), no Hopper slice
+    narrower than the TMA box. Batch 256: Hopper kernels for nine convs in ten or more (K=64 ones on the 128x64
+    tile), above 40k images/s, never past the per-layer roofline (54.6k images/s with the residual reads).
+    Estimates, all of them: nothing here ran on a GPU."""
     model = fused_models["resnet50"]
     one = cutlass_resnet.plan(model, (1, 3, 224, 224), torch.float16, (9, 0))
-    assert sum(e.choice.kernel.startswith("sm90_") for e in one) >= 0.9 * len(one)
+    assert all(e.choice.kernel for e in one)
+    hopper_splits = [e for e in one if e.choice.kernel.startswith("sm90_") and e.choice.split_k]
+    assert hopper_splits and all(e.problem.c // e.choice.split_k >= 64 for e in hopper_splits)
     layer4 = [e for e in one if e.module.startswith("layer4.")]
     assert len(layer4) == 10 and all(e.choice.split_k >= 2 for e in layer4), [str(e) for e in layer4]
     assert "split-K" in str(layer4[0]) and " us)" in str(layer4[0])
     many = cutlass_resnet.plan(model, (256, 3, 224, 224), torch.float16, (9, 0))
+    assert sum(e.choice.kernel.startswith("sm90_") for e in many) >= 0.9 * len(many)
+    assert {e.choice.kernel for e in many if e.problem.k == 64 and e.problem.r == 3} == {"sm90_f16_t128x64x64"}
     roofline = 256 / many.roofline_us * 1e6
     assert roofline == pytest.approx(54_600, rel=0.01)
     assert 40_000 < many.images_per_s <= roofline
@@ -111,3 +116,14 @@ def test_plan_takes_every_spelling_of_a_gpu(extension, fused_models, arch):
 def test_plan_names_a_gpu_it_cannot_read(extension, fused_models, arch):
     with pytest.raises(ValueError, match="compute capability|capability comes from a CUDA device"):
         cutlass_resnet.plan(fused_models["resnet18"], (1, 3, 64, 64), torch.float16, arch)
+
+
+def test_the_gpu_is_named_capability_and_arch_is_a_deprecated_alias(extension):
+    """``arch`` names a model everywhere else (builders, from_pretrained, the CLI): plan's GPU is ``capability``."""
+    with torch.device("meta"):
+        model = cutlass_resnet.fuse_bn(cutlass_resnet.resnet18().eval())
+    new = cutlass_resnet.plan(model, (1, 3, 64, 64), torch.float16, capability="9.0")
+    with pytest.warns(FutureWarning, match="plan\\(arch=\\) is deprecated: pass capability="):
+        old = cutlass_resnet.plan(model, (1, 3, 64, 64), torch.float16, arch="9.0")
+    assert [e.choice.kernel for e in new] == [e.choice.kernel for e in old]
+    assert any(k.startswith("sm90") for k in (e.choice.kernel for e in new))

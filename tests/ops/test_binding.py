@@ -155,10 +155,10 @@ def test_problems_with_a_zero_extent_are_refused_by_the_host_checks(extension):
 
     hopper = [k for k in kernel_table() if k.hopper]
     for k in [kernel_table()[0], *hopper[:1]]:
-        with pytest.raises(RuntimeError, match="problem entry 11 is 0"):
-            torch.ops.cutlass_resnet_C.can_implement(k.index, [1, 8, 8, 64, 64, 3, 3, 8, 8, 1, 1, 0, 1, 1, 1, 1])
-        with pytest.raises(RuntimeError, match="problem entry 0 is 0"):
-            torch.ops.cutlass_resnet_C.describe(k.index, [0, 8, 8, 64, 64, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, 1])
+        with pytest.raises(RuntimeError, match="conv record entry 7 is 0"):  # stride_h
+            torch.ops.cutlass_resnet_C.can_implement(k.index, [1, 64, 8, 8, 64, 3, 3, 0, 1, 1, 1, 1, 1, 1])
+        with pytest.raises(RuntimeError, match="conv record entry 0 is 0"):  # N
+            torch.ops.cutlass_resnet_C.describe(k.index, [0, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1])
 
 
 def test_an_empty_batch_returns_an_empty_output(extension):

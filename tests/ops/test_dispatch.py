@@ -98,8 +98,7 @@ def test_each_kernel_checks_itself_once_per_gpu(conv, emulated_gpu):
     x, w, b = operands(2, 16, 16, 8)
     for _ in range(3):
         conv(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, True)
-    kernel = emulated_gpu.calls[0][0]
-    assert check_launches(kernel) > 100  # the self-check's matrix, once, then three launches
+    kernel = emulated_gpu.calls[0][0]  # the self-check's matrix (its first cases here), once, then three launches
     assert [c[0] for c in emulated_gpu.calls] == [kernel] * (check_launches(kernel) + 3)
     records = json.loads(selfcheck.verdicts_path().read_text())
     assert [v for k, v in records.items() if k.endswith("|" + kernel)] == [""]

@@ -42,8 +42,9 @@ def test_nothing_remembered_means_the_python_path(fresh):
 
 def test_a_remembered_choice_runs_from_cpp_and_only_for_its_problem(fresh):
     x, w, b, r, conv = conv_args()
-    choice = select(Problem.from_conv(x.shape, w.shape, conv[0:2], conv[2:4], conv[4:6], 1), x.dtype, (8, 0))
-    dispatch._remember(x, w, r, (conv[0:2], conv[2:4], conv[4:6], 1), -1, choice)
+    problem = Problem.from_conv(x.shape, w.shape, conv[0:2], conv[2:4], conv[4:6], 1)
+    choice = select(problem, x.dtype, (8, 0))
+    dispatch._remember(problem, x.dtype, True, -1, choice)
     assert fresh.remembered_choices() == 1
     (y,) = fresh.conv2d(x, w, b, r, [*conv, 1, 1])
     assert y.shape == (2, 64, 12, 12) and y.is_contiguous(memory_format=CL) and y.dtype == torch.half
@@ -73,7 +74,7 @@ def test_the_stem_is_packed_and_a_large_batch_split_in_cpp(fresh):
     choice = select(problem, x.dtype, (8, 0))
     assert choice.pad_channels == 4
     chunked = dataclasses.replace(choice, batch_chunk=2)  # as for a batch past 2^31 bytes
-    dispatch._remember(x, w, None, ((2, 2), (3, 3), (1, 1), 1), -1, chunked)
+    dispatch._remember(problem, x.dtype, False, -1, chunked)
     (y,) = fresh.conv2d(x, w, None, None, [*conv, 1, 1])  # a dry run: the filter is padded in C++ too
     assert y.shape == (3, 64, 10, 10) and y.is_contiguous(memory_format=CL)
     (y,) = fresh.conv2d(x, w, None, None, [*conv, 1, 2])  # emulated: two launches of 2 and 1 images, one output
@@ -186,8 +187,9 @@ def test_a_kernel_disabled_later_is_never_launched_from_cpp(fresh, tmp_path, mon
 
     monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path))
     x, w, b, r, conv = conv_args()
-    choice = select(Problem.from_conv(x.shape, w.shape, conv[0:2], conv[2:4], conv[4:6], 1), x.dtype, (8, 0))
-    dispatch._remember(x, w, r, (conv[0:2], conv[2:4], conv[4:6], 1), -1, choice)
+    problem = Problem.from_conv(x.shape, w.shape, conv[0:2], conv[2:4], conv[4:6], 1)
+    choice = select(problem, x.dtype, (8, 0))
+    dispatch._remember(problem, x.dtype, True, -1, choice)
     selfcheck.record_verdict(f"GPU|sm_80|build|{choice.kernel}", None)  # a pass changes nothing
     assert len(fresh.conv2d(x, w, b, r, [*conv, 1, 1])) == 1
     selfcheck.record_verdict(f"GPU|sm_80|build|{choice.kernel}", "it failed its self-check")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cutlass_resnet.ops.select import kernel_table
-from cutlass_resnet.ops.selfcheck import CHECK_PROBLEMS
+from cutlass_resnet.ops.selfcheck import check_problem
 
 # Largest dynamic shared memory one block may opt into, per compute capability (CUDA programming guide).
 SHARED_MEMORY_LIMIT = {
@@ -64,7 +64,7 @@ def test_no_kernel_spills_registers(extension):
 def test_shared_memory_fits_every_gpu_a_kernel_may_run_on(extension):
     runs_on = {}
     for k in kernel_table():
-        shared = k.describe(CHECK_PROBLEMS[k.kind]).shared_memory
+        shared = k.describe(check_problem(k)).shared_memory
         runs_on[k.name] = [cc for cc in SHARED_MEMORY_LIMIT if k.serves(k.problem_kind, cc)]
         for cc in runs_on[k.name]:
             assert shared <= SHARED_MEMORY_LIMIT[cc], f"{k.name} needs {shared} B of shared memory, sm_{cc} has less"

@@ -39,8 +39,8 @@ def test_cutlass_rejection_is_named(extension):
         (Problem(8, 28, 28, 256, 256, 3, 3, padding=(1, 1)), (8, 0), "sm80_f16_t128x128_64x3"),
         (Problem(64, 28, 28, 128, 64, 3, 3, padding=(1, 1)), (8, 0), "sm80_f16_t128x64_64x3"),  # K=64
         (Problem(256, 56, 56, 64, 256, 1, 1), (9, 0), "sm90_f16_t128x128x64"),
-        # K=64: a 128-wide Hopper tile wastes half its N, so mma.sync at 128x64 is estimated faster
-        (Problem(256, 56, 56, 64, 64, 3, 3, padding=(1, 1)), (9, 0), "sm80_f16_t128x64_64x3"),
+        # K=64: Hopper's 128x64 tile (a 128-wide one would waste half its N)
+        (Problem(256, 56, 56, 64, 64, 3, 3, padding=(1, 1)), (9, 0), "sm90_f16_t128x64x64"),
     ],
 )
 def test_the_fastest_estimate_wins(extension, problem, gpu, name):
@@ -67,7 +67,8 @@ def test_a_grid_that_fills_less_than_half_the_sms_is_split(extension, gpu):
         and choice.split_k >= 2
         and choice.launch.ctas == choice.launch.ctas // choice.split_k * choice.split_k
     )
-    assert info.hopper == (gpu == (9, 0))
+    if info.hopper:  # a Hopper slice is never narrower than the TMA box
+        assert small.c // choice.split_k >= info.tile_k
     unsplit = [k.describe(small).ctas for k in kernel_table() if k.serves(KernelKind.REGULAR, gpu) and not k.split]
     assert max(unsplit) * 2 < 132 and choice.launch.ctas > max(unsplit)
     big = select(Problem(64, 14, 14, 256, 256, 3, 3, padding=(1, 1)), torch.float16, gpu)
@@ -110,7 +111,7 @@ def test_problem_from_a_conv_call():
     p = Problem.from_conv((8, 64, 56, 56), (128, 32, 3, 3), [2, 2], [1, 1], [1, 1], 2)
     assert p == Problem(8, 56, 56, 64, 128, 3, 3, (2, 2), (1, 1), (1, 1), 2)
     assert (p.p, p.q) == (28, 28)
-    assert p.as_list() == [8, 56, 56, 64, 128, 3, 3, 28, 28, 1, 1, 2, 2, 1, 1, 2]
+    assert p.as_list() == [8, 64, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1, 2]  # the conv record, by field
     assert p.as_list(4) == [*p.as_list(), 4]
 
 
@@ -141,6 +142,29 @@ def test_kernel_table_describes_each_kernel(extension):
         kernel("sm70_f16")
 
 
+def test_the_compiled_table_is_the_list_it_was_generated_from(extension):
+    """Python describes each kernel from cutlass_resnet/ops/kernels.py; the C table the binding reads
+    (``kernel_info``: dtype, min_sm, alignment, kind, tile, stages) must say the same of every kernel."""
+    dtypes = {torch.float16: 0, torch.bfloat16: 1}
+    for k in kernel_table():
+        compiled = torch.ops.cutlass_resnet_C.kernel_info(k.index)
+        assert compiled == [dtypes[k.dtype], k.min_sm, k.alignment, int(k.kind), k.tile_m, k.tile_n, k.tile_k, k.stages]
+
+
+def test_a_conv_crosses_to_the_binding_as_one_record_by_field(extension):
+    """can_implement, describe and remember take one record (kernels.CONV_RECORD): a swapped pair of fields, as
+    padding before stride once was in one list and after it in another, would change the answer."""
+    from cutlass_resnet.ops.kernels import CONV_RECORD
+
+    problem = Problem(2, 9, 13, 16, 24, 3, 5, stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+    record = dict(zip(CONV_RECORD, problem.as_list(3), strict=True))
+    assert (record["stride_h"], record["pad_w"], record["dil_w"], record["split_k"]) == (2, 2, 2, 3)
+    info = kernel("sm80_f16_t64x64_64x5")
+    assert info.can_implement(problem) == 0
+    m = problem.n * problem.p * problem.q  # p = (9 + 2 - 2 - 1) // 2 + 1 = 5, q = (13 + 4 - 8 - 1) // 1 + 1 = 9
+    assert (problem.p, problem.q) == (5, 9) and info.describe(problem).ctas == -(-m // 64) * 1
+
+
 def test_hopper_split_k_slices_are_never_narrower_than_the_tma_box(extension):
     """A 7x7x512 3x3 conv at batch 1 on H100 splits K; slices of fewer than 64 channels would zero-fill half of
     each k-tile (twice the unsplit MACs at 16 slices), so no Hopper choice takes fewer than tile K per slice."""
@@ -151,3 +175,21 @@ def test_hopper_split_k_slices_are_never_narrower_than_the_tma_box(extension):
                 assert c // choice.split_k >= kernel(choice.kernel).tile_k, choice
     choice = select(Problem(1, 7, 7, 512, 512, 3, 3, (1, 1), (1, 1)), torch.float16, (9, 0), 132)
     assert choice.split_k and choice.split_k <= 8
+
+
+def test_not_supported_reasons_names_every_reason_from_the_kinds_traits():
+    """Every reason that holds, host-only; select falls back with the first (and plan shows it)."""
+    from cutlass_resnet.ops.select import not_supported_reasons
+
+    stem = Problem(1, 32, 32, 3, 60, 7, 7, (2, 2), (3, 3))  # K=60, and a residual the stem kernel cannot add
+    reasons = not_supported_reasons(stem, torch.float32, (7, 5), residual=True)
+    assert reasons == [
+        "torch.float32 has no CUTLASS kernel (fp16 and bf16 only)",
+        "compute capability 7.5 is older than the kernels' 8.0",
+        "K=60 output channels is not a multiple of 8 (128-bit epilogue)",
+        "C=3 input channels with a residual add has no CUTLASS kernel",
+    ]
+    grouped = Problem(1, 8, 8, 16, 16, 3, 3, padding=(1, 1), groups=4)  # 4 groups of 4 channels: cannot be blocked
+    assert len(not_supported_reasons(grouped, torch.float16, (9, 0), residual=True)) == 2
+    assert not_supported_reasons(Problem(1, 8, 8, 64, 64, 3, 3), torch.bfloat16, (9, 0), residual=True) == []
+    assert select(stem, torch.float16, (8, 0)).reason == reasons[2]  # the first that holds for fp16 on 8.0

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cutlass_resnet.ops import build, selfcheck
+from cutlass_resnet.ops.select import kernel_table
 
 
 def python(code: str) -> list[str]:
@@ -26,14 +27,14 @@ def test_a_check_process_s_answer_is_its_last_json_line():
 def test_a_crash_in_the_check_process_is_reported_not_shared():
     ready = "import json; print(json.dumps({'ready': True}), flush=True); "
     outcome = selfcheck.run_isolated(python(ready + "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"), 60)
-    assert outcome == {"crashed": "was killed by signal 11", "ready": True}
+    assert outcome == {"crashed": "was killed by signal 11", "ready": True, "said": [{"ready": True}]}
     outcome = selfcheck.run_isolated(python(ready + "raise SystemExit('illegal memory access')"), timeout=60)
-    assert outcome == {"crashed": "exited with 1 (illegal memory access)", "ready": True}
+    assert outcome == {"crashed": "exited with 1 (illegal memory access)", "ready": True, "said": [{"ready": True}]}
 
 
 def test_a_hang_in_the_check_process_is_cut_short():
     outcome = selfcheck.run_isolated(python("import time; time.sleep(600)"), timeout=2)
-    assert outcome == {"crashed": "did not finish in 2 s (a hang?) and was killed", "ready": False}
+    assert outcome == {"crashed": "did not finish in 2 s (a hang?) and was killed", "ready": False, "said": []}
 
 
 def test_a_silent_check_process_is_given_up_on_soon():
@@ -41,7 +42,11 @@ def test_a_silent_check_process_is_given_up_on_soon():
     the whole check's time limit."""
     code = "import json, time; print(json.dumps({'ready': True}), flush=True); time.sleep(600)"
     outcome = selfcheck.run_isolated(python(code), timeout=600, silence=2)
-    assert outcome == {"crashed": "said nothing for 2 s (a hang?) and was killed", "ready": True}
+    assert outcome == {
+        "crashed": "said nothing for 2 s (a hang?) and was killed",
+        "ready": True,
+        "said": [{"ready": True}],
+    }
 
 
 def test_a_check_process_that_cannot_use_the_gpu_is_no_verdict(monkeypatch):
@@ -67,14 +72,35 @@ def test_the_child_loads_the_library_and_reaches_the_gpu(extension):
         selfcheck.isolated_check("sm80_f16_t64x64_64x5", 0, build.library_path(), timeout=300)
 
 
-def test_on_a_gpu_the_check_runs_isolated(emulated_gpu, monkeypatch):
-    """The user's process never runs a CUDA kernel's check itself: it asks a child process."""
+def test_on_a_gpu_the_check_runs_isolated_for_the_model_s_kernels_together(emulated_gpu, monkeypatch):
+    """The user's process never runs a CUDA kernel's check itself: it asks one child process, which checks the
+    kernel and the others of its dtype that run on this GPU (a model uses several): one torch import, not one
+    per kernel, and the next kernel a model needs has its verdict already."""
     asked = []
+
+    def checks(names, device_index, library):
+        asked.append((names, device_index, library))
+        return {name: None for name in names}
+
     monkeypatch.setattr(selfcheck, "_device", lambda index: torch.device("cuda", index))
-    monkeypatch.setattr(selfcheck, "isolated_check", lambda *args: asked.append(args) or None)
+    monkeypatch.setattr(selfcheck, "isolated_checks", checks)
     assert selfcheck.kernel_verdict("sm80_f16_t64x64_64x5", 0) is None
-    assert asked == [("sm80_f16_t64x64_64x5", 0, build.library_path())] and emulated_gpu.calls == []
-    assert list(selfcheck.read_verdicts().values()) == [""]
+    ((names, device_index, library),) = asked
+    assert names[0] == "sm80_f16_t64x64_64x5" and (device_index, library) == (0, build.library_path())
+    assert set(names) == {k.name for k in kernel_table() if k.dtype == torch.float16 and not k.hopper}
+    assert selfcheck.kernel_verdict("sm80_f16_stem_t128x64_64x3", 0) is None and len(asked) == 1
+    assert emulated_gpu.calls == [] and set(selfcheck.read_verdicts().values()) == {""}
+
+
+def test_a_crash_is_the_verdict_of_the_kernel_being_checked(monkeypatch):
+    """In a child checking several kernels, a crash fails the kernel it was checking; those checked before keep
+    their verdicts, those after get none (checked on their next use)."""
+    lines = [{"ready": True}, {"kernel": "a"}, {"verdict": {"kernel": "a", "reason": None}}, {"kernel": "b"}]
+    code = "import json, os, signal\n" + "".join(f"print(json.dumps({line!r}), flush=True)\n" for line in lines)
+    code += "os.kill(os.getpid(), signal.SIGSEGV)\n"
+    monkeypatch.setattr(selfcheck, "_check_command", lambda *args: python(code))
+    verdicts = selfcheck.isolated_checks(["a", "b", "c"], 0, "unused.so", timeout=60)
+    assert verdicts == {"a": None, "b": "b failed its self-check: the check process was killed by signal 11"}
 
 
 def test_the_check_process_imports_this_package_wherever_it_came_from(tmp_path, monkeypatch):
