@@ -98,6 +98,10 @@ def fuse_bn(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     and each block's ReLUs and residual add move into its convs' epilogues: a fused Bottleneck
     is three op calls (four with a downsample). Inference only: the model must be in eval mode.
     Fusing a fused model does nothing but the cast.
+
+    Args:
+        model: a model of this package in eval mode (or any module holding its blocks).
+        dtype: the dtype the folded weights are rounded to, and the model cast to (default: the model's).
     """
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(

@@ -63,7 +63,14 @@ class CUDAGraphModel(nn.Module):
 def cuda_graph(model: nn.Module | Callable[[Tensor], Tensor], example_input: Tensor, **kwargs: int) -> CUDAGraphModel:
     """``model`` as a :class:`CUDAGraphModel`, with ``example_input``'s shape captured now (the others on first
     use). Inference only: nothing is recorded for autograd. The output is a copy (``clone_output=False``
-    returns the graph's own output tensor, which the next replay overwrites)."""
+    returns the graph's own output tensor, which the next replay overwrites).
+
+    Args:
+        model: a CUDA model (or callable) of one tensor.
+        example_input: a CUDA input whose shape is captured now (warm-up runs first, which self-check the
+            kernels and remember each conv's choice).
+        **kwargs: :class:`CUDAGraphModel`'s options (``warmup``, ``max_graphs``, ``clone_output``).
+    """
     if not example_input.is_cuda:
         raise ValueError(
             f"cuda_graph needs a CUDA model and input, got an input on {example_input.device}: "

@@ -183,7 +183,12 @@ def _targeting(target: _Target) -> Iterator[None]:
 def dry_run(capability: tuple[int, int] = (8, 0), sm_count: int | None = None) -> contextlib.AbstractContextManager:
     """Inside, every conv does everything a launch does but launch (choice, packing, checks, outputs, kernel
     parameters and TMA descriptors), on CPU tensors (and CUDA ones) as on a GPU of ``capability``: the host path,
-    timed without a GPU. The outputs hold no result."""
+    timed without a GPU. The outputs hold no result.
+
+    Args:
+        capability: the GPU's compute capability, ``(9, 0)``, ``"9.0"``, ...
+        sm_count: its SMs, which kernel choice depends on (default: the capability's usual GPU).
+    """
     return _targeting(_Target(DRY_RUN, tuple(capability_of(capability)), sm_count))
 
 
@@ -192,7 +197,12 @@ def emulate(capability: object = (8, 0), sm_count: int | None = None) -> context
     the same kernel choice, packing, kernel-ready filters, batch split, split-K workspace and epilogue arguments,
     with each launch computed by that kernel's CUTLASS host reference on its exact arguments instead of launched.
     What it proves: everything but the kernel bodies (``docs/architecture.md``). ``CUTLASS_RESNET_EMULATE=9.0``
-    turns it on for a whole process."""
+    turns it on for a whole process.
+
+    Args:
+        capability: the emulated GPU's compute capability (the kernels need 8.0 or newer; 9.0 for Hopper's).
+        sm_count: its SMs, which kernel choice depends on (default: the capability's usual GPU).
+    """
     return _targeting(_Target(EMULATE, tuple(capability_of(capability)), sm_count))
 
 

@@ -70,7 +70,16 @@ def export_onnx(
 
     ``dynamo=False`` (the default) uses torch's TorchScript-based exporter, which writes exactly those
     operators; torch deprecates it, and ``dynamo=True`` uses the torch.export-based one, whose graph computes
-    the flattened shape with a few more operators (Shape, Gather, Reshape) and pools with ReduceMean."""
+    the flattened shape with a few more operators (Shape, Gather, Reshape) and pools with ReduceMean.
+
+    Args:
+        model: a ResNet of this package, fused or not.
+        path: the ``.onnx`` file to write.
+        image_size: the input's height and width (one number for a square).
+        dynamic_batch: whether N is dynamic (else the exported batch is 1).
+        opset_version: the ONNX opset (default: the exporter's).
+        dynamo: use torch.export's exporter instead of the TorchScript one.
+    """
     model = copy.deepcopy(check_resnet(model, "export_onnx")).float().cpu().eval()
     if not model.fused:
         fuse_bn(model)  # folded in float64, rounded once to fp32

@@ -136,6 +136,12 @@ def save_pretrained(
     Unfused models keep torchvision's keys (any torchvision or timm ResNet loads them); fused ones keep their
     folded conv weights and biases. The files replace the folder's old ones together (a new folder beside it,
     swapped in whole): an interrupted save leaves the previous model as it was; other files in the folder stay.
+
+    Args:
+        model: a ResNet of this package, fused or not.
+        save_directory: the folder (created if needed).
+        source: where the weights came from, kept in the config (e.g. a torchvision enum's name).
+        card: makes ``README.md`` from the config (push_to_hub passes one); none is written without it.
     """
     arch = model_name_of(check_resnet(model, "save_pretrained"))
     folder = Path(save_directory)
@@ -227,7 +233,17 @@ def push_to_hub(
     commit_message: str | None = None,
     source: str | None = None,
 ) -> str:
-    """Upload ``model`` (safetensors, config, model card) to a hub repo, created if needed; returns the commit URL."""
+    """Upload ``model`` (safetensors, config, model card) to a hub repo, created if needed; returns the commit URL.
+
+    Args:
+        model: a ResNet of this package, fused or not.
+        repo_id: the hub repo (``"user/name"``).
+        private: create the repo private (only when it does not exist yet).
+        token: a hub token (default: huggingface_hub's login).
+        revision: the branch to commit to.
+        commit_message: the commit's message.
+        source: where the weights came from, kept in the config.
+    """
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     how = f"cutlass_resnet.push_to_hub(model, {repo_id!r})"

@@ -80,6 +80,11 @@ def load_torchvision_state_dict(
     with ``strict=True`` so is a missing or unexpected key (:class:`StateDictMismatchError`). Everything is
     checked before anything is loaded: an error leaves the model as it was. Returns the missing and
     unexpected keys, like :meth:`torch.nn.Module.load_state_dict`.
+
+    Args:
+        model: a ResNet of this package, fused or not.
+        state_dict: torchvision's keys and shapes (a torchvision or timm ResNet's state dict).
+        strict: whether a missing or unexpected key is an error.
     """
     check_resnet(model, "load_torchvision_state_dict")
     sd = _unwrap(state_dict)
