@@ -41,7 +41,7 @@ __all__ = [
     "extension_args",
     "file_record",
     "find_library",
-    "library_problem",
+    "why_unloadable",
     "library_path",
     "load",
     "load_built",
@@ -136,7 +136,7 @@ def cache_dir(archs: list[str]) -> Path:
 
 
 def file_record(path: Path) -> dict[str, object]:
-    """Size and sha256 of a built library: what :func:`library_problem` checks before it is loaded."""
+    """Size and sha256 of a built library: what :func:`why_unloadable` checks before it is loaded."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -144,7 +144,7 @@ def file_record(path: Path) -> dict[str, object]:
     return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def library_problem(library: Path, record: dict[str, object] | None) -> str | None:
+def why_unloadable(library: Path, record: dict[str, object] | None) -> str | None:
     """Why ``library`` must not be loaded (missing, no record, not the file that was built), or None.
 
     Loading a truncated shared library kills the process with SIGBUS, so nothing is loaded unchecked.
@@ -161,13 +161,13 @@ def library_problem(library: Path, record: dict[str, object] | None) -> str | No
     return None
 
 
-def _cached_build_problem(folder: Path) -> str | None:
+def _why_build_unusable(folder: Path) -> str | None:
     manifest = folder / MANIFEST_NAME
     try:
         record = json.loads(manifest.read_text()) if manifest.exists() else None
     except (OSError, ValueError):
         record = None
-    return library_problem(folder / LIBRARY_NAME, record)
+    return why_unloadable(folder / LIBRARY_NAME, record)
 
 
 SYSTEM_CUDA = "/usr/local/cuda"
@@ -320,7 +320,7 @@ def _prebuilt(archs: list[str]) -> str | None:
     elif missing := [a for a in archs if not any(nvcc_arch_runs_on(b, a) for b in info["archs"])]:
         mismatch = f"it was built for {', '.join(info['archs'])}, not {', '.join(missing)}"
     else:
-        mismatch = library_problem(library, info.get("library_file"))
+        mismatch = why_unloadable(library, info.get("library_file"))
     if mismatch:
         warnings.warn(f"cutlass_resnet: not using the prebuilt kernels ({mismatch}); compiling instead", stacklevel=3)
         return None
@@ -335,7 +335,7 @@ def find_library(archs: list[str]) -> str | None:
     if not archs:
         return None
     folder = cache_dir(archs)  # hashes every source file: once
-    return None if _cached_build_problem(folder) is not None else str(folder / LIBRARY_NAME)
+    return None if _why_build_unusable(folder) is not None else str(folder / LIBRARY_NAME)
 
 
 def extension_args(archs: list[str]) -> dict[str, list[str]]:
@@ -388,15 +388,15 @@ def build(archs: list[str], *, verbose: bool = False) -> str:
     if not archs:
         raise RuntimeError("no GPU is visible and no arch was given (e.g. archs=['8.0', '9.0a'])")
     target = cache_dir(archs)
-    problem = _cached_build_problem(target)
-    if problem is None:
+    defect = _why_build_unusable(target)
+    if defect is None:
         torch.ops.load_library(str(target / LIBRARY_NAME))
         return str(target / LIBRARY_NAME)
     if torch.version.cuda is None:
         raise RuntimeError(f"torch {torch.__version__} is not a CUDA build")
     home = cuda_home()
     if home is None:
-        damaged = f"; the cached build cannot be used ({problem}): delete {target}" if target.exists() else ""
+        damaged = f"; the cached build cannot be used ({defect}): delete {target}" if target.exists() else ""
         raise RuntimeError(
             f"nvcc not found: install the CUDA toolkit and set CUDA_HOME, or `{JIT_INSTALL}` for NVIDIA's nvcc "
             f"wheels{damaged}"
@@ -405,7 +405,7 @@ def build(archs: list[str], *, verbose: bool = False) -> str:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
-        if _cached_build_problem(target) is None:  # another process built it while we waited
+        if _why_build_unusable(target) is None:  # another process built it while we waited
             torch.ops.load_library(str(target / LIBRARY_NAME))
             return str(target / LIBRARY_NAME)
         for stale in target.parent.glob(f".{target.name}.build-*"):  # left by killed builds of this key

@@ -268,7 +268,7 @@ def _git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _problem(path: Path, sha256: str | None) -> str | None:
+def _why_rejected(path: Path, sha256: str | None) -> str | None:
     """Why ``path`` must not be read, or None: a hash that does not match.
 
     Without a known sha256, a file from the hub cache is checked against its blob name, which the hub sets to
@@ -414,9 +414,9 @@ def _verified(sha256: str | None, name: str | None) -> Callable[[Path], Path]:
     and, for the weights file ``name`` (None: not a weights file), it is a safetensors file."""
 
     def check(path: Path) -> Path:
-        problem = _problem(path, sha256)
-        if problem:
-            raise CorruptWeightsError(f"refusing to {'load' if name else 'read'} {path}: {problem}")
+        defect = _why_rejected(path, sha256)
+        if defect:
+            raise CorruptWeightsError(f"refusing to {'load' if name else 'read'} {path}: {defect}")
         if name is not None:
             _check_safetensors(path, name)
         return path
@@ -578,8 +578,8 @@ def from_pretrained(
     if config_path is not None and config_path.exists():
         config = _read_config(config_path, where, refetch_config)
     if checkpoint:  # tensors only, never code; a file a user names is not judged by its name
-        if sha256 is not None and (problem := _problem(weights_path, sha256)):
-            raise CorruptWeightsError(f"refusing to load {weights_path}: {problem}")
+        if sha256 is not None and (defect := _why_rejected(weights_path, sha256)):
+            raise CorruptWeightsError(f"refusing to load {weights_path}: {defect}")
         state_dict = load_checkpoint(weights_path)
     else:
         sha256 = sha256 or config.get("sha256", {}).get(Path(filename).name)

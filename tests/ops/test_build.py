@@ -245,7 +245,7 @@ def test_a_damaged_build_is_rebuilt_never_loaded(compiler, damage):
     build.build(["8.0"])
     assert (
         len(compiler.compiled) == 2
-        and build.library_problem(library, json.loads((target / "manifest.json").read_text())) is None
+        and build.why_unloadable(library, json.loads((target / "manifest.json").read_text())) is None
     )
 
 
