@@ -133,7 +133,7 @@ def host_path(
     """Microseconds of host time per conv of fused ``arch``, each conv called as the model calls it, in a dry run
     (everything but the launch) on ``device``'s tensors as on a GPU of ``capability``: the median of ``iters``
     rounds."""
-    if not build.load(build.default_nvcc_archs() or [build.nvcc_arch(capability)]):
+    if not build.load_for(capability):
         raise RuntimeError(f"the dry run needs the CUTLASS extension: {build.load_error()}")
     model = fuse_bn(get_model(arch).eval()).to(device=device, dtype=dtype)
     calls: list[tuple[torch.nn.Module, tuple, dict]] = []

@@ -126,7 +126,7 @@ def plan(
     finally:
         for h in hooks:
             h.remove()
-    build.load(build.default_nvcc_archs() or [build.nvcc_arch(arch)])
+    build.load_for(arch)
     result = Plan(
         PlanEntry(name, p, select(p, dtype, arch, sm_count, r), r, roofline_us(p, arch, r)) for name, p, r in problems
     )

@@ -46,6 +46,7 @@ __all__ = [
     "load",
     "load_built",
     "load_error",
+    "load_for",
     "loaded",
     "nvcc_arch",
     "nvcc_arch_runs_on",
@@ -276,6 +277,12 @@ def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
             f"cutlass_resnet: CUTLASS kernels unavailable, CUDA convs run aten's convolution: {exc}", stacklevel=2
         )
         return False
+
+
+def load_for(capability: tuple[int, int]) -> bool:
+    """:func:`load` for planning, dry runs or emulation of a GPU of ``capability`` where none may be visible: the
+    visible GPUs' (or ``TORCH_CUDA_ARCH_LIST``'s) archs, else that capability's."""
+    return load(default_nvcc_archs() or [nvcc_arch(capability)])
 
 
 def nvcc_arch_runs_on(built: str, needed: str) -> bool:

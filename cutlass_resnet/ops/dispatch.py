@@ -272,7 +272,7 @@ def _kernel_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, g
 
 def _library_for(target: _Target) -> bool:
     """Whether the kernels' library is loaded, loading (or building) it for the target's arch first."""
-    return build.loaded() or build.load(build.default_nvcc_archs() or [build.nvcc_arch(target.capability)])
+    return build.loaded() or build.load_for(target.capability)
 
 
 @conv2d_fprop.register_kernel("cuda")
