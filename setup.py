@@ -11,10 +11,11 @@ Everything else is in pyproject.toml.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import sys
+import types
 from pathlib import Path
 
 from setuptools import setup
@@ -24,7 +25,20 @@ EXPLICIT = os.environ.get("CUTLASS_RESNET_CUDA_ARCHS", "").strip()
 DEFAULT = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
 
 
-def _extension_setup(archs_text: str) -> dict:
+def _build_module() -> types.ModuleType:
+    """``cutlass_resnet/ops/build.py`` (and the ``_io.py`` it imports) without running the package's ``__init__``,
+    which imports dependencies a build need not have."""
+    for name, folder in (
+        ("cutlass_resnet", ROOT / "cutlass_resnet"),
+        ("cutlass_resnet.ops", ROOT / "cutlass_resnet" / "ops"),
+    ):
+        package = types.ModuleType(name)
+        package.__path__ = [str(folder)]
+        sys.modules[name] = package
+    return importlib.import_module("cutlass_resnet.ops.build")
+
+
+def _extension_setup(targets_text: str) -> dict:
     try:
         import torch
     except ImportError:
@@ -37,10 +51,8 @@ def _extension_setup(archs_text: str) -> dict:
             "CUTLASS_RESNET_CUDA_ARCHS is set but torch is not importable while building: "
             "install with `pip install --no-build-isolation .` so the kernels compile against your torch"
         )
-    spec = importlib.util.spec_from_file_location("_cutlass_resnet_build", ROOT / "cutlass_resnet" / "ops" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    archs = build.parse_arch_list(archs_text)
+    build = _build_module()
+    targets = build.parse_targets(targets_text)
     home = build.cuda_home()
     if home is None:
         if not EXPLICIT:
@@ -49,11 +61,11 @@ def _extension_setup(archs_text: str) -> dict:
         sys.exit("CUTLASS_RESNET_CUDA_ARCHS is set but nvcc was not found: install the CUDA toolkit, set CUDA_HOME")
     home = build.linkable_toolkit(home)
     os.environ["CUDA_HOME"] = home
-    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(targets)
     from torch.utils import cpp_extension
 
     cpp_extension.CUDA_HOME = home
-    args = build.extension_args(archs)
+    args = build.extension_args(targets)
 
     class BuildExtension(cpp_extension.BuildExtension):
         """Records next to the library what it was built for, so the loader can tell whether it fits."""
@@ -63,7 +75,7 @@ def _extension_setup(archs_text: str) -> dict:
             library = Path(self.get_ext_fullpath("cutlass_resnet.ops._C"))
             info = {
                 "library": library.name,
-                "archs": archs,
+                "targets": targets,
                 "torch": torch.__version__,
                 "cuda": torch.version.cuda,
                 "sources": build.source_digest(),

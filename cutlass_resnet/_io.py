@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "file_lock", "file_mode", "remove_leftovers", "replace_folder", "write_text"]
+__all__ = [
+    "atomic_path",
+    "file_lock",
+    "file_mode",
+    "remove_leftovers",
+    "replace_folder",
+    "sha256_of",
+    "write_text",
+]
 
 
 def _umask() -> int:
@@ -30,10 +39,21 @@ def file_mode() -> int:
 
 
 def file_lock(path: Path):
-    """A lock beside ``path`` (``.<name>.lock``), for the processes that write it."""
+    """A lock beside ``path`` (``.<name>.lock``), for the processes that write it. One lock object per path in a
+    process, so a writer that holds it may call another that takes it again."""
     from filelock import FileLock
 
-    return FileLock(str(path.parent / f".{path.name}.lock"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{path.name}.lock"), is_singleton=True)
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove_leftovers(path: Path) -> None:
@@ -79,12 +99,13 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def replace_folder(folder: str | os.PathLike[str], replaces: Collection[str]) -> Iterator[Path]:
+def replace_folder(folder: str | os.PathLike[str], replaces: Collection[str] | None = None) -> Iterator[Path]:
     """A new folder beside ``folder`` to write inside the block; on success it replaces ``folder`` whole.
 
     Readers see the old folder or the new one, never a mix: where the system can, the two are exchanged in one
     step, else the old is moved aside just before the new is moved in. The entries of ``folder`` not named in
-    ``replaces`` are carried over (hard links); those named are the block's to write (or to leave out). A writer
+    ``replaces`` are carried over (hard links); those named are the block's to write (or to leave out); with
+    ``replaces=None`` nothing is carried over. A writer
     killed mid-way leaves only a temporary folder, which the next writer removes.
     """
     folder = Path(folder)
@@ -93,7 +114,7 @@ def replace_folder(folder: str | os.PathLike[str], replaces: Collection[str]) ->
         remove_leftovers(folder)
         new = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
         try:
-            if folder.is_dir():
+            if folder.is_dir() and replaces is not None:
                 for entry in (e for e in folder.iterdir() if e.name not in replaces):
                     target = new / entry.name
                     if entry.is_dir() and not entry.is_symlink():
@@ -102,9 +123,10 @@ def replace_folder(folder: str | os.PathLike[str], replaces: Collection[str]) ->
                         with contextlib.suppress(OSError):
                             os.link(entry, target, follow_symlinks=False)
             yield new
-            for name in replaces:  # some writers (safetensors) make private temporary files and rename them
-                if (new / name).is_file():
-                    os.chmod(new / name, file_mode())
+            written = [new / name for name in replaces] if replaces is not None else list(new.iterdir())
+            for path in written:  # some writers (safetensors) make private temporary files and rename them
+                if path.is_file() and not path.is_symlink():
+                    os.chmod(path, file_mode())
             os.chmod(new, 0o777 & ~_umask())
             if not folder.exists():
                 new.rename(folder)

@@ -71,7 +71,7 @@ def extension(tmp_path_factory):
     Built into a fresh folder, so every run compiles it (a few minutes on 2 cores), unless
     CUTLASS_RESNET_TEST_CACHE names a folder to reuse.
     """
-    from cutlass_resnet.ops import build
+    from cutlass_resnet.ops import build, library
 
     if build.cuda_home() is None and os.environ.get("CI") != "true":
         pytest.skip("nvcc is not installed")
@@ -80,8 +80,8 @@ def extension(tmp_path_factory):
         tmp_path_factory.mktemp("kernel-cache")
     )
     try:
-        assert build.load(["8.0", "9.0a"]), build.load_error()
-        yield build
+        assert library.load(["8.0", "9.0a"]), library.load_error()
+        yield library
     finally:
         if previous is None:
             os.environ.pop("CUTLASS_RESNET_CACHE", None)

@@ -96,7 +96,7 @@ def test_no_import_cycle():
 def test_the_checks_find_an_upward_import_and_a_cycle(monkeypatch):
     """The two checks above fail on graphs that break the rules."""
     upward = {**GRAPH, "cutlass_resnet.ops.select": GRAPH["cutlass_resnet.ops.select"] | {"cutlass_resnet.nn.conv"}}
-    cycle = {**GRAPH, "cutlass_resnet.ops.build": GRAPH["cutlass_resnet.ops.build"] | {"cutlass_resnet.ops.select"}}
+    cycle = {**GRAPH, "cutlass_resnet.ops.library": GRAPH["cutlass_resnet.ops.library"] | {"cutlass_resnet.ops.select"}}
     monkeypatch.setitem(globals(), "GRAPH", upward)
     with pytest.raises(
         AssertionError, match=r"ops.select \(layer 1\) imports layers above it: \['cutlass_resnet.nn.conv'\]"
@@ -105,7 +105,7 @@ def test_the_checks_find_an_upward_import_and_a_cycle(monkeypatch):
     monkeypatch.setitem(globals(), "GRAPH", cycle)
     with pytest.raises(
         AssertionError,
-        match=r"import cycle: cutlass_resnet.ops.(select|build) -> cutlass_resnet.ops.(build|select) -> "
+        match=r"import cycle: cutlass_resnet.ops.(select|library) -> cutlass_resnet.ops.(library|select) -> "
         r"cutlass_resnet.ops.\1",  # from whichever of the two the walk reaches first
     ):
         test_no_import_cycle()

@@ -103,8 +103,8 @@ def test_release_wheel_is_loaded_without_compiling_and_uses_the_stable_abi(tmp_p
     python = install(tmp_path, wheel)
     library, *names = run(
         python,
-        "from cutlass_resnet.ops import build, select; assert build.load(), build.load_error();"
-        "print(build.library_path()); [print(k.name) for k in select.kernel_table()]",
+        "from cutlass_resnet.ops import library, select; assert library.load(), library.load_error();"
+        "print(library.library_path()); [print(k.name) for k in select.kernel_table()]",
         tmp_path,
     )
     assert Path(library).parent.name == "ops" and Path(library).is_relative_to(tmp_path / "venv")
@@ -129,7 +129,7 @@ def test_release_wheel_is_loaded_without_compiling_and_uses_the_stable_abi(tmp_p
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
     env.update(PATH=path, CUTLASS_RESNET_CACHE=str(tmp_path / "cache"))
     info = json.loads(checked(["cutlass-resnet", "info", "--json"], cwd=tmp_path, timeout=300, env=env).stdout)
-    assert info["prebuilt_kernels"]["archs"] == ["8.0"] and sorted(info["kernels"]) == expected
+    assert info["prebuilt_kernels"]["targets"] == ["8.0"] and sorted(info["kernels"]) == expected
     assert not (tmp_path / "cache" / "kernels").exists()
 
 

@@ -33,7 +33,7 @@ import torchvision
 from .._io import atomic_path, write_text
 from ..models import get_model, list_models
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
-from ..ops import build, dispatch
+from ..ops import dispatch, library
 from ..ops.select import capability_of
 from ..pretrained import load_torchvision_state_dict
 from .common import DTYPES, EXIT_OK, NoGPUError, check_output_file
@@ -133,8 +133,8 @@ def host_path(
     """Microseconds of host time per conv of fused ``arch``, each conv called as the model calls it, in a dry run
     (everything but the launch) on ``device``'s tensors as on a GPU of ``capability``: the median of ``iters``
     rounds."""
-    if not build.load_for(capability):
-        raise RuntimeError(f"the dry run needs the CUTLASS extension: {build.load_error()}")
+    if not library.load_for(capability):
+        raise RuntimeError(f"the dry run needs the CUTLASS extension: {library.load_error()}")
     model = fuse_bn(get_model(arch).eval()).to(device=device, dtype=dtype)
     calls: list[tuple[torch.nn.Module, tuple, dict]] = []
     hooks = [

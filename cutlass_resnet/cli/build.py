@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
-from ..ops import build
+from ..ops import build, library
 from .common import EXIT_OK, UsageError
 
 __all__ = ["add_arguments", "run"]
 
 
+class _DeprecatedArch(argparse.Action):
+    """``--arch`` once named the nvcc targets here; everywhere else it is the model."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        message = "`build --arch` is deprecated: use --gpu-arch (--arch names a model)"
+        warnings.warn(message, FutureWarning, stacklevel=2)
+        namespace.gpu_arch = values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", nargs="+", help="nvcc archs, e.g. 8.0 9.0a (default: the visible GPUs)")
+    p.add_argument(
+        "--gpu-arch", nargs="+", metavar="TARGET", help="nvcc targets, e.g. 8.0 9.0a (default: the visible GPUs)"
+    )
+    p.add_argument("--arch", nargs="+", action=_DeprecatedArch, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build (or find) the library for the archs; print its path."""
-    archs = args.arch or build.default_nvcc_archs()
-    if not archs:
-        raise UsageError("no GPU is visible: name the targets with --arch, e.g. --arch 8.0 9.0a")
-    print(build.build(archs, verbose=args.verbose))
+    """Build (or find) the library for the nvcc targets; print its path."""
+    targets = build.parse_targets(" ".join(args.gpu_arch)) if args.gpu_arch else library.default_targets()
+    if not targets:
+        raise UsageError("no GPU is visible: name the nvcc targets with --gpu-arch, e.g. --gpu-arch 8.0 9.0a")
+    print(build.build(targets, verbose=args.verbose))
     return EXIT_OK

@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from .._version import __version__
-from ..ops import build
+from ..ops import build, library
 from ..ops.select import kernel_table
 from ..ops.selfcheck import read_verdicts
 from .common import EXIT_OK
@@ -29,14 +29,14 @@ def _info_data() -> dict[str, Any]:
             return "not installed"
 
     gpus = [
-        dict(name=torch.cuda.get_device_name(i), arch=build.nvcc_arch(torch.cuda.get_device_capability(i)))
+        dict(name=torch.cuda.get_device_name(i), arch=build.nvcc_target(torch.cuda.get_device_capability(i)))
         for i in range(torch.cuda.device_count())
     ]
-    prebuilt = json.loads(build.PREBUILT_INFO.read_text()) if build.PREBUILT_INFO.exists() else None
+    prebuilt = library.prebuilt_info()
     cached = sorted(str(p) for p in (build.cache_root() / "kernels").glob("*/cutlass_resnet_C.so"))
-    archs = build.default_nvcc_archs()
+    targets = library.default_targets()
     kernel_names: list[str] = []
-    if build.find_library(archs) is not None and build.load(archs):  # already compiled: loading builds nothing
+    if library.find_library(targets) is not None and library.load(targets):  # already compiled: loading builds nothing
         kernel_names = [k.name for k in kernel_table()]
     records = read_verdicts()
     from huggingface_hub import constants
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         f"CUDA toolkit (nvcc): {data['cuda_toolkit'] or no_toolkit}",
         f"GPU: {gpus}",
         f"kernel cache: {data['kernel_cache']}",
-        f"  installed kernels: {'built for ' + ', '.join(prebuilt['archs']) if prebuilt else 'none'}",
+        f"  installed kernels: {'built for ' + ', '.join(prebuilt['targets']) if prebuilt else 'none'}",
         f"  cached builds: {', '.join(Path(p).parent.name for p in data['cached_builds']) or 'none yet'}",
         f"  kernels loaded: {', '.join(data['kernels']) or 'none (compiled on first use on a GPU)'}",
         f"  disabled by self-check: {', '.join(data['disabled_kernels']) or 'none'}",

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .._io import atomic_path
 from ..models import list_models
-from ..ops import build
+from ..ops import library
 from ..predict import (
     FeatureLog,
     Result,
@@ -107,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
 def _print(args, model, arch, device, dtype, results) -> None:
     if device.type != "cuda":
         kernel_path = "reference convolution (CPU)"
-    elif build.loaded():  # a conv no kernel takes still falls back, with its own warning
+    elif library.loaded():  # a conv no kernel takes still falls back, with its own warning
         kernel_path = "CUTLASS kernels"
     else:
-        kernel_path = f"aten's convolution: CUTLASS kernels unavailable ({build.load_error()})"
+        kernel_path = f"aten's convolution: CUTLASS kernels unavailable ({library.load_error()})"
     info = dict(arch=arch, weights=model.pretrained_source, device=str(device), dtype=str(dtype)[6:], fused=model.fused)
     predictions = [
         dict(image=r.path, top=[dict(index=t["index"], label=t["label"], probability=t["prob"]) for t in r.top])

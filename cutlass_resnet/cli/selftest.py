@@ -21,7 +21,7 @@ import torchvision
 
 from .. import models
 from ..nn import fuse_bn, plan
-from ..ops import build
+from ..ops import library
 from ..ops.select import kernel_table, launch_form
 from ..ops.selfcheck import (
     SelfCheckUnavailable,
@@ -88,8 +88,8 @@ def kernel_sweep(
     Returns (kernel, problem, None or why it failed). A failing kernel is recorded in the
     kernel cache and never dispatched again on this GPU.
     """
-    if not build.load():
-        return [("extension", None, f"the CUTLASS extension is unavailable: {build.load_error()}")]
+    if not library.load():
+        return [("extension", None, f"the CUTLASS extension is unavailable: {library.load_error()}")]
     gpu = capability or torch.cuda.get_device_capability(device)
     problems = set()
     for arch in ARCHS:
@@ -130,8 +130,8 @@ def gpu_model_parity(arch: str, device: torch.device, dtype: torch.dtype, batch_
 def matrix_checks(device: torch.device, sanitizer: str | None = None) -> int:
     """Every kernel that serves this GPU, over its self-check matrix, each in a child process (under
     ``compute-sanitizer --tool sanitizer`` if given); verdicts recorded; returns the failure count."""
-    if not build.load():
-        print(f"the CUTLASS extension is unavailable: {build.load_error()}")
+    if not library.load():
+        print(f"the CUTLASS extension is unavailable: {library.load_error()}")
         return 1
     capability = torch.cuda.get_device_capability(device)
     under = f" under compute-sanitizer --tool {sanitizer}" if sanitizer else ""
@@ -145,7 +145,7 @@ def matrix_checks(device: torch.device, sanitizer: str | None = None) -> int:
             continue
         start = time.perf_counter()
         try:
-            reason = isolated_check(kernel.name, device.index or 0, build.library_path(), sanitizer=sanitizer)
+            reason = isolated_check(kernel.name, device.index or 0, library.library_path(), sanitizer=sanitizer)
         except SelfCheckUnavailable as exc:
             print(f"{kernel.name:<32} not checked: {exc}")
             failures += 1

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..ops import build
+from ..ops import library
 from ..ops.select import Choice, Problem, capability_of, roofline_us, select
 from .conv import Conv2d
 
@@ -126,7 +126,7 @@ def plan(
     finally:
         for h in hooks:
             h.remove()
-    build.load_for(arch)
+    library.load_for(arch)
     result = Plan(
         PlanEntry(name, p, select(p, dtype, arch, sm_count, r), r, roofline_us(p, arch, r)) for name, p, r in problems
     )

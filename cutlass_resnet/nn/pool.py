@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import build, dispatch
+from ..ops import dispatch, library
 
 __all__ = ["MaxPool2d"]
 
@@ -45,7 +45,7 @@ class MaxPool2d(nn.MaxPool2d):
             or input.dim() != 4
             or not input.is_contiguous(memory_format=torch.channels_last)
             or torch.compiler.is_compiling()
-            or not build.loaded()
+            or not library.loaded()
         ):
             return None
         pair = nn.modules.utils._pair

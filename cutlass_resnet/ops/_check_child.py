@@ -12,14 +12,14 @@ import sys
 
 import torch
 
-from cutlass_resnet.ops import build
+from cutlass_resnet.ops import library as loader
 from cutlass_resnet.ops.selfcheck import SelfCheckUnavailable, check_kernel
 
 
-def main(kernel_names: str, device_index: str, library: str) -> dict:
+def main(kernel_names: str, device_index: str, library_path: str) -> dict:
     """Check each kernel of the comma-separated ``kernel_names`` in turn."""
     try:
-        build.load_built(library)
+        loader.load_built(library_path)
         device = torch.device("cuda", int(device_index))
         torch.cuda.set_device(device)
         torch.ones(1, device=device).add_(1).item()  # a context and a launch: a busy or exclusive GPU fails here

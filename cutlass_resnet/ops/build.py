@@ -1,15 +1,11 @@
-"""Build and load the CUTLASS extension: JIT on first use, or ahead of time.
+"""Compile the CUTLASS extension and cache it: on first use, ahead of time, or at install time (``setup.py``).
 
-``cutlass-resnet build [--arch 8.0 9.0a]`` builds into the cache what a later process loads
-without compiling. The cache is keyed by package, CUTLASS, torch and CUDA versions and the
-target archs. Each build compiles in a private folder, records the library's size and sha256
-(``manifest.json``) and is renamed into place whole; a library is loaded only when it matches
-its record, so a truncated file is rebuilt instead of crashing the process, and a complete
-build loads from a read-only folder without nvcc. A file lock beside the folder keeps two
-processes from building the same key at once.
-``CUTLASS_RESNET_CUDA_ARCHS="8.0;9.0a" pip install --no-build-isolation .`` compiles the kernels
-into the installed package instead (``setup.py``); that prebuilt library is loaded first
-whenever it was built for this torch, covers the GPU's arch and matches its record.
+``cutlass-resnet build --gpu-arch 8.0 9.0a`` compiles into the cache what a later process loads
+(:mod:`.library` finds, verifies and loads it). A build is keyed by package, CUTLASS, torch and CUDA
+versions, the sources and the nvcc targets. It compiles in a private folder, records the library's
+size and sha256 (``manifest.json``) and replaces the cache folder whole, under a lock beside it, so a
+killed build leaves nothing a later process would load. ``setup.py`` loads this module on its own
+(without the package's ``__init__``): it imports nothing of the package but :mod:`.._io`.
 """
 
 from __future__ import annotations
@@ -21,45 +17,36 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
-import warnings
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
+from .._io import file_lock, replace_folder, sha256_of
+
 __all__ = [
     "CSRC",
+    "LIBRARY_NAME",
     "build",
-    "build_id",
+    "build_defect",
     "cache_dir",
     "cache_root",
     "cuda_home",
-    "default_nvcc_archs",
     "extension_args",
     "file_record",
-    "find_library",
-    "why_unloadable",
-    "library_path",
-    "load",
-    "load_built",
-    "load_error",
-    "load_for",
-    "loaded",
-    "nvcc_arch",
-    "nvcc_arch_runs_on",
-    "parse_arch_list",
+    "linkable_toolkit",
+    "nvcc_target",
+    "parse_targets",
     "source_digest",
     "sources",
+    "why_unloadable",
 ]
 
 CSRC = Path(__file__).with_name("csrc")
-PREBUILT_INFO = Path(__file__).with_name("_C.json")  # written by setup.py next to the library it built
 LIBRARY_NAME = "cutlass_resnet_C.so"
 MANIFEST_NAME = "manifest.json"
-_state: dict[str, object] = {"path": None, "error": None}
 
 
 def cache_root() -> Path:
@@ -69,39 +56,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cutlass_resnet"
 
 
-def nvcc_arch(capability: tuple[int, int]) -> str:
-    """The nvcc arch for a compute capability: Hopper needs ``9.0a`` for its wgmma/TMA kernels."""
+def nvcc_target(capability: tuple[int, int]) -> str:
+    """The nvcc target for a compute capability: Hopper needs ``9.0a`` for its wgmma/TMA kernels."""
     major, minor = capability
     return f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "")
 
 
-def parse_arch_list(text: str) -> list[str]:
-    """nvcc archs from a list as ``TORCH_CUDA_ARCH_LIST`` writes it (``"8.0;8.6 9.0+PTX"``): separators ``;``,
+def parse_targets(text: str) -> list[str]:
+    """nvcc targets from a list as ``TORCH_CUDA_ARCH_LIST`` writes it (``"8.0;8.6 9.0+PTX"``): separators ``;``,
     ``,`` or spaces, ``+PTX`` dropped, and ``9.0`` read as ``9.0a``, which the Hopper kernels need."""
-    archs = []
+    targets = []
     for item in text.replace(",", ";").replace(" ", ";").split(";"):
-        arch = item.strip().removesuffix("+PTX")
-        if not arch:
+        target = item.strip().removesuffix("+PTX")
+        if not target:
             continue
-        if not re.fullmatch(r"\d+\.\d+[af]?", arch):
-            raise ValueError(f"{item!r} is not an arch like 8.0, 8.6 or 9.0a (in {text!r})")
-        archs.append("9.0a" if arch == "9.0" else arch)
-    return sorted(set(archs), key=archs.index)
+        if not re.fullmatch(r"\d+\.\d+[af]?", target):
+            raise ValueError(f"{item!r} is not an nvcc target like 8.0, 8.6 or 9.0a (in {text!r})")
+        targets.append("9.0a" if target == "9.0" else target)
+    return sorted(set(targets), key=targets.index)
 
 
-def default_nvcc_archs() -> list[str]:
-    """``TORCH_CUDA_ARCH_LIST`` when set, else the nvcc archs of the visible GPUs; empty when there is neither."""
-    if os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
-        return parse_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
-    if not torch.cuda.is_available():
-        return []
-    return sorted({nvcc_arch(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())})
-
-
-def sources(archs: list[str] | None = None) -> list[Path]:
-    """The binding, the registry, the layout passes and one .cu per kernel; the Hopper kernels only for sm_90a
-    targets."""
-    hopper = sorted(CSRC.glob("k90_*.cu")) if archs is None or "9.0a" in archs else []
+def sources(targets: list[str] | None = None) -> list[Path]:
+    """The binding, the registry, the layout passes and one .cu per kernel; the Hopper kernels only for sm_90a."""
+    hopper = sorted(CSRC.glob("k90_*.cu")) if targets is None or "9.0a" in targets else []
     return [CSRC / "binding.cpp", CSRC / "registry.cu", CSRC / "layout.cu", *sorted(CSRC.glob("k80_*.cu")), *hopper]
 
 
@@ -124,25 +101,20 @@ def source_digest() -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()) if p.is_file())).hexdigest()[:12]
 
 
-def cache_dir(archs: list[str]) -> Path:
-    """The build folder for these archs, keyed by everything that changes the binary."""
-    from .._version import __version__  # here, not at the top: setup.py loads this file outside the package
+def cache_dir(targets: list[str]) -> Path:
+    """The build folder for these nvcc targets, keyed by everything that changes the binary."""
+    from .._version import __version__
 
-    digest = source_digest()
     key = (
         f"cr{__version__}-cutlass{_cutlass_version()}-torch{torch.__version__}-cuda{torch.version.cuda}"
-        f"-sm{'_'.join(a.replace('.', '') for a in archs)}-{digest}"
+        f"-sm{'_'.join(t.replace('.', '') for t in targets)}-{source_digest()}"
     )
     return cache_root() / "kernels" / key.replace("+", "_")
 
 
 def file_record(path: Path) -> dict[str, object]:
     """Size and sha256 of a built library: what :func:`why_unloadable` checks before it is loaded."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def why_unloadable(library: Path, record: dict[str, object] | None) -> str | None:
@@ -157,12 +129,13 @@ def why_unloadable(library: Path, record: dict[str, object] | None) -> str | Non
     size = library.stat().st_size
     if size != record.get("size"):
         return f"{library} has {size} bytes, but {record.get('size')} were built (truncated or replaced)"
-    if file_record(library)["sha256"] != record["sha256"]:
+    if sha256_of(library) != record["sha256"]:
         return f"{library} does not match the sha256 recorded when it was built"
     return None
 
 
-def _why_build_unusable(folder: Path) -> str | None:
+def build_defect(folder: Path) -> str | None:
+    """Why the cached build in ``folder`` must not be loaded, or None when it is complete and matches its record."""
     manifest = folder / MANIFEST_NAME
     try:
         record = json.loads(manifest.read_text()) if manifest.exists() else None
@@ -202,154 +175,25 @@ def linkable_toolkit(home: str) -> str:
     versioned = sorted(lib.glob("libcudart.so.*"))
     if not versioned:
         raise RuntimeError(f"{home} has no libcudart.so to link the extension with")
-    overlay = cache_root() / "toolkit" / hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
-    if not (overlay / "lib" / "libcudart.so").exists():
-        scratch = Path(tempfile.mkdtemp(dir=_mkdir(overlay.parent), prefix=".overlay-"))
-        for entry in Path(home).iterdir():
-            if entry.name != "lib":
-                (scratch / entry.name).symlink_to(entry.resolve())
-        (scratch / "lib").mkdir()
-        for entry in lib.iterdir():
-            (scratch / "lib" / entry.name).symlink_to(entry.resolve())
-        (scratch / "lib" / "libcudart.so").symlink_to(versioned[0].resolve())
-        try:
-            scratch.rename(overlay)
-        except OSError:  # another process made it first
-            shutil.rmtree(scratch, ignore_errors=True)
+    overlay = cache_root() / "toolkit" / hashlib.sha256(os.fsencode(Path(home).resolve())).hexdigest()[:12]
+    with file_lock(overlay):
+        if not (overlay / "lib" / "libcudart.so").exists():
+            with replace_folder(overlay) as scratch:
+                for entry in Path(home).iterdir():
+                    if entry.name != "lib":
+                        (scratch / entry.name).symlink_to(entry.resolve())
+                (scratch / "lib").mkdir()
+                for entry in lib.iterdir():
+                    (scratch / "lib" / entry.name).symlink_to(entry.resolve())
+                (scratch / "lib" / "libcudart.so").symlink_to(versioned[0].resolve())
     return str(overlay)
 
 
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def loaded() -> bool:
-    return _state["path"] is not None
-
-
-def library_path() -> str | None:
-    """The loaded extension library, or None."""
-    return _state["path"]  # type: ignore[return-value]
-
-
-def build_id() -> str:
-    """Names the loaded build (cache folder, or the prebuilt library's sources): self-check verdicts are per build."""
-    path = Path(_state["path"] or "")  # type: ignore[arg-type]
-    if path.parent == PREBUILT_INFO.parent:
-        return "prebuilt-" + json.loads(PREBUILT_INFO.read_text())["sources"]
-    return path.parent.name
-
-
-def load_error() -> str | None:
-    """Why the extension could not be loaded, or None."""
-    return _state["error"]  # type: ignore[return-value]
-
-
-def load_built(path: str) -> None:
-    """Load the library that another process loaded and verified (the self-check's child process)."""
-    torch.ops.load_library(path)
-    _state["path"], _state["error"] = path, None
-
-
-def load(archs: list[str] | None = None, *, verbose: bool = False) -> bool:
-    """Build (first time only) and load the extension; return whether its ops are available.
-
-    On failure (no nvcc, no CUDA build of torch, a compile error) warn once, saying why, and
-    return False: CUDA convs then run aten's convolution.
-    """
-    if _state["path"] is not None:
-        return True
-    if _state["error"] is not None:
-        return False
-    archs = archs or default_nvcc_archs()
-    try:
-        prebuilt = _prebuilt(archs)
-        if prebuilt is not None:
-            torch.ops.load_library(prebuilt)
-            _state["path"] = prebuilt
-        else:
-            _state["path"] = build(archs, verbose=verbose)
-        return True
-    except Exception as exc:  # noqa: BLE001 - any failure means: no kernels, aten's convolution
-        _state["error"] = str(exc)
-        warnings.warn(
-            f"cutlass_resnet: CUTLASS kernels unavailable, CUDA convs run aten's convolution: {exc}", stacklevel=2
-        )
-        return False
-
-
-def load_for(capability: tuple[int, int]) -> bool:
-    """:func:`load` for planning, dry runs or emulation of a GPU of ``capability`` where none may be visible: the
-    visible GPUs' (or ``TORCH_CUDA_ARCH_LIST``'s) archs, else that capability's."""
-    return load(default_nvcc_archs() or [nvcc_arch(capability)])
-
-
-def nvcc_arch_runs_on(built: str, needed: str) -> bool:
-    """Whether code built for arch ``built`` runs on a GPU of arch ``needed`` (same major, no newer minor)."""
-    if built == needed:
-        return True
-    if built.endswith("a"):  # arch-specific code (wgmma, TMA) runs on that arch only
-        return False
-    (b_major, b_minor), (n_major, n_minor) = (tuple(map(int, a.rstrip("a").split("."))) for a in (built, needed))
-    return b_major == n_major and b_minor <= n_minor
-
-
-#: The LibTorch stable ABI the binding is built against (TORCH_TARGET_VERSION): any torch from it on loads it.
-STABLE_ABI = (2, 10)
-
-
-def _release(version: str) -> tuple[int, int]:
-    """(major, minor) of a torch version such as ``2.14.1+cu130``."""
-    found = re.match(r"(\d+)\.(\d+)", version or "")
-    return (int(found[1]), int(found[2])) if found else (0, 0)
-
-
-def _cuda_major(version: str | None) -> str | None:
-    return version.split(".")[0] if version else None
-
-
-def _prebuilt(archs: list[str]) -> str | None:
-    """The library compiled in at install time, if this torch can load it (any torch from 2.10 on, built for the same
-    CUDA major: the binding uses the stable ABI only) and it covers ``archs``."""
-    if not PREBUILT_INFO.exists():
-        return None
-    info = json.loads(PREBUILT_INFO.read_text())
-    library = PREBUILT_INFO.with_name(info["library"])
-    mismatch = None
-    if _release(info["torch"]) < STABLE_ABI:
-        mismatch = f"it was built for torch {info['torch']}, older than the stable ABI of torch 2.10 it needs"
-    elif _release(torch.__version__) < STABLE_ABI:
-        mismatch = f"it needs torch 2.10 or newer (the LibTorch stable ABI), this is {torch.__version__}"
-    elif _cuda_major(info["cuda"]) != _cuda_major(torch.version.cuda):
-        cuda = torch.version.cuda
-        mismatch = f"it was built for CUDA {info['cuda']}, this torch {torch.__version__} is for CUDA {cuda}"
-    elif missing := [a for a in archs if not any(nvcc_arch_runs_on(b, a) for b in info["archs"])]:
-        mismatch = f"it was built for {', '.join(info['archs'])}, not {', '.join(missing)}"
-    else:
-        mismatch = why_unloadable(library, info.get("library_file"))
-    if mismatch:
-        warnings.warn(f"cutlass_resnet: not using the prebuilt kernels ({mismatch}); compiling instead", stacklevel=3)
-        return None
-    return str(library)
-
-
-def find_library(archs: list[str]) -> str | None:
-    """The already compiled library that :func:`load` would use for ``archs``, or None: nothing is built."""
-    prebuilt = _prebuilt(archs)
-    if prebuilt is not None:
-        return prebuilt
-    if not archs:
-        return None
-    folder = cache_dir(archs)  # hashes every source file: once
-    return None if _why_build_unusable(folder) is not None else str(folder / LIBRARY_NAME)
-
-
-def extension_args(archs: list[str]) -> dict[str, list[str]]:
+def extension_args(targets: list[str]) -> dict[str, list[str]]:
     """Sources, include paths and compiler flags of the extension: the JIT build and setup.py share them."""
-    hopper = ["-DCR_WITH_SM90"] if "9.0a" in archs else []
+    hopper = ["-DCR_WITH_SM90"] if "9.0a" in targets else []
     return {
-        "sources": [str(p) for p in sources(archs)],
+        "sources": [str(p) for p in sources(targets)],
         "include_dirs": [*_cutlass_includes(), str(CSRC)],
         # The binding uses the LibTorch stable ABI only: torch >= 2.10's, and no C++ symbol of libtorch.
         "cxx": ["-O3", "-DNDEBUG", "-DTORCH_TARGET_VERSION=0x020a000000000000", "-DUSE_CUDA", *hopper],
@@ -385,19 +229,18 @@ def _progress(build_dir: Path, total: int) -> Iterator[None]:
         bar.close()
 
 
-def build(archs: list[str], *, verbose: bool = False) -> str:
-    """Load the verified build for ``archs`` from the cache, compiling it first when there is none; return its path.
+def build(targets: list[str], *, verbose: bool = False) -> str:
+    """The path of the verified build for ``targets`` in the cache, compiled first when there is none.
 
     A complete build needs neither nvcc nor a writable cache. Otherwise the build compiles in a
-    private folder beside the final one (so a killed build, or its orphaned compilers, never
-    touch another's files) and is renamed into place once its library and record are written.
+    private folder beside the cache folder (so a killed build, or its orphaned compilers, never
+    touch another's files), which replaces the cache folder once its library and record are written.
     """
-    if not archs:
-        raise RuntimeError("no GPU is visible and no arch was given (e.g. archs=['8.0', '9.0a'])")
-    target = cache_dir(archs)
-    defect = _why_build_unusable(target)
+    if not targets:
+        raise RuntimeError("no GPU is visible and no nvcc target was given (e.g. targets=['8.0', '9.0a'])")
+    target = cache_dir(targets)
+    defect = build_defect(target)
     if defect is None:
-        torch.ops.load_library(str(target / LIBRARY_NAME))
         return str(target / LIBRARY_NAME)
     if torch.version.cuda is None:
         raise RuntimeError(f"torch {torch.__version__} is not a CUDA build")
@@ -408,47 +251,34 @@ def build(archs: list[str], *, verbose: bool = False) -> str:
             f"nvcc not found: install the CUDA toolkit and set CUDA_HOME, or `{JIT_INSTALL}` for NVIDIA's nvcc "
             f"wheels{damaged}"
         )
-    from filelock import FileLock
-
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
-        if _why_build_unusable(target) is None:  # another process built it while we waited
-            torch.ops.load_library(str(target / LIBRARY_NAME))
+    with file_lock(target):
+        if build_defect(target) is None:  # another process built it while we waited
             return str(target / LIBRARY_NAME)
-        for stale in target.parent.glob(f".{target.name}.build-*"):  # left by killed builds of this key
-            shutil.rmtree(stale, ignore_errors=True)
-        scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
-        try:
-            targets = ", ".join(f"sm_{a.replace('.', '')}" for a in archs)
-            print(
-                f"cutlass_resnet: compiling CUTLASS kernels for {targets} into {target} "
-                "(first run only, a few minutes)",
-                file=sys.stderr,
-                flush=True,
-            )
-            library = _compile(archs, scratch, home, verbose)
+        print(
+            f"cutlass_resnet: compiling CUTLASS kernels for {', '.join('sm_' + t.replace('.', '') for t in targets)} "
+            f"into {target} (first run only, a few minutes)",
+            file=sys.stderr,
+            flush=True,
+        )
+        with replace_folder(target) as scratch:
+            library = _compile(targets, scratch, home, verbose)
             library.rename(scratch / LIBRARY_NAME)
             (scratch / MANIFEST_NAME).write_text(json.dumps(file_record(scratch / LIBRARY_NAME)) + "\n")
-            if target.exists():  # a damaged build: moved aside, then removed
-                trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-                target.rename(trash / "build")
-                shutil.rmtree(trash, ignore_errors=True)
-            scratch.rename(target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
     return str(target / LIBRARY_NAME)
 
 
-def _compile(archs: list[str], build_dir: Path, home: str, verbose: bool) -> Path:
-    """Compile and load the extension in ``build_dir`` with torch's JIT build (ninja); return the library."""
+def _compile(targets: list[str], build_dir: Path, home: str, verbose: bool) -> Path:
+    """Compile the extension in ``build_dir`` with torch's JIT build (ninja), which also loads it; return the
+    library."""
     home = linkable_toolkit(home)
     os.environ["CUDA_HOME"] = home  # before torch.utils.cpp_extension reads it at import
     import torch.utils.cpp_extension as cpp_extension
 
     cpp_extension.CUDA_HOME = home
-    args = extension_args(archs)
+    args = extension_args(targets)
     previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(targets)
     progress = _progress(build_dir, len(args["sources"])) if not verbose else contextlib.nullcontext()
     try:
         with progress:

@@ -29,7 +29,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from . import build
+from . import library
 from .conv import _check_args, conv2d_fprop, reference_conv2d_fprop
 from .select import KERNEL_DTYPES, Choice, Problem, capability_of, device_info, kernel, select
 from .selfcheck import RECHECK_HINT, NotYet, capturing, kernel_verdict
@@ -163,7 +163,7 @@ def _launch(
 def forget_choices() -> None:
     """Forget every choice: the next call of each conv goes through Python's choice again."""
     _cached_select.cache_clear()
-    if build.loaded():
+    if library.loaded():
         torch.ops.cutlass_resnet_C.forget_choices()
 
 
@@ -236,7 +236,7 @@ _conv2d: list = []
 
 def _conv2d_op():
     """The binding's conv2d, looked up once the extension is loaded (None before)."""
-    if not _conv2d and build.loaded():
+    if not _conv2d and library.loaded():
         _conv2d.append(torch.ops.cutlass_resnet_C.conv2d.default)
     return _conv2d[0] if _conv2d else None
 
@@ -272,7 +272,7 @@ def _kernel_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, g
 
 def _library_for(target: _Target) -> bool:
     """Whether the kernels' library is loaded, loading (or building) it for the target's arch first."""
-    return build.loaded() or build.load_for(target.capability)
+    return library.loaded() or library.load_for(target.capability)
 
 
 @conv2d_fprop.register_kernel("cuda")

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import build, cost
+from . import cost, library
 from .conv import output_size
 from .kernels import CONV_RECORD, INSTANTIATIONS, KINDS, Kind
 
@@ -369,8 +369,8 @@ def select(
     if reasons:
         return _fallback(reasons[0])
     problem, kind, pad_channels, merge = launch_form(problem)
-    if not build.load():
-        return _fallback(f"the CUTLASS extension is unavailable: {build.load_error()}")
+    if not library.load():
+        return _fallback(f"the CUTLASS extension is unavailable: {library.load_error()}")
     candidates = [
         k for k in kernel_table() if k.dtype == dtype and k.serves(kind, capability) and k.name not in exclude
     ]

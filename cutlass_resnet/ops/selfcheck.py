@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from .._io import write_text
-from . import build
+from .._io import file_lock, write_text
+from . import build, library
 from .select import SPLITS, KernelInfo, KernelKind, Problem, device_info, kernel, kernel_table
 
 __all__ = [
@@ -106,11 +106,8 @@ def read_verdicts() -> dict[str, str]:
 
 def record_verdict(key: str, reason: str | None) -> dict[str, str]:
     """Persist one self-check result (None: passed), atomically and under a file lock; return all."""
-    from filelock import FileLock
-
     path = verdicts_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with file_lock(path):
         records = read_verdicts()
         records[key] = reason or ""
         write_text(path, json.dumps(records, indent=1, sort_keys=True))
@@ -123,17 +120,15 @@ def _forget_decisions() -> None:
     """A kernel is disabled, or every verdict forgotten: nothing decided on the old verdicts runs again in this
     process (the cached verdicts, and the binding's remembered choices, which launch without asking)."""
     _checked_verdict.cache_clear()
-    if build.loaded():
+    if library.loaded():
         torch.ops.cutlass_resnet_C.forget_choices()
 
 
 def forget_verdicts() -> None:
     """Remove every recorded verdict, so each kernel checks itself again on its next use."""
-    from filelock import FileLock
-
     path = verdicts_path()
     if path.exists():
-        with FileLock(str(path) + ".lock"):
+        with file_lock(path):
             path.unlink(missing_ok=True)
     _unrecorded.clear()
     _forget_decisions()
@@ -143,7 +138,7 @@ def verdict_key(kernel_name: str, device_index: int) -> str:
     """``<GPU name>|sm_<cc>|<build>|<kernel>``: a verdict holds for one kernel of one build on one kind of GPU."""
     major, minor = device_info(device_index)[0]
     name = torch.cuda.get_device_name(device_index) if torch.cuda.is_available() else "no-gpu"
-    return f"{name}|sm_{major}{minor}|{build.build_id()}|{kernel_name}"
+    return f"{name}|sm_{major}{minor}|{library.build_id()}|{kernel_name}"
 
 
 def _device(index: int) -> torch.device:
@@ -197,7 +192,7 @@ def _checked_verdict(kernel_name: str, device_index: int) -> str | None:
             file=sys.stderr,
             flush=True,
         )
-        verdicts = isolated_checks(names, device_index, build.library_path())
+        verdicts = isolated_checks(names, device_index, library.library_path())
     else:
         verdicts = {kernel_name: check_kernel(kernel_name, device)}
     for name, reason in verdicts.items():

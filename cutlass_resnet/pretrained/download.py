@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torchvision.models import WeightsEnum
 
-from .._io import file_mode
+from .._io import file_mode, sha256_of
 from ..ops.build import cache_root
 
 __all__ = [
@@ -68,14 +68,6 @@ def download_timeout() -> float:
     if not seconds > 0:
         raise ValueError(f"CUTLASS_RESNET_DOWNLOAD_TIMEOUT must be positive, got {text!r}")
     return seconds
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _hash_prefix(filename: str) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cutlass_resnet.ops import build, selfcheck
+from cutlass_resnet.ops import library, selfcheck
 from cutlass_resnet.ops.select import kernel_table
 
 
@@ -69,7 +69,7 @@ def test_the_child_loads_the_library_and_reaches_the_gpu(extension):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the check would pass")
     with pytest.raises(selfcheck.SelfCheckUnavailable, match="the check process could not use GPU 0"):
-        selfcheck.isolated_check("sm80_f16_t64x64_64x5", 0, build.library_path(), timeout=300)
+        selfcheck.isolated_check("sm80_f16_t64x64_64x5", 0, library.library_path(), timeout=300)
 
 
 def test_on_a_gpu_the_check_runs_isolated_for_the_model_s_kernels_together(emulated_gpu, monkeypatch):
@@ -85,8 +85,8 @@ def test_on_a_gpu_the_check_runs_isolated_for_the_model_s_kernels_together(emula
     monkeypatch.setattr(selfcheck, "_device", lambda index: torch.device("cuda", index))
     monkeypatch.setattr(selfcheck, "isolated_checks", checks)
     assert selfcheck.kernel_verdict("sm80_f16_t64x64_64x5", 0) is None
-    ((names, device_index, library),) = asked
-    assert names[0] == "sm80_f16_t64x64_64x5" and (device_index, library) == (0, build.library_path())
+    ((names, device_index, path),) = asked
+    assert names[0] == "sm80_f16_t64x64_64x5" and (device_index, path) == (0, library.library_path())
     assert set(names) == {k.name for k in kernel_table() if k.dtype == torch.float16 and not k.hopper}
     assert selfcheck.kernel_verdict("sm80_f16_stem_t128x64_64x3", 0) is None and len(asked) == 1
     assert emulated_gpu.calls == [] and set(selfcheck.read_verdicts().values()) == {""}
