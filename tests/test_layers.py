@@ -67,7 +67,7 @@ def test_the_reader_sees_the_layers():
     assert {"cutlass_resnet.ops.select", "cutlass_resnet.nn.plan", "cutlass_resnet.cli.predict"} <= set(MODULES)
     assert "cutlass_resnet.ops.select" in GRAPH["cutlass_resnet.ops.dispatch"]
     assert "cutlass_resnet.nn" in GRAPH["cutlass_resnet.models.resnet"]  # `from ..nn import Conv2d`
-    assert "cutlass_resnet.nn.fuse" in GRAPH["cutlass_resnet.models.resnet"]  # `from ..nn import fuse as fusion`
+    assert "cutlass_resnet.nn.fusion" in GRAPH["cutlass_resnet.models.resnet"]  # `from ..nn import fusion`
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -29,8 +29,7 @@ from torchvision.models import (
 from torchvision.models._api import WeightsEnum
 from torchvision.models._utils import _ovewrite_named_param, handle_legacy_interface
 
-from ..nn import Conv2d, MaxPool2d
-from ..nn import fuse as fusion
+from ..nn import Conv2d, MaxPool2d, fusion
 from ._api import load_weights, register_model, verify_weights
 
 __all__ = [

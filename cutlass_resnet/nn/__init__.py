@@ -2,7 +2,7 @@
 :func:`plan`."""
 
 from .conv import Conv2d
-from .fuse import conv_norm_pairs, fold_bn, fuse_bn
+from .fusion import conv_norm_pairs, fold_bn, fuse_bn
 from .graph import CUDAGraphModel, cuda_graph
 from .plan import Plan, PlanEntry, plan
 from .pool import MaxPool2d

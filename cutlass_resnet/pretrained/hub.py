@@ -43,7 +43,7 @@ from torchvision.models import WeightsEnum
 from .._io import replace_folder
 from .._version import __version__
 from ..models import ResNet, check_resnet, get_model, get_model_weights, list_models, model_name_of
-from ..nn import fuse_bn as _fuse_bn
+from ..nn import fusion
 from .download import (
     CorruptWeightsError,
     WeightsUnavailableError,
@@ -597,11 +597,11 @@ def from_pretrained(
         )
     model = get_model(arch, num_classes=classes).eval()
     if stored_fused:
-        _fuse_bn(model)  # the structure only: the file holds the folded weights
+        fusion.fuse_bn(model)  # the structure only: the file holds the folded weights
     load_torchvision_state_dict(model, state_dict)
     stored_dtype = state_dict["fc.weight"].dtype
     if fuse_bn and not stored_fused:
-        _fuse_bn(model, dtype or stored_dtype)  # folded in float64, rounded once
+        fusion.fuse_bn(model, dtype or stored_dtype)  # folded in float64, rounded once
     model.pretrained_source = config.get("source") or (name if kind == "local" else f"hf:{name}@{revision or 'main'}")
     model.pretrained_cfg = config.get("pretrained_cfg")  # timm's name: its preprocessing, used by predict
     return model.to(device=device, dtype=dtype or stored_dtype).eval()
