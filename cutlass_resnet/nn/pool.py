@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import dispatch, library
+from ..ops import dispatch, library, selfcheck
 
 __all__ = ["MaxPool2d"]
 
@@ -47,6 +47,9 @@ class MaxPool2d(nn.MaxPool2d):
             or torch.compiler.is_compiling()
             or not library.loaded()
         ):
+            return None
+        if input.is_cuda and (reason := selfcheck.kernel_verdict("max_pool2d", input.device.index or 0)):
+            dispatch.fall_back(f"cutlass_resnet: the max-pool pass is not used: {reason}", reason, "aten's max-pool")
             return None
         pair = nn.modules.utils._pair
         kernel, stride = pair(self.kernel_size), pair(self.stride)  # nn.MaxPool2d sets stride=None to kernel_size

@@ -38,6 +38,7 @@ __all__ = [
     "EMULATE_ENV",
     "STRICT",
     "dry_run",
+    "fall_back",
     "emulate",
     "emulating",
     "fallback_conv2d_fprop",
@@ -241,6 +242,16 @@ def _conv2d_op():
     return _conv2d[0] if _conv2d else None
 
 
+def fall_back(message: str, reason: str, instead: str = "aten's convolution") -> None:
+    """Say that ``instead`` runs what a kernel would (once per ``reason``), or raise with
+    ``CUTLASS_RESNET_STRICT=1``."""
+    if STRICT:
+        raise RuntimeError(message + "; unset CUTLASS_RESNET_STRICT to fall back to the reference")
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"{message}; running {instead} instead (warned once per reason)", stacklevel=4)
+
+
 def _aligned(t: Tensor | None) -> Tensor | None:
     """``t``, or a copy of it where it does not start on 16 bytes (a view into another tensor): what every
     operand of a kernel needs."""
@@ -257,12 +268,7 @@ def _kernel_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, g
     if choice.kernel is None:
         if mode == DRY_RUN:  # aten's convolution would run: nothing to do in a dry run
             return torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-        message = f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {choice.reason}"
-        if STRICT:
-            raise RuntimeError(message + "; unset CUTLASS_RESNET_STRICT to fall back to the reference")
-        if choice.reason not in _warned:
-            _warned.add(choice.reason)
-            warnings.warn(message + "; running aten's convolution instead (warned once per reason)", stacklevel=3)
+        fall_back(f"cutlass_resnet: no CUTLASS kernel for conv {problem} ({x.dtype}): {choice.reason}", choice.reason)
         return fallback_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, groups, relu)
     if not capturing():
         _remember(problem, x.dtype, residual is not None, -1 if device_index is None else device_index, choice)

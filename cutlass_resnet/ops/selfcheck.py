@@ -31,7 +31,7 @@ import torch
 
 from .._io import file_lock, write_text
 from . import build, library
-from .select import SPLITS, KernelInfo, KernelKind, Problem, device_info, kernel, kernel_table
+from .select import SPLITS, KernelInfo, KernelKind, Problem, device_info, kernel, kernel_table, launch_form
 
 __all__ = [
     "RECHECK_HINT",
@@ -201,8 +201,12 @@ def _checked_verdict(kernel_name: str, device_index: int) -> str | None:
 
 
 def _unchecked_peers(kernel_name: str, device_index: int, records: dict[str, str]) -> list[str]:
-    """The other kernels of ``kernel_name``'s dtype that run on this GPU and have no verdict yet: a model needs
-    several, and one child process checks them together (one torch import and CUDA context, not one each)."""
+    """The other kernels of ``kernel_name``'s dtype that run on this GPU and have no verdict yet, and the passes
+    (:data:`PASSES`): a model needs several, and one child process checks them together (one torch import and
+    CUDA context, not one each)."""
+    passes = [p for p in PASSES if p != kernel_name and verdict_key(p, device_index) not in records]
+    if kernel_name in PASSES:
+        return passes
     info, (capability, _) = kernel(kernel_name), device_info(device_index)
     return [
         k.name
@@ -211,7 +215,7 @@ def _unchecked_peers(kernel_name: str, device_index: int, records: dict[str, str
         and k.dtype == info.dtype
         and k.serves(k.problem_kind, capability)
         and verdict_key(k.name, device_index) not in records
-    ]
+    ] + passes
 
 
 def _keep_verdict(key: str, reason: str | None) -> None:
@@ -366,6 +370,7 @@ class Case:
     relu: bool = True
     offset: int = 0  #: images before the launched ones, as a launch on a chunk of a split batch sees
     split_k: int = 1  #: slices of a split-K kernel
+    packed: bool = False  #: ``problem`` is the model's conv, packed by the binding (stem padding, merged groups)
 
     def __str__(self) -> str:
         terms = [t for t, on in (("bias", self.bias), ("residual", self.residual), ("relu", self.relu)) if on]
@@ -373,6 +378,7 @@ class Case:
             f"{self.problem} with {'+'.join(terms) or 'no epilogue terms'}"
             + (f", split into {self.split_k}" if self.split_k > 1 else "")
             + (f", from image {self.offset}" if self.offset else "")
+            + (", packed" if self.packed else "")
         )
 
 
@@ -393,7 +399,9 @@ _SPLIT_CHANNELS = (384, 512, 1024, 1536)
 def coverage_cases(info: KernelInfo) -> list[Case]:
     """A small problem for every combination the kernel's selection can put it in: each epilogue (residual,
     ReLU; the bias always), each split it takes (every count of ``select.SPLITS``), dilation 1, 2 and 4 (the
-    dilated backbones of DeepLabV3 and FCN), and each grid regime (:func:`grid_regime`)."""
+    dilated backbones of DeepLabV3 and FCN), each grid regime (:func:`grid_regime`), and the binding's packing
+    where the zoo's convs need it (the 3-channel stem padded to 4, ResNeXt's 4-channel groups merged), from the
+    model's conv through the binding's whole path."""
     cases = []
     for residual, relu, split, dilation, regime in itertools.product(
         (False, True), (False, True), SPLITS if info.split else (1,), (1, 2, 4), _REGIME_SHAPES
@@ -401,19 +409,24 @@ def coverage_cases(info: KernelInfo) -> list[Case]:
         n, extent = _REGIME_SHAPES[regime]
         if (residual and not info.takes_residual) or (info.kind == KernelKind.STEM and dilation != 1):
             continue
-        if info.kind == KernelKind.STEM:
-            problems = [Problem(n, 2 * extent, 2 * extent, 4, 64, 7, 7, (2, 2), (3, 3))]
+        pad = (dilation, dilation)  # the output as large as the input, as in the dilated backbones
+        if info.kind == KernelKind.STEM:  # a launch's own 4 channels, and the zoo's 3 padded to 4
+            families = [[Problem(n, 2 * extent, 2 * extent, c, 64, 7, 7, (2, 2), (3, 3))] for c in (4, 3)]
+        elif info.kind == KernelKind.GROUPED:  # 32-channel groups, and ResNeXt's 4-channel groups merged
+            families = [[Problem(n, extent, extent, c, c, 3, 3, (1, 1), pad, pad, g)] for c, g in ((64, 2), (128, 32))]
         else:
-            pad = (dilation, dilation)  # the output as large as the input, as in the dilated backbones
-            groups = 2 if info.kind == KernelKind.GROUPED else 1
-            problems = [
-                Problem(n, extent, extent, c, 64, 3, 3, (1, 1), pad, pad, groups)
-                for c in (_SPLIT_CHANNELS if info.split else (64,))
-            ]
-        accepted = next((p for p in problems if info.can_implement(p, split) == 0), None)
-        if accepted is not None:
-            cases.append(Case(accepted, residual=residual, relu=relu, split_k=split))
+            channels = _SPLIT_CHANNELS if info.split else (64,)
+            families = [[Problem(n, extent, extent, c, 64, 3, 3, (1, 1), pad, pad) for c in channels]]
+        for family in families:
+            accepted = next((m for m in family if info.can_implement(launch_form(m)[0], split) == 0), None)
+            if accepted is not None:
+                cases.append(Case(accepted, residual=residual, relu=relu, split_k=split, packed=_packs(accepted)))
     return cases
+
+
+def _packs(problem: Problem) -> bool:
+    _, _, pad_channels, merge = launch_form(problem)
+    return bool(pad_channels) or merge > 1
 
 
 def check_cases(info: KernelInfo) -> list[Case]:
@@ -469,6 +482,8 @@ def check_kernel(
     output), with the references computed from copies made before the launch and the inputs unchanged by it.
     Running out of memory says nothing about the kernel: it raises :class:`SelfCheckUnavailable` instead.
     """
+    if kernel_name in PASSES:
+        return PASSES[kernel_name](device)
     info = kernel(kernel_name)
     if problem is not None:
         cases = [Case(problem, residual=info.takes_residual, split_k=split_k)]
@@ -511,7 +526,14 @@ def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | Non
         aten = epilogue(F.conv2d(x, w, bias, *conv), residual)
         expected = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), *conv)
         expected = epilogue(expected, None if residual is None else residual.double())
-        y = info.launch(x, w, bias, residual, *conv, case.relu, case.split_k)
+        if case.packed:
+            _, _, pad_channels, merge = launch_form(pr)
+            choice = [info.index, pad_channels, merge, 0, case.split_k if info.split else 0]
+            mode = 0 if device.type == "cuda" else 2  # a launch, or CUTLASS's host reference on the CPU
+            flat = [*conv[0], *conv[1], *conv[2], conv[3], int(case.relu), mode]
+            y = torch.ops.cutlass_resnet_C.run(x, w, bias, residual, flat, choice)
+        else:
+            y = info.launch(x, w, bias, residual, *conv, case.relu, case.split_k)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     except torch.OutOfMemoryError as exc:
@@ -528,3 +550,40 @@ def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | Non
     if not error <= 2 * aten_error + floor:
         return f"error {error:.3g}, aten's {aten_error:.3g}"
     return None
+
+
+def _check_max_pool(device: torch.device) -> str | None:
+    """The binding's max-pool against aten's on the same device, which it must equal exactly (a maximum is one
+    of its inputs): ResNet's 3x3/2 pool with padding (never the maximum), a window larger than the stride, odd
+    sizes, channels that are not a multiple of 8, -inf and NaN inputs (NaN propagates), fp16 and bf16."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [((2, 64, 17, 16), 3, 2, 1), ((3, 24, 9, 11), 2, 2, 0), ((1, 13, 7, 7), 3, 1, 1), ((2, 8, 5, 6), 5, 3, 2)]
+    for dtype in (torch.float16, torch.bfloat16):
+        for shape, kernel_size, stride, padding in shapes:
+            x = torch.randn(shape, generator=g)
+            x.view(-1)[::97] = -float("inf")
+            x.view(-1)[5::131] = float("nan")
+            x = x.to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            window = ([kernel_size] * 2, [stride] * 2, [padding] * 2)
+            try:
+                y = torch.ops.cutlass_resnet_C.max_pool2d(x, *window)
+                expected = torch.nn.functional.max_pool2d(x, *window)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+            except torch.OutOfMemoryError as exc:
+                raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - any other failure disables the pass
+                return f"max_pool2d failed its self-check on {tuple(shape)}: {type(exc).__name__}: {exc}"
+            same = (y == expected) | (y.isnan() & expected.isnan())
+            if y.shape != expected.shape or not bool(same.all()):
+                wrong = int((~same).sum()) if y.shape == expected.shape else "all"
+                return (
+                    f"max_pool2d failed its self-check on {tuple(shape)} {str(dtype)[6:]}, kernel {kernel_size}, "
+                    f"stride {stride}, padding {padding}: {wrong} outputs differ from aten's"
+                )
+    return None
+
+
+#: The binding's passes other than the conv kernels, checked as the kernels are before their first use on a GPU
+#: (the packing pass is checked inside the stem and grouped kernels' packed cases).
+PASSES: dict[str, Callable[[torch.device], str | None]] = {"max_pool2d": _check_max_pool}

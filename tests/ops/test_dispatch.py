@@ -200,9 +200,10 @@ def test_the_self_check_matrix_covers_epilogues_partial_tiles_filters_and_groups
     assert {p.dilation for p in problems} == {(1, 1), (2, 2), (4, 4)}
     assert any(c.offset for c in regular)  # a launch on a chunk of a batch
     stem = selfcheck.check_cases(select.kernel("sm80_bf16_stem_t128x64_64x3"))
-    assert {c.problem.c for c in stem} == {4} and not any(c.residual for c in stem)
+    assert {(c.problem.c, c.packed) for c in stem} == {(4, False), (3, True)} and not any(c.residual for c in stem)
     grouped = selfcheck.check_cases(select.kernel("sm80_f16_group_t128x32_32x4"))
-    assert {c.problem.c // c.problem.groups for c in grouped} == {8, 16, 32} and not any(c.residual for c in grouped)
+    assert {c.problem.c // c.problem.groups for c in grouped} == {4, 8, 16, 32} and not any(c.residual for c in grouped)
+    assert {c.problem.c // c.problem.groups for c in grouped if c.packed} == {4}  # ResNeXt's, merged
 
 
 def test_a_kernel_that_fails_its_check_makes_way_for_the_next_best(conv, emulated_gpu):

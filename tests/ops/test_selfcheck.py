@@ -74,8 +74,8 @@ def test_the_child_loads_the_library_and_reaches_the_gpu(extension):
 
 def test_on_a_gpu_the_check_runs_isolated_for_the_model_s_kernels_together(emulated_gpu, monkeypatch):
     """The user's process never runs a CUDA kernel's check itself: it asks one child process, which checks the
-    kernel and the others of its dtype that run on this GPU (a model uses several): one torch import, not one
-    per kernel, and the next kernel a model needs has its verdict already."""
+    kernel, the others of its dtype that run on this GPU (a model uses several) and the max-pool pass: one torch
+    import, not one per kernel, and the next kernel a model needs has its verdict already."""
     asked = []
 
     def checks(names, device_index, library):
@@ -87,9 +87,35 @@ def test_on_a_gpu_the_check_runs_isolated_for_the_model_s_kernels_together(emula
     assert selfcheck.kernel_verdict("sm80_f16_t64x64_64x5", 0) is None
     ((names, device_index, path),) = asked
     assert names[0] == "sm80_f16_t64x64_64x5" and (device_index, path) == (0, library.library_path())
-    assert set(names) == {k.name for k in kernel_table() if k.dtype == torch.float16 and not k.hopper}
+    assert set(names) == {k.name for k in kernel_table() if k.dtype == torch.float16 and not k.hopper} | {"max_pool2d"}
     assert selfcheck.kernel_verdict("sm80_f16_stem_t128x64_64x3", 0) is None and len(asked) == 1
+    assert selfcheck.kernel_verdict("max_pool2d", 0) is None and len(asked) == 1
     assert emulated_gpu.calls == [] and set(selfcheck.read_verdicts().values()) == {""}
+
+
+def test_the_max_pool_pass_checks_itself_against_aten(extension, monkeypatch):
+    """The binding's max-pool (what nn.MaxPool2d runs on a GPU) has a self-check as the kernels do: equal to aten's
+    max-pool, NaN and -inf included; a pass that differs is named with the case."""
+    assert selfcheck.check_kernel("max_pool2d", torch.device("cpu")) is None
+    monkeypatch.setattr(torch.nn.functional, "max_pool2d", torch.nn.functional.avg_pool2d)  # a pass that is off
+    reason = selfcheck.check_kernel("max_pool2d", torch.device("cpu"))
+    assert reason.startswith("max_pool2d failed its self-check on (2, 64, 17, 16) float16") and "differ" in reason
+
+
+@pytest.mark.parametrize("name", ["sm80_f16_stem_t128x64_64x3", "sm80_bf16_group_t128x32_32x4"])
+def test_a_packed_case_goes_through_the_binding_s_packing(extension, monkeypatch, name):
+    """The zoo's stem (3 channels padded to 4) and ResNeXt's merged groups are checked from the model's conv
+    through the binding's packing, as selection runs them: here on the CPU through CUTLASS's host reference."""
+    from cutlass_resnet.ops.select import kernel
+
+    info = kernel(name)
+    (case, *_) = [c for c in selfcheck.coverage_cases(info) if c.packed]
+    assert case.problem.c == 3 or case.problem.c // case.problem.groups == 4
+    assert selfcheck._check_case(info, torch.device("cpu"), case) is None
+    choices, run = [], torch.ops.cutlass_resnet_C.run
+    monkeypatch.setattr(torch.ops.cutlass_resnet_C, "run", lambda *a: choices.append(a[5]) or run(*a) * 2)
+    assert "error" in selfcheck._check_case(info, torch.device("cpu"), case)  # a wrong result is caught
+    assert choices[0][0] == info.index and (choices[0][1] == 4 or choices[0][2] > 1)
 
 
 def test_a_crash_is_the_verdict_of_the_kernel_being_checked(monkeypatch):
@@ -112,8 +138,8 @@ def test_the_check_process_imports_this_package_wherever_it_came_from(tmp_path, 
 
 
 def zoo_selections(capability: tuple[int, int], sm_count: int) -> set[tuple]:
-    """(kernel, residual, relu, split, dilated, grid regime) of every conv the zoo's plans put on a kernel: each
-    model (and the dilated ResNets of DeepLabV3 and FCN) at batch 1 to 256, fp16 and bf16."""
+    """(kernel, residual, relu, split, dilated, grid regime, packed) of every conv the zoo's plans put on a kernel:
+    each model (and the dilated ResNets of DeepLabV3 and FCN) at batch 1 to 256, fp16 and bf16."""
     import cutlass_resnet
     from cutlass_resnet.ops.select import kernel, launch_form, select
     from cutlass_resnet.testing import ARCHS
@@ -141,21 +167,32 @@ def zoo_selections(capability: tuple[int, int], sm_count: int) -> set[tuple]:
         info = kernel(choice.kernel)
         launch = dataclasses.replace(launch_form(batch)[0], n=choice.batch_chunk or n)
         regime = selfcheck.grid_regime(info, launch)
-        chosen.add((info.name, residual, relu, choice.split_k or 1, batch.dilation != (1, 1), regime))
+        packed = bool(choice.pad_channels) or choice.merge_groups > 1
+        chosen.add((info.name, residual, relu, choice.split_k or 1, batch.dilation != (1, 1), regime, packed))
     return chosen
 
 
 @pytest.mark.parametrize(("capability", "sm_count"), [((8, 0), 108), ((9, 0), 132)], ids=["8.0", "9.0"])
 def test_the_self_check_matrix_covers_everything_selection_chooses(extension, capability, sm_count):
-    """Each kernel checks itself on every epilogue, split, dilation and grid regime that selection puts it in for
-    the zoo (the dilated backbones included), so that nothing a model runs is left unchecked."""
+    """Each kernel checks itself on every epilogue, split, dilation, grid regime and packing (the binding's padded
+    stem and merged groups) that selection puts it in for the zoo (the dilated backbones included), so that nothing
+    a model runs is left unchecked."""
     from cutlass_resnet.ops.select import kernel_table
 
     covered = {
-        (info.name, c.residual, c.relu, c.split_k, c.problem.dilation != (1, 1), selfcheck.grid_regime(info, c.problem))
+        (
+            info.name,
+            c.residual,
+            c.relu,
+            c.split_k,
+            c.problem.dilation != (1, 1),
+            selfcheck.grid_regime(info, c.problem),
+            c.packed,
+        )
         for info in kernel_table()
         for c in selfcheck.check_cases(info)
     }
     chosen = zoo_selections(capability, sm_count)
-    assert len(chosen) > 40 and {split for *_, split, _, _ in chosen} > {1, 2, 4}
+    assert len(chosen) > 40 and {split for *_, split, _, _, _ in chosen} > {1, 2, 4}
+    assert {name.split("_")[2] for name, *_, packed in chosen if packed} == {"stem", "group"}
     assert chosen - covered == set()
