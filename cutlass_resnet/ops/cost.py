@@ -3,7 +3,7 @@
 Every figure here is an estimate. The GPUs' peaks are their datasheets' dense fp16/bf16 tensor-core
 rates with fp32 accumulation and their memory bandwidths; the kernels' efficiencies are guesses, to be
 corrected by the first measurement on a GPU (``cutlass-resnet bench`` prints both side by side). The
-model: a launch's CTAs run in waves of ``SMs x CTAs per SM`` (shared memory bounds the latter), each
+model: a launch's CTAs run in waves of ``SMs x CTAs per SM`` (shared memory and registers bound the latter), each
 CTA's multiply-adds at the kernel's share of the SM's peak; its bytes (inputs, output, split-K partial
 sums) move at 85% of the bandwidth, and no SM loads its CTAs' tiles faster than a few times its share of
 it (so a launch of few CTAs is bound by the few SMs that load); the slowest of these, plus a fixed cost
@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from math import ceil
 from typing import NamedTuple
 
-__all__ = ["GPU", "GPUS", "Estimate", "estimate", "gpu_spec", "memory_us", "roofline_us"]
+__all__ = ["GPU", "GPUS", "Estimate", "ctas_per_sm", "estimate", "gpu_spec", "memory_us", "roofline_us"]
 
 LAUNCH_US = 1.5  #: a kernel's fixed cost on the GPU (ramp up and down, the gap to the next), under a CUDA graph
 BANDWIDTH_EFFICIENCY = 0.85
 SM_BANDWIDTH_SHARE = 3.0  #: how many times its share of the bandwidth one SM can load when few load
+REGISTERS_PER_SM = 65536  #: 32-bit registers, every GPU from sm_80 to sm_120
+MAX_CTAS_PER_SM = 4  #: the most CTAs of one kernel the model lets share an SM
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,17 @@ def kernel_efficiency(tile_m: int, tile_n: int, hopper: bool, capability: tuple[
     return _SM80_EFFICIENCY.get((tile_m, tile_n), 0.55) * gpu_spec(capability).mma_sync_share
 
 
+def ctas_per_sm(shared_memory: int, threads: int, registers: int, capability: tuple[int, int]) -> int:
+    """How many CTAs of a kernel fit on one SM at once: its shared memory and its registers (allocated per warp,
+    256 at a time) both bound it. ``threads`` or ``registers`` 0: unknown, shared memory alone."""
+    by_shared = (gpu_spec(capability).shared_memory_kib * 1024) // max(shared_memory, 1)
+    by_registers = MAX_CTAS_PER_SM
+    if threads and registers:
+        per_warp = ceil(registers * 32 / 256) * 256
+        by_registers = REGISTERS_PER_SM // (per_warp * ceil(threads / 32))
+    return max(1, min(MAX_CTAS_PER_SM, by_shared, by_registers))
+
+
 class Estimate(NamedTuple):
     """A launch's estimated time and what bounds it."""
 
@@ -83,12 +96,14 @@ def estimate(
     bytes_moved: int,
     capability: tuple[int, int],
     sm_count: int | None = None,
+    threads: int = 0,
+    registers: int = 0,
 ) -> Estimate:
     """The time of one launch: CTAs in waves at the kernel's share of the peak, or its bytes at the bandwidth
     (or the busiest SM's tiles at its bandwidth), whichever is slowest, plus its fixed cost."""
     gpu = gpu_spec(capability)
     sms = sm_count or gpu.sms
-    per_sm = max(1, min(4, (gpu.shared_memory_kib * 1024) // max(shared_memory, 1)))
+    per_sm = ctas_per_sm(shared_memory, threads, registers, capability)
     waves = ceil(ctas / (sms * per_sm))
     cta_flops = 2 * tile[0] * tile[1] * tile[2] * mainloop_iterations
     sm_flops = gpu.tensor_tflops * 1e12 * kernel_efficiency(tile[0], tile[1], hopper, capability) / gpu.sms

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONV_RECORD", "INSTANTIATIONS", "KINDS", "Instantiation", "Kind"]
+__all__ = ["CONV_RECORD", "INSTANTIATIONS", "KINDS", "REGISTERS", "Instantiation", "Kind"]
 
 
 #: A conv as it crosses between Python and the binding: one list of integers, these fields in this order
@@ -194,3 +194,30 @@ INSTANTIATIONS = (
     *_sm90("REGULAR_SM90A", (128, 64, 64), _SM90_N64),
     *_sm90("SPLITK_SM90A", (64, 64, 64), _SPLITK90, stages=4),
 )
+
+
+#: Registers per thread of each kernel's code for the targets CI builds (``cuobjdump -res-usage``, nvcc 13.0,
+#: CUTLASS 4.2): the time model bounds CTAs per SM by them (the stem's 255 on sm_90a allow 2 CTAs, not the 3 its
+#: shared memory would). ``tests/ops/test_resources.py`` checks them against every build.
+REGISTERS: dict[str, dict[str, int]] = {
+    "sm80_f16_t128x128_64x3": {"sm_80": 254, "sm_90a": 254},
+    "sm80_bf16_t128x128_64x3": {"sm_80": 254, "sm_90a": 254},
+    "sm80_f16_t128x64_64x3": {"sm_80": 186, "sm_90a": 190},
+    "sm80_bf16_t128x64_64x3": {"sm_80": 186, "sm_90a": 190},
+    "sm80_f16_t64x64_64x5": {"sm_80": 120, "sm_90a": 118},
+    "sm80_bf16_t64x64_64x5": {"sm_80": 120, "sm_90a": 118},
+    "sm80_f16_stem_t128x64_64x3": {"sm_80": 188, "sm_90a": 255},
+    "sm80_bf16_stem_t128x64_64x3": {"sm_80": 188, "sm_90a": 255},
+    "sm80_f16_group_t128x32_32x4": {"sm_80": 168, "sm_90a": 168},
+    "sm80_bf16_group_t128x32_32x4": {"sm_80": 168, "sm_90a": 168},
+    "sm80_f16_splitk_t64x64_64x5": {"sm_80": 118, "sm_90a": 118},
+    "sm80_bf16_splitk_t64x64_64x5": {"sm_80": 118, "sm_90a": 118},
+    "sm90_f16_t128x128x64": {"sm_90a": 166},
+    "sm90_bf16_t128x128x64": {"sm_90a": 166},
+    "sm90_f16_t64x128x64": {"sm_90a": 96},
+    "sm90_bf16_t64x128x64": {"sm_90a": 96},
+    "sm90_f16_t128x64x64": {"sm_90a": 101},
+    "sm90_bf16_t128x64x64": {"sm_90a": 101},
+    "sm90_f16_splitk_t64x64x64": {"sm_90a": 58},
+    "sm90_bf16_splitk_t64x64x64": {"sm_90a": 58},
+}

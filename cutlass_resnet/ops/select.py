@@ -20,7 +20,7 @@ from torch import Tensor
 
 from . import cost, library
 from .conv import output_size
-from .kernels import CONV_RECORD, INSTANTIATIONS, KINDS, Kind
+from .kernels import CONV_RECORD, INSTANTIATIONS, KINDS, REGISTERS, Kind
 
 __all__ = [
     "Choice",
@@ -110,6 +110,7 @@ class LaunchShape(NamedTuple):
     ctas: int  #: threadblocks launched
     mainloop_iterations: int  #: k-iterations of the main loop per threadblock
     shared_memory: int  #: bytes of shared memory per threadblock
+    threads: int  #: threads per threadblock
 
     def __str__(self) -> str:
         return f"{self.ctas} CTAs x {self.mainloop_iterations} iterations, {self.shared_memory / 1024:.0f} KiB smem"
@@ -155,6 +156,12 @@ class KernelInfo(NamedTuple):
         """The kind of problem it runs: REGULAR for every regular, Hopper and split-K kernel."""
         return KernelKind[self.traits.problem]
 
+    def registers(self, capability: tuple[int, int]) -> int:
+        """Registers per thread of its code for a GPU of ``capability`` (:data:`.kernels.REGISTERS`, measured with
+        cuobjdump: the sm_90a build on Hopper, the sm_80 build elsewhere), 0 where unknown."""
+        measured = REGISTERS.get(self.name, {})
+        return measured.get("sm_90a" if tuple(capability) == (9, 0) else "sm_80", 0)
+
     def serves(self, kind: KernelKind, capability: tuple[int, int]) -> bool:
         """Whether it runs problems of ``kind`` on a GPU of ``capability`` (sm_90a kernels: on Hopper only)."""
         if self.min_sm > capability[0] * 10 + capability[1] or (self.hopper and tuple(capability) != (9, 0)):
@@ -166,7 +173,8 @@ class KernelInfo(NamedTuple):
         return int(torch.ops.cutlass_resnet_C.can_implement(self.index, problem.as_list(split_k)))
 
     def describe(self, problem: Problem, split_k: int = 1) -> LaunchShape:
-        """CTAs, main-loop iterations and shared memory of a launch on ``problem`` (which it must accept)."""
+        """CTAs, main-loop iterations, shared memory and threads of a launch on ``problem`` (which it must
+        accept)."""
         return LaunchShape(*torch.ops.cutlass_resnet_C.describe(self.index, problem.as_list(split_k)))
 
     def host_reference(self, *args: object, split_k: int = 1) -> Tensor:
@@ -310,6 +318,8 @@ def estimate_us(
         bytes_moved=moved + partials,
         capability=capability,
         sm_count=sm_count,
+        threads=launch.threads,
+        registers=info.registers(capability),
     )
     if not info.split:
         return main.us

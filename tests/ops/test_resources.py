@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cutlass_resnet.ops.kernels import INSTANTIATIONS, REGISTERS
 from cutlass_resnet.ops.select import kernel_table
 from cutlass_resnet.ops.selfcheck import check_problem
 
@@ -39,15 +40,18 @@ def cuobjdump() -> Path:
 
 
 def resource_usage(library: str) -> dict[str, list[dict[str, int]]]:
-    """arch -> one {REG, STACK, SHARED, LOCAL} per kernel function, from ``cuobjdump -res-usage``."""
+    """arch -> one {REG, STACK, SHARED, LOCAL, function} per kernel function, from ``cuobjdump -res-usage``."""
     out = subprocess.run([cuobjdump(), "-res-usage", library], capture_output=True, text=True, check=True).stdout
     usage: dict[str, list[dict[str, int]]] = {}
-    arch = None
+    arch = function = None
     for line in out.splitlines():
         if match := re.match(r"arch = (sm_\w+)", line.strip()):
             arch = match.group(1)
+        elif match := re.match(r"Function (\S+):", line.strip()):
+            function = match.group(1)
         elif line.strip().startswith("REG:") and arch is not None:
-            usage.setdefault(arch, []).append({k: int(v) for k, v in re.findall(r"(\w+):(\d+)", line)})
+            resources = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", line)}
+            usage.setdefault(arch, []).append({**resources, "function": function})
     return usage
 
 
@@ -70,3 +74,20 @@ def test_shared_memory_fits_every_gpu_a_kernel_may_run_on(extension):
             assert shared <= SHARED_MEMORY_LIMIT[cc], f"{k.name} needs {shared} B of shared memory, sm_{cc} has less"
     assert runs_on["sm90_f16_t128x128x64"] == [(9, 0)]
     assert runs_on["sm80_f16_t128x128_64x3"] == list(SHARED_MEMORY_LIMIT)
+
+
+def test_the_time_model_counts_each_kernel_s_registers(extension):
+    """The registers per thread the time model bounds CTAs per SM with (``kernels.REGISTERS``) are those of the
+    kernels built here: each kernel's conv function in its own object file, for sm_80 and sm_90a."""
+    folder = Path(extension.library_path()).parent
+    objects = {p.name.removesuffix(".cuda.o"): p for p in folder.glob("k*.cuda.o")}
+    if not objects:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"{folder} holds no object files: the build keeps them beside its library")
+        pytest.skip("the library was copied without its object files")
+    built = {}
+    for i in INSTANTIATIONS:
+        usage = resource_usage(str(objects[i.file.removesuffix(".cu")]))
+        targets = ("sm_90a",) if i.sm == 90 else ("sm_80", "sm_90a")
+        built[i.name] = {t: next(f["REG"] for f in usage[t] if "splitk_reduce" not in f["function"]) for t in targets}
+    assert built == REGISTERS

@@ -132,11 +132,8 @@ def test_kernel_table_describes_each_kernel(extension):
     assert split.problem_kind == KernelKind.REGULAR and split.serves(KernelKind.REGULAR, (9, 0))
     assert split.can_implement(Problem(1, 7, 7, 512, 2048, 1, 1), 4) == 0  # 128 channels a slice
     assert split.can_implement(Problem(1, 7, 7, 512, 2048, 1, 1), 3) != 0  # 512 is not 3 slices
-    assert split.describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4) == (
-        1 * 32 * 4,
-        2,
-        split.describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4).shared_memory,
-    )
+    shape = split.describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4)
+    assert (shape.ctas, shape.mainloop_iterations, shape.threads) == (1 * 32 * 4, 2, 256)  # a producer, a consumer
     assert by_name["sm80_f16_splitk_t64x64_64x5"].describe(Problem(1, 7, 7, 512, 2048, 1, 1), 4).ctas == 1 * 32 * 4
     with pytest.raises(KeyError, match="no compiled kernel named 'sm70_f16'"):
         kernel("sm70_f16")
@@ -193,3 +190,24 @@ def test_not_supported_reasons_names_every_reason_from_the_kinds_traits():
     assert len(not_supported_reasons(grouped, torch.float16, (9, 0), residual=True)) == 2
     assert not_supported_reasons(Problem(1, 8, 8, 64, 64, 3, 3), torch.bfloat16, (9, 0), residual=True) == []
     assert select(stem, torch.float16, (8, 0)).reason == reasons[2]  # the first that holds for fp16 on 8.0
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (9, 0)])
+def test_registers_bound_the_ctas_an_sm_holds(extension, capability):
+    """The stem (128 threads, 188 registers on sm_80 and 255 on sm_90a) fits 2 CTAs on an SM, not the 3 its shared
+    memory allows on Hopper; the 64x64 tile's 118-120 registers leave shared memory the bound."""
+    from cutlass_resnet.ops import cost
+    from cutlass_resnet.ops.select import launch_form
+
+    stem = kernel("sm80_f16_stem_t128x64_64x3")
+    launch = stem.describe(launch_form(Problem(8, 224, 224, 3, 64, 7, 7, (2, 2), (3, 3)))[0])
+    assert launch.threads == 128
+    by_shared = cost.ctas_per_sm(launch.shared_memory, 0, 0, capability)
+    assert by_shared == {(8, 0): 2, (9, 0): 3}[capability]
+    assert cost.ctas_per_sm(launch.shared_memory, launch.threads, stem.registers(capability), capability) == 2
+    small = kernel("sm80_f16_t64x64_64x5")
+    shape = small.describe(Problem(8, 56, 56, 64, 64, 3, 3, padding=(1, 1)))
+    registers = small.registers(capability)
+    assert cost.ctas_per_sm(shape.shared_memory, shape.threads, registers, capability) == cost.ctas_per_sm(
+        shape.shared_memory, 0, 0, capability
+    )

@@ -185,6 +185,7 @@ struct Sm90Fprop {
     shape->ctas = ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN) * splits;
     shape->mainloop_iterations = iterations;
     shape->shared_memory = int(Kernel::SharedStorageSize);
+    shape->threads = int(Kernel::MaxThreadsPerBlock);
   }
 };
 

@@ -39,6 +39,7 @@ typedef struct {
   int64_t ctas;             // threadblocks launched
   int mainloop_iterations;  // k-iterations of the main loop per threadblock
   int shared_memory;        // bytes of shared memory per threadblock
+  int threads;              // threads per threadblock
 } CrLaunchShape;
 
 typedef struct {

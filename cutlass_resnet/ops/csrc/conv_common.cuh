@@ -142,12 +142,13 @@ struct CrKernel80 {
     return (p->split_k - 1) * per_slice < total ? 0 : int(cutlass::Status::kErrorInvalidProblem);  // no empty slice
   }
 
-  // CTAs, main-loop iterations and shared memory, from the kernel's Params.
+  // CTAs, main-loop iterations, shared memory and threads, from the kernel's Params and type.
   static int describe(const CrProblem* p, CrLaunchShape* shape) {
     auto params = cr_params80<Op>(W::arguments(*p, nullptr));
     shape->ctas = int64_t(params.grid_tiled_shape.m()) * params.grid_tiled_shape.n() * params.grid_tiled_shape.k();
     shape->mainloop_iterations = params.gemm_k_iterations;
     shape->shared_memory = int(sizeof(typename Op::UnderlyingKernel::SharedStorage));
+    shape->threads = int(Op::UnderlyingKernel::kThreadCount);
     return 0;
   }
 

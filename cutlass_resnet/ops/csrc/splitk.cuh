@@ -11,18 +11,42 @@
 #include "cutlass/array.h"
 #include "cutlass/numeric_conversion.h"
 
-constexpr int kCrReduceVector = 8;  // elements per thread: K is a multiple of 8
+constexpr int kCrReduceVector = 8;  // outputs per thread: K is a multiple of 8
 constexpr int kCrReduceThreads = 256;
 
-// One output element of the reduction, from its partials `stride` floats apart.
+// Outputs [first, first + 8) of the reduction, their partials `stride` floats apart, read and written with
+// 16-byte accesses: the workspace, y, the residual and the bias are 16-byte aligned and K is a multiple of 8
+// (the binding checks both), so the 8 outputs share a row and bias[k0 .. k0 + 8) is one vector.
 template <typename Element>
-CUTLASS_HOST_DEVICE float cr_splitk_value(const float* partial, int64_t stride, int split, const Element* bias,
-                                          const Element* residual, int64_t index, int k, float leaky_alpha) {
-  float z = 0.f;
-  for (int j = 0; j < split; ++j) z += partial[j * stride + index];
-  if (bias) z += float(bias[k]);
-  if (residual) z += float(residual[index]);
-  return CrLeakyReLU<float>()(z, leaky_alpha);
+CUTLASS_HOST_DEVICE void cr_splitk_vector(const float* partial, int64_t stride, int split, const Element* bias,
+                                          const Element* residual, Element* y, int64_t first, int k0,
+                                          float leaky_alpha) {
+  using Partial = cutlass::AlignedArray<float, 4>;
+  using Vector = cutlass::AlignedArray<Element, kCrReduceVector>;
+  float z[kCrReduceVector] = {};
+  for (int j = 0; j < split; ++j) {
+    const Partial* slice = reinterpret_cast<const Partial*>(partial + j * stride + first);
+    CUTLASS_PRAGMA_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const Partial four = slice[half];
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < 4; ++i) z[half * 4 + i] += four[i];
+    }
+  }
+  if (bias) {
+    const Vector b = *reinterpret_cast<const Vector*>(bias + k0);
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < kCrReduceVector; ++i) z[i] += float(b[i]);
+  }
+  if (residual) {
+    const Vector r = *reinterpret_cast<const Vector*>(residual + first);
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < kCrReduceVector; ++i) z[i] += float(r[i]);
+  }
+  Vector out;
+  CUTLASS_PRAGMA_UNROLL
+  for (int i = 0; i < kCrReduceVector; ++i) out[i] = Element(CrLeakyReLU<float>()(z[i], leaky_alpha));
+  *reinterpret_cast<Vector*>(y + first) = out;
 }
 
 template <typename Element>
@@ -31,31 +55,25 @@ __global__ void __launch_bounds__(kCrReduceThreads)
                             const Element* residual, Element* y, float leaky_alpha) {
   const int64_t first = (int64_t(blockIdx.x) * kCrReduceThreads + threadIdx.x) * kCrReduceVector;
   if (first >= mk) return;
-  const int k0 = int(first % K);
-  cutlass::Array<Element, kCrReduceVector> out;
-  CUTLASS_PRAGMA_UNROLL
-  for (int i = 0; i < kCrReduceVector; ++i)
-    out[i] = Element(cr_splitk_value(partial, mk, split, bias, residual, first + i, k0 + i, leaky_alpha));
-  *reinterpret_cast<cutlass::Array<Element, kCrReduceVector>*>(y + first) = out;
+  cr_splitk_vector(partial, mk, split, bias, residual, y, first, int(first % K), leaky_alpha);
 }
 
-// Reduce on `stream`: partial holds split slices of mk = N*P*Q*K floats each; y, residual and bias are
-// 16-byte aligned and K is a multiple of 8 (the binding checks both).
+// Reduce on `stream`: partial holds split slices of mk = N*P*Q*K floats each.
 template <typename Element>
 int cr_splitk_reduce(const float* partial, int split, int64_t mk, int K, const Element* bias, const Element* residual,
                      Element* y, float leaky_alpha, cudaStream_t stream) {
   if (mk == 0) return 0;
-  const int64_t vectors = (mk + kCrReduceVector - 1) / kCrReduceVector;
+  const int64_t vectors = mk / kCrReduceVector;
   const dim3 grid(unsigned((vectors + kCrReduceThreads - 1) / kCrReduceThreads));
   cr_splitk_reduce_kernel<Element>
       <<<grid, kCrReduceThreads, 0, stream>>>(partial, split, mk, K, bias, residual, y, leaky_alpha);
   return cr_cuda_status(cudaGetLastError());
 }
 
-// The same reduction on host memory.
+// The same reduction on host memory, by the same vectors.
 template <typename Element>
 void cr_splitk_reduce_host(const float* partial, int split, int64_t mk, int K, const Element* bias,
                            const Element* residual, Element* y, float leaky_alpha) {
-  for (int64_t i = 0; i < mk; ++i)
-    y[i] = Element(cr_splitk_value(partial, mk, split, bias, residual, i, int(i % K), leaky_alpha));
+  for (int64_t first = 0; first < mk; first += kCrReduceVector)
+    cr_splitk_vector(partial, mk, split, bias, residual, y, first, int(first % K), leaky_alpha);
 }
