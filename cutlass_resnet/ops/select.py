@@ -111,6 +111,7 @@ class LaunchShape(NamedTuple):
     mainloop_iterations: int  #: k-iterations of the main loop per threadblock
     shared_memory: int  #: bytes of shared memory per threadblock
     threads: int  #: threads per threadblock
+    parameter_bytes: int  #: kernel parameters a launch passes (copied with every launch)
 
     def __str__(self) -> str:
         return f"{self.ctas} CTAs x {self.mainloop_iterations} iterations, {self.shared_memory / 1024:.0f} KiB smem"
@@ -173,8 +174,8 @@ class KernelInfo(NamedTuple):
         return int(torch.ops.cutlass_resnet_C.can_implement(self.index, problem.as_list(split_k)))
 
     def describe(self, problem: Problem, split_k: int = 1) -> LaunchShape:
-        """CTAs, main-loop iterations, shared memory and threads of a launch on ``problem`` (which it must
-        accept)."""
+        """CTAs, main-loop iterations, shared memory, threads and parameter bytes of a launch on ``problem``
+        (which it must accept)."""
         return LaunchShape(*torch.ops.cutlass_resnet_C.describe(self.index, problem.as_list(split_k)))
 
     def host_reference(self, *args: object, split_k: int = 1) -> Tensor:

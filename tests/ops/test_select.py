@@ -211,3 +211,13 @@ def test_registers_bound_the_ctas_an_sm_holds(extension, capability):
     assert cost.ctas_per_sm(shape.shared_memory, shape.threads, registers, capability) == cost.ctas_per_sm(
         shape.shared_memory, 0, 0, capability
     )
+
+
+def test_a_hopper_split_launch_passes_the_parameters_of_its_slices_only(extension):
+    """Every launch copies its kernel parameters, and a Hopper split-K launch passes each slice's Params (TMA
+    descriptors included): room for 4, 8 or 16 slices, the fewest that hold its split, not 16 every time."""
+    split = kernel("sm90_f16_splitk_t64x64x64")
+    problem = Problem(1, 7, 7, 512, 512, 3, 3, padding=(1, 1))
+    passed = {k: split.describe(problem, k).parameter_bytes for k in (2, 4, 8, 16)}
+    assert passed[2] == passed[4] and passed[8] == 2 * passed[4] and passed[16] == 4 * passed[4] <= 32764
+    assert passed[4] < 8 * 1024 and kernel("sm80_f16_splitk_t64x64_64x5").describe(problem, 4).parameter_bytes < 1024

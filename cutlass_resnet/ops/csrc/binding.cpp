@@ -121,7 +121,7 @@ std::vector<int64_t> describe(int64_t index, IntList record) {
   CR_CHECK(status == 0, "kernel ", k.name, " cannot implement this convolution: ", cr_status_string(status));
   CrLaunchShape shape{};
   CR_CHECK(k.describe(&p, &shape) == 0, "kernel ", k.name, " cannot describe its launch");
-  return {shape.ctas, shape.mainloop_iterations, shape.shared_memory, shape.threads};
+  return {shape.ctas, shape.mainloop_iterations, shape.shared_memory, shape.threads, shape.parameter_bytes};
 }
 
 double activation(double value, double leaky_alpha) {

@@ -78,21 +78,25 @@ inline int cr_sm_count(int device) {
 
 // The split-K slices of a Hopper kernel in one launch: grid z picks a slice's Params, each a whole conv over
 // that slice's channels (the kernel takes its tile from grid x and y only: a conv has no batch mode). The
-// Params, TMA descriptors included, stay in kernel parameter space, as CUTLASS's own launch keeps them.
+// Params, TMA descriptors included, stay in kernel parameter space, as CUTLASS's own launch keeps them; a
+// launch passes room for 4, 8 or 16 slices (about 1.6 KB each), the fewest that hold its split.
 constexpr int kCrMaxSlices = 16;
 
-template <class Kernel>
+template <class Kernel, int N>
 struct CrSlices {
-  typename Kernel::Params slice[kCrMaxSlices];
+  typename Kernel::Params slice[N];
 };
 
-template <class Kernel>
+template <class Kernel, int N>
 __global__ void __launch_bounds__(Kernel::MaxThreadsPerBlock, Kernel::MinBlocksPerMultiprocessor)
-    cr_sliced_kernel(CUTLASS_GRID_CONSTANT CrSlices<Kernel> const slices) {
+    cr_sliced_kernel(CUTLASS_GRID_CONSTANT CrSlices<Kernel, N> const slices) {
   extern __shared__ char smem[];
   Kernel op;
   op(slices.slice[blockIdx.z], smem);
 }
+
+// The room a launch of `split` slices passes: 4, 8 or 16 slices' Params.
+constexpr int cr_slice_room(int split) { return split <= 4 ? 4 : split <= 8 ? 8 : kCrMaxSlices; }
 
 // The CUTLASS types of one SM90 fprop kernel: output ElementD (alignment AlignD), source ElementC (void:
 // none), epilogue Fusion, Stages of the main loop's pipeline (0: as many as shared memory holds).
@@ -169,15 +173,16 @@ struct Sm90Fprop {
     return cr_cuda_status(cudaGetLastError());
   }
 
-  // One launch of split_k slices (grid z), on Params made for each.
-  static int launch_slices(CrSlices<Kernel>& slices, int split_k, cudaStream_t stream) {
-    static_assert(sizeof(CrSlices<Kernel>) <= 32764, "the slices' Params exceed a kernel's parameter space");
+  // One launch of split_k <= N slices (grid z), on Params made for each.
+  template <int N>
+  static int launch_slices(const CrSlices<Kernel, N>& slices, int split_k, cudaStream_t stream) {
+    static_assert(sizeof(CrSlices<Kernel, N>) <= 32764, "the slices' Params exceed a kernel's parameter space");
     constexpr int smem = Kernel::SharedStorageSize;
-    const void* kernel = (const void*)cr_sliced_kernel<Kernel>;
-    if (int st = cr_allow_shared_memory<CrSlices<Kernel>>(kernel, smem)) return st;
+    const void* kernel = (const void*)cr_sliced_kernel<Kernel, N>;
+    if (int st = cr_allow_shared_memory<CrSlices<Kernel, N>>(kernel, smem)) return st;
     dim3 grid = Kernel::get_grid_shape(slices.slice[0]);
     grid.z = split_k;
-    cr_sliced_kernel<Kernel><<<grid, Kernel::get_block_shape(), smem, stream>>>(slices);
+    cr_sliced_kernel<Kernel, N><<<grid, Kernel::get_block_shape(), smem, stream>>>(slices);
     return cr_cuda_status(cudaGetLastError());
   }
 
@@ -186,6 +191,7 @@ struct Sm90Fprop {
     shape->mainloop_iterations = iterations;
     shape->shared_memory = int(Kernel::SharedStorageSize);
     shape->threads = int(Kernel::MaxThreadsPerBlock);
+    shape->parameter_bytes = int(sizeof(Params));
   }
 };
 
@@ -320,6 +326,7 @@ struct Conv90SplitK {
   static int describe(const CrProblem* p, CrLaunchShape* shape) {
     const int iterations = p->R * p->S * ((channels(*p) + F::kTileK - 1) / F::kTileK);
     F::describe(int64_t(p->N) * p->P * p->Q, p->K, iterations, p->split_k, shape);
+    shape->parameter_bytes = int(sizeof(CrSlices<typename F::Kernel, 1>)) * cr_slice_room(p->split_k);
     return 0;
   }
 
@@ -338,18 +345,26 @@ struct Conv90SplitK {
     return 0;
   }
 
-  static int run(const CrProblem* p, const CrOperands* o) {
-    if (int st = accepts(p, o)) return st;
-    int device = 0;
-    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
-    CrSlices<typename F::Kernel> slices;
+  // The slices' Params, in room for N, and their launch.
+  template <int N>
+  static int launch(const CrProblem* p, const CrOperands* o, int device) {
+    CrSlices<typename F::Kernel, N> slices;
     for (int j = 0; j < p->split_k; ++j) {
       CrOperands s = slice(*p, *o, j);
       if (int st = F::params(CrParamsKey(*p, s, device), arguments(*p, s, cr_sm_count(device)), &slices.slice[j])) {
         return st;
       }
     }
-    if (int st = F::launch_slices(slices, p->split_k, o->stream)) return st;
+    return F::launch_slices(slices, p->split_k, o->stream);
+  }
+
+  static int run(const CrProblem* p, const CrOperands* o) {
+    if (int st = accepts(p, o)) return st;
+    int device = 0;
+    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
+    const int room = cr_slice_room(p->split_k);
+    const int st = room == 4 ? launch<4>(p, o, device) : room == 8 ? launch<8>(p, o, device) : launch<16>(p, o, device);
+    if (st) return st;
     return cr_splitk_reduce<Element>(o->workspace, p->split_k, output_size(*p), p->K, (const Element*)o->bias,
                                      (const Element*)o->residual, (Element*)o->y, o->leaky_alpha, o->stream);
   }

@@ -40,6 +40,7 @@ typedef struct {
   int mainloop_iterations;  // k-iterations of the main loop per threadblock
   int shared_memory;        // bytes of shared memory per threadblock
   int threads;              // threads per threadblock
+  int parameter_bytes;      // the kernel parameters a launch passes (copied with every launch)
 } CrLaunchShape;
 
 typedef struct {

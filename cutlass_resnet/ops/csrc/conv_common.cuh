@@ -149,6 +149,7 @@ struct CrKernel80 {
     shape->mainloop_iterations = params.gemm_k_iterations;
     shape->shared_memory = int(sizeof(typename Op::UnderlyingKernel::SharedStorage));
     shape->threads = int(Op::UnderlyingKernel::kThreadCount);
+    shape->parameter_bytes = int(sizeof(params));
     return 0;
   }
 
