@@ -1,8 +1,11 @@
-"""Files and folders written whole or not at all: a crash, a kill or a full disk never leaves half of one behind.
+"""Outputs written as users expect of ``tee`` or ``curl -o``, and files and folders written whole or not at all:
+a crash, a kill or a full disk never leaves half of one behind.
 
-Temporary files and folders are siblings of their target, named after it; whoever writes that target next
-(under the same lock) removes what a killed writer left. What is written gets the mode the umask gives, as
-any tool's output does (a temporary file starts private).
+A regular file (or a new name) is replaced whole, atomically; a symbolic link's target is written and the link
+kept; a device or a pipe (``/dev/stdout``, ``/dev/null``) is written in place; a folder where a file is to go
+is refused, never replaced. Temporary files and folders are siblings of their target, named after it; whoever
+writes that target next (under the same lock) removes what a killed writer left. What is written gets the mode
+the umask gives, as any tool's output does (a temporary file starts private).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 __all__ = [
-    "atomic_path",
     "file_lock",
     "file_mode",
+    "open_output",
+    "output_path",
     "remove_leftovers",
     "replace_folder",
     "sha256_of",
@@ -63,24 +67,56 @@ def remove_leftovers(path: Path) -> None:
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
 
 
+def _target(path: str | os.PathLike[str]) -> Path:
+    """Where writing ``path`` lands: a device or a pipe through the name given (``/dev/stdout`` may resolve to no
+    path at all), a link's target (the link is kept); a folder is refused."""
+    given = Path(path)
+    if given.exists() and not given.is_file() and not given.is_dir():
+        return given
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: name a file to write (nothing was replaced)")
+    return target
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path beside ``path``; write it inside the block, and it replaces ``path`` on success, with the
-    mode the umask gives a new file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def output_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary file to write an output into inside the block; on success it becomes ``path``: a regular file
+    (or a new name) replaced whole, atomically, with the mode the umask gives a new file; a link's target
+    written so; a device or a pipe written in place. A folder at ``path`` is refused, and a write that fails (a
+    full disk, ``/dev/full``) raises: nothing is left half-written or reported written."""
+    target = _target(path)
+    if target.exists() and not target.is_file():  # a device, a pipe, a socket: written in place, as tee does
+        fd, tmp = tempfile.mkstemp(prefix=".cutlass-resnet-", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            with open(tmp, "rb") as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
+def open_output(path: str | os.PathLike[str], append: bool = False, **kwargs: object):
+    """``path`` opened to stream an output into (line by line, so a killed run keeps its lines): a link's target,
+    a device or a pipe written in place, a regular file truncated first unless ``append``; a folder refused."""
+    return open(_target(path), "a" if append else "w", **kwargs)  # noqa: SIM115
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_path(path) as tmp:
+    """``text`` written to ``path`` as :func:`output_path` writes."""
+    with output_path(path) as tmp:
         tmp.write_text(text)
 
 
@@ -105,10 +141,16 @@ def replace_folder(folder: str | os.PathLike[str], replaces: Collection[str] | N
     Readers see the old folder or the new one, never a mix: where the system can, the two are exchanged in one
     step, else the old is moved aside just before the new is moved in. The entries of ``folder`` not named in
     ``replaces`` are carried over (hard links); those named are the block's to write (or to leave out); with
-    ``replaces=None`` nothing is carried over. A writer
-    killed mid-way leaves only a temporary folder, which the next writer removes.
+    ``replaces=None`` nothing is carried over. A writer killed mid-way leaves only a temporary folder, which the
+    next writer removes. A link to a folder has its target replaced (the link is kept); a folder where the block
+    writes a file (an entry of ``replaces``) is refused, never dropped.
     """
-    folder = Path(folder)
+    folder = Path(os.path.realpath(folder))
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file: a folder is written there (nothing was replaced)")
+    for name in replaces or ():
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            raise IsADirectoryError(f"{folder / name} is a folder where a file is written: move it away first")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(folder):
         remove_leftovers(folder)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._io import open_output, output_path, write_text
 from .models import ResNet
 from .nn import cuda_graph
 from .pretrained.preprocess import eval_transform, labels_of
@@ -37,6 +38,7 @@ __all__ = [
     "done_paths",
     "expand_paths",
     "load_features",
+    "read_image",
     "read_results",
     "save_features",
 ]
@@ -79,6 +81,29 @@ class Result:
         return {"path": self.path, "top": self.top}
 
 
+def read_image(path: str | os.PathLike[str]) -> Any:
+    """The image at ``path`` as an 8-bit RGB PIL image, turned upright by its EXIF orientation (as
+    ``torchvision.io.decode_image(apply_exif_orientation=True)`` and PIL's ``ImageOps.exif_transpose`` do); 16-bit
+    images scaled by their value range, not clipped. Only a regular file is read: a FIFO or a device raises
+    instead of blocking."""
+    import stat
+
+    from PIL import Image, ImageOps
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        what = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise OSError(f"{os.fspath(path)} is {what}: only regular files are read as images")
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit (or 32-bit integer) grayscale
+            import numpy as np
+
+            top = 65535.0 if image.mode.startswith("I;16") or np.asarray(image).max() <= 65535 else 2.0**31 - 1
+            image = Image.fromarray(np.round(np.asarray(image, dtype=np.float64) * (255.0 / top)).astype(np.uint8))
+        return image.convert("RGB")
+
+
 class _Images(torch.utils.data.Dataset):
     """The images of ``paths`` decoded to RGB and transformed, in a worker; a failure is returned, not raised."""
 
@@ -89,12 +114,9 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, Tensor | None, str | None, float]:
-        from PIL import Image
-
         start = time.perf_counter()
         try:
-            with Image.open(self.paths[index]) as image:
-                return index, self.transform(image.convert("RGB")), None, time.perf_counter() - start
+            return index, self.transform(read_image(self.paths[index])), None, time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - any unreadable image is a result, not the end of the run
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return index, None, error, time.perf_counter() - start
@@ -217,14 +239,14 @@ def done_paths(path: str | os.PathLike[str]) -> list[str]:
     if path.exists() and path.stat().st_size != len(whole):
         with open(path, "r+b") as f:
             f.truncate(len(whole))
-    return [result.path for result in _parse_results(whole.decode(), path)]
+    return [result.path for result in _parse_results(whole.decode("utf-8", "surrogateescape"), path)]
 
 
 def read_results(path: str | os.PathLike[str]) -> list[Result]:
     """The results a JSON Lines or CSV output file holds, in its order (features are not in it); a partly written
     last line is not one."""
     path = Path(path)
-    return _parse_results(_whole_lines(path).decode(), path)
+    return _parse_results(_whole_lines(path).decode("utf-8", "surrogateescape"), path)
 
 
 def _parse_results(text: str, path: Path) -> list[Result]:
@@ -252,8 +274,10 @@ class Writer:
     ) -> None:
         self.path, self.topk = Path(path), topk
         self.csv = self.path.suffix.lower() == ".csv" if csv_format is None else csv_format
-        fresh = not (append and self.path.exists() and self.path.stat().st_size)
-        self.file = open(self.path, "a" if append else "w", newline="" if self.csv else None)  # noqa: SIM115
+        fresh = not (append and self.path.is_file() and self.path.stat().st_size)
+        # A file name that is not UTF-8 (os.fsdecode's surrogates) goes out as the bytes it was, and comes back so.
+        newline = "" if self.csv else None
+        self.file = open_output(self.path, append, newline=newline, encoding="utf-8", errors="surrogateescape")
         self.rows = None
         if self.csv:
             columns = ["path", "error"] + [f"{k}_{n}" for n in range(1, topk + 1) for k in ("label", "index", "prob")]
@@ -314,12 +338,10 @@ class FeatureLog:
 def save_features(path: str | os.PathLike[str], rows: dict[str, Tensor]) -> None:
     """Pooled features, one row per image in the order of ``rows``, written whole: ``.safetensors`` (tensor
     ``features``, the paths in its metadata ``paths``) or ``.npy`` (the paths in ``<file>.paths.json``)."""
-    from ._io import atomic_path, write_text
-
     path = Path(path)
     order = list(rows)
     matrix = torch.stack([rows[p] for p in order]).contiguous() if order else torch.zeros(0, 0)
-    with atomic_path(path) as tmp:
+    with output_path(path) as tmp:
         if path.suffix.lower() == ".npy":
             import numpy as np
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from cutlass_resnet.predict import (
     done_paths,
     expand_paths,
     load_features,
+    read_image,
     read_results,
     save_features,
 )
@@ -100,3 +102,54 @@ def test_features_files_keep_the_row_order(tmp_path, suffix):
     assert list(back) == list(rows)
     for path, row in rows.items():
         assert torch.equal(back[path], row)
+
+
+def test_a_16_bit_png_reads_as_its_8_bit_version(tmp_path):
+    """16-bit images are scaled by their value range (65535 is white), not clipped to 255."""
+    import numpy as np
+    from PIL import Image
+
+    from cutlass_resnet.cli.predict import sample_image
+
+    with Image.open(sample_image()) as photo:
+        gray = np.asarray(photo.convert("L"))
+    Image.fromarray(gray).save(tmp_path / "8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "16.png")  # the same image, 16 bits a pixel
+    with Image.open(tmp_path / "16.png") as image:
+        assert image.mode.startswith("I")
+    assert np.array_equal(np.asarray(read_image(tmp_path / "16.png")), np.asarray(read_image(tmp_path / "8.png")))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A photo stored sideways with Orientation=6 (display rotated 90 degrees clockwise) reads upright."""
+    import numpy as np
+    from PIL import Image
+
+    from cutlass_resnet.cli.predict import sample_image
+
+    with Image.open(sample_image()) as photo:
+        upright = photo.convert("RGB")
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(tmp_path / "phone.png", exif=exif)
+    read = read_image(tmp_path / "phone.png")
+    assert read.size == upright.size and np.array_equal(np.asarray(read), np.asarray(upright))
+
+
+def test_only_regular_files_are_read(tmp_path):
+    """A FIFO named like an image is refused at once instead of blocking the run."""
+    import os
+
+    os.mkfifo(tmp_path / "x.jpg")
+    with pytest.raises(OSError, match="is a FIFO: only regular files are read"):
+        read_image(tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_file_name_that_is_not_utf8_is_written_and_read_back(tmp_path, suffix):
+    name = os.fsdecode(b"caf\xe9.jpg")  # as os.listdir gives a Latin-1 name on a UTF-8 system
+    with Writer(tmp_path / f"out{suffix}", topk=1) as writer:
+        writer.write(Result(name, [{"label": "cat", "index": 3, "prob": 0.5}]))
+        writer.write(Result("next.jpg", error="unreadable"))
+    assert [r.path for r in read_results(tmp_path / f"out{suffix}")] == [name, "next.jpg"]

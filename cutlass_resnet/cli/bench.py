@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from .._io import atomic_path, write_text
+from .._io import output_path, write_text
 from ..models import get_model, list_models
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
 from ..ops import dispatch, library
@@ -182,7 +182,7 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with output_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 

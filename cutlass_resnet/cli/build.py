@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build (or find) the library for the nvcc targets; print its path."""
     targets = build.parse_targets(" ".join(args.gpu_arch)) if args.gpu_arch else library.default_targets()
+    build.check_targets(targets)  # before any lock or compiler
     if not targets:
         raise UsageError("no GPU is visible: name the nvcc targets with --gpu-arch, e.g. --gpu-arch 8.0 9.0a")
     print(build.build(targets, verbose=args.verbose))

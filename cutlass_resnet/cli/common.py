@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -52,9 +53,12 @@ def check_output_file(path: str | Path, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{option} {path}: that is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UsageError(f"{option} {path}: the folder {path.parent} does not exist")
-    _probe(path.parent, f"{option} {path}: cannot write into {path.parent}")
+    if path.exists() and not path.is_file():  # a device or a pipe: written in place
+        return path
+    target = Path(os.path.realpath(path))  # a link's target is what is written
+    if not target.parent.is_dir():
+        raise UsageError(f"{option} {path}: the folder {target.parent} does not exist")
+    _probe(target.parent, f"{option} {path}: cannot write into {target.parent}")
     return path
 
 

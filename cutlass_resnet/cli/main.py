@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             NoGPUError: EXIT_NO_GPU,
             UsageError: EXIT_USAGE,
             ValueError: EXIT_USAGE,
+            IsADirectoryError: EXIT_USAGE,  # a folder where an output file goes, or the reverse: the user's paths
+            NotADirectoryError: EXIT_USAGE,
         }
         status = next((c for kind, c in code.items() if isinstance(exc, kind)), EXIT_FAILED)
         if args.verbose:

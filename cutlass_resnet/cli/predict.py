@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -16,10 +17,11 @@ import torch
 import torch.distributed
 from torch import Tensor
 
-from .._io import atomic_path
+from .._io import output_path, write_text
 from ..models import list_models
 from ..ops import library
 from ..predict import (
+    IMAGE_EXTENSIONS,
     FeatureLog,
     Result,
     Writer,
@@ -27,6 +29,7 @@ from ..predict import (
     done_paths,
     expand_paths,
     load_features,
+    read_image,
     read_results,
     save_features,
 )
@@ -46,11 +49,10 @@ def _open_images(paths: list[Path]) -> list[Any]:
 
     images = []
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"no such image: {path}")
         try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+            images.append(read_image(path))
         except Image.DecompressionBombError as exc:
             raise UsageError(f"{path} is too large to decode safely ({exc}); resize it first") from None
         except (UnidentifiedImageError, OSError) as exc:
@@ -85,17 +87,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = _device(args.device)
         dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
-        paths = expand_paths(args.images) if args.images else [str(sample_image())]
+        try:
+            paths = expand_paths(args.images) if args.images else [str(sample_image())]
+        except FileNotFoundError as exc:  # an @list file that is not there
+            raise UsageError(f"no such list of images: {exc.filename}") from None
+        if not paths:
+            raise UsageError(
+                f"no images found in {' '.join(args.images)} (folders are searched for {', '.join(IMAGE_EXTENSIONS)})"
+            )
         if args.output is None:
             _open_images([Path(p) for p in paths])  # a bad path fails fast, before any weights are fetched
         model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
+        record = run_record(args, model, arch) if args.output is not None else None
         model = model.to(device=device)
         if not 1 <= args.topk <= model.fc.out_features:
             raise UsageError(
                 f"--topk must be between 1 and {model.fc.out_features} (the model's class count), got {args.topk}"
             )
         if args.output is not None:
-            return _to_file(args, model, paths, distributed)
+            return _to_file(args, model, paths, distributed, record)
         results = list(classify(paths, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers))
         _print(args, model, arch, device, dtype, results)
         return EXIT_OK
@@ -151,9 +161,62 @@ def _held(args: argparse.Namespace, output: Path, world: int) -> tuple[dict[str,
     return held, rows
 
 
-def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: bool) -> int:
+RUN_RECORD_VERSION = 1
+
+
+def run_record(args: argparse.Namespace, model, arch: str) -> dict[str, Any]:
+    """What a run is, as ``--resume`` must find it again: the model, its weights (the sha256 of every tensor the
+    model holds, in its dtype), the dtype, top-k and the features file."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return {
+        "version": RUN_RECORD_VERSION,
+        "arch": arch,
+        "weights": model.pretrained_source,
+        "weights_sha256": digest.hexdigest(),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "fused": model.fused,
+        "topk": args.topk,
+        "features": Path(args.features).name if args.features is not None else None,
+    }
+
+
+def _record_path(output: Path) -> Path:
+    """Beside --output: what the run that wrote it was (:func:`run_record`)."""
+    return output.with_name(output.name + ".run.json")
+
+
+def _check_resume(output: Path, record: dict[str, Any]) -> None:
+    """Refuse, before anything is changed, a --resume of an output that is not a predict output or was written by
+    a different run, naming the difference."""
+    if not output.exists() or (output.is_file() and output.stat().st_size == 0):
+        return
+    if not output.is_file():
+        raise UsageError(f"--resume {output}: only a regular file can be resumed (this is a device or a pipe)")
+    try:
+        held = json.loads(_record_path(output).read_text())
+    except (OSError, ValueError):
+        raise UsageError(
+            f"--resume {output}: not recognised as a cutlass-resnet predict output (no readable "
+            f"{_record_path(output).name} beside it); nothing was changed: name another --output, or drop --resume "
+            "to overwrite it"
+        ) from None
+    differences = [
+        f"{key} {held.get(key)!r} there, {value!r} now" for key, value in record.items() if held.get(key) != value
+    ]
+    if differences:
+        raise UsageError(
+            f"--resume {output}: it holds another run's results ({'; '.join(differences)}); nothing was changed: "
+            "resume with the same options, name another --output, or drop --resume to overwrite it"
+        )
+
+
+def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: bool, record: dict[str, Any]) -> int:
     """Stream results into --output (this rank's part file under torchrun, merged by rank 0 at the end), skipping
-    with --resume what the output already holds; an unreadable image is an error line and a line on stderr."""
+    with --resume what the output already holds; an unreadable image is an error line and a line on stderr. What
+    the run is goes beside the output (``<output>.run.json``), so that a resume of another run is refused."""
     from tqdm.auto import tqdm
 
     output = Path(args.output)
@@ -161,9 +224,13 @@ def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: boo
     target = _part(output, rank, world) if distributed else output
     features = Path(args.features) if args.features is not None else None
     if args.resume:
+        _check_resume(output, record)
+    if rank == 0 and (not output.exists() or output.is_file()):  # not beside a device or a pipe
+        write_text(_record_path(output), json.dumps(record, indent=1) + "\n")
+    if args.resume:
         done_paths(target)  # cuts a line a killed run left half-written
-    else:
-        for path in (target, *([_log(features, rank, world)] if features else [])):
+    else:  # the output itself is truncated when opened (a link's target, a device in place), never removed
+        for path in (*([target] if distributed else []), *([_log(features, rank, world)] if features else [])):
             path.unlink(missing_ok=True)
     held, held_rows = _held(args, output, world) if args.resume else ({}, {})
     if distributed:
@@ -208,7 +275,7 @@ def _finish(args: argparse.Namespace, output: Path, paths: list[str], world: int
     written whole; the features file from what it held and every log, in input order; then parts and logs go."""
     held, rows = _held(args, output, world)
     if world > 1:
-        with atomic_path(output) as tmp, Writer(tmp, args.topk, csv_format=output.suffix.lower() == ".csv") as writer:
+        with output_path(output) as tmp, Writer(tmp, args.topk, csv_format=output.suffix.lower() == ".csv") as writer:
             for path in paths:
                 if path in held:
                     writer.write(held[path])

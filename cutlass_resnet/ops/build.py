@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ __all__ = [
     "build_defect",
     "cache_dir",
     "cache_root",
+    "check_targets",
     "cuda_home",
     "extension_args",
     "file_record",
@@ -50,10 +52,17 @@ MANIFEST_NAME = "manifest.json"
 
 
 def cache_root() -> Path:
-    """``$CUTLASS_RESNET_CACHE``, else ``$XDG_CACHE_HOME/cutlass_resnet``, else ``~/.cache/cutlass_resnet``."""
+    """``$CUTLASS_RESNET_CACHE``, else ``$XDG_CACHE_HOME/cutlass_resnet``, else ``~/.cache/cutlass_resnet``: a folder
+    (a file there is refused, naming the variable)."""
     if os.environ.get("CUTLASS_RESNET_CACHE"):
-        return Path(os.environ["CUTLASS_RESNET_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cutlass_resnet"
+        root, named = Path(os.environ["CUTLASS_RESNET_CACHE"]), "CUTLASS_RESNET_CACHE"
+    else:
+        root, named = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cutlass_resnet", "the cache"
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"{named} {root} is a file: it must name a folder (for compiled kernels, verdicts and download locks)"
+        )
+    return root
 
 
 def nvcc_target(capability: tuple[int, int]) -> str:
@@ -74,6 +83,22 @@ def parse_targets(text: str) -> list[str]:
             raise ValueError(f"{item!r} is not an nvcc target like 8.0, 8.6 or 9.0a (in {text!r})")
         targets.append("9.0a" if target == "9.0" else target)
     return sorted(set(targets), key=targets.index)
+
+
+#: The oldest target the kernels build for (cp.async and the Sm80 tensor-core instructions), and the newest known.
+MIN_TARGET = (8, 0)
+KNOWN_TARGETS = ("8.0", "8.6", "8.7", "8.9", "9.0a", "10.0", "10.0a", "12.0", "12.0a")
+
+
+def check_targets(targets: list[str]) -> list[str]:
+    """``targets``, if the kernels can be built for each; else a ValueError naming the ones they can."""
+    old = [t for t in targets if tuple(int(v) for v in t.rstrip("af").split(".")) < MIN_TARGET]
+    if old:
+        raise ValueError(
+            f"the CUTLASS kernels need sm_80 or newer, not {', '.join(old)}: name targets among "
+            f"{', '.join(KNOWN_TARGETS)}"
+        )
+    return targets
 
 
 def sources(targets: list[str] | None = None) -> list[Path]:
@@ -229,6 +254,30 @@ def _progress(build_dir: Path, total: int) -> Iterator[None]:
         bar.close()
 
 
+@contextlib.contextmanager
+def _interrupts() -> Iterator[list[int]]:
+    """Notes a Ctrl-C while the compilers run (in the main thread): ninja, stopped by the same SIGINT, may make
+    torch raise a build error first, which the caller turns back into the KeyboardInterrupt it was."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum: int, frame: object) -> None:
+        seen.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def build(targets: list[str], *, verbose: bool = False) -> str:
     """The path of the verified build for ``targets`` in the cache, compiled first when there is none.
 
@@ -238,6 +287,7 @@ def build(targets: list[str], *, verbose: bool = False) -> str:
     """
     if not targets:
         raise RuntimeError("no GPU is visible and no nvcc target was given (e.g. targets=['8.0', '9.0a'])")
+    check_targets(targets)
     target = cache_dir(targets)
     defect = build_defect(target)
     if defect is None:
@@ -261,10 +311,16 @@ def build(targets: list[str], *, verbose: bool = False) -> str:
             file=sys.stderr,
             flush=True,
         )
-        with replace_folder(target) as scratch:
-            library = _compile(targets, scratch, home, verbose)
-            library.rename(scratch / LIBRARY_NAME)
-            (scratch / MANIFEST_NAME).write_text(json.dumps(file_record(scratch / LIBRARY_NAME)) + "\n")
+        with _interrupts() as interrupted:
+            try:
+                with replace_folder(target) as scratch:
+                    library = _compile(targets, scratch, home, verbose)
+                    library.rename(scratch / LIBRARY_NAME)
+                    (scratch / MANIFEST_NAME).write_text(json.dumps(file_record(scratch / LIBRARY_NAME)) + "\n")
+            except Exception as exc:
+                if interrupted:
+                    raise KeyboardInterrupt from exc
+                raise
     return str(target / LIBRARY_NAME)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_path
+from .._io import output_path
 from ..models import ResNet, check_resnet, get_model, get_model_weights, verify_weights
 from ..nn import fuse_bn
 from ..nn.conv import aten_forward
@@ -87,7 +87,7 @@ def export_onnx(
     example = torch.zeros(2 if dynamic_batch else 1, 3, height, width)  # batch 1 would be specialized
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     path = Path(path)
-    with aten_forward(), torch.no_grad(), atomic_path(path) as tmp:
+    with aten_forward(), torch.no_grad(), output_path(path) as tmp:
         torch.onnx.export(
             model,
             (example,),

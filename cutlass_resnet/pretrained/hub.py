@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -39,6 +40,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torchvision.models import WeightsEnum
+from torchvision.transforms import InterpolationMode
 
 from .._io import replace_folder
 from .._version import __version__
@@ -424,31 +426,78 @@ def _verified(sha256: str | None, name: str | None) -> Callable[[Path], Path]:
     return check
 
 
-#: What a config's keys must hold, where present: (types, what to say).
-_CONFIG_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
-    "architecture": ((str,), "a model name"),
-    "num_classes": ((int,), "a whole number"),
-    "fused": ((bool,), "true or false"),
-    "dtype": ((str,), "a dtype name"),
-    "source": ((str, type(None)), "a string or null"),
-    "sha256": ((dict,), "an object of file names and sha256 hex digests"),
-    "num_features": ((int,), "a whole number"),
-    "pretrained_cfg": ((dict,), "an object (timm's pretrained_cfg)"),
+def _whole(low: int, high: int) -> tuple[Callable[[Any], bool], str]:
+    return lambda v: type(v) is int and low <= v <= high, f"a whole number from {low} to {high}"
+
+
+def _of(*kinds: type) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, kinds) and (bool in kinds) == isinstance(v, bool)
+
+
+def _numbers(count: int, positive: bool) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        return (
+            isinstance(v, list)
+            and len(v) == count
+            and all(_of(int, float)(x) and math.isfinite(x) and (x > 0 or not positive) for x in v)
+        )
+
+    return check
+
+
+def _input_size(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 3 and v[0] == 3 and all(type(x) is int and 1 <= x <= 4096 for x in v[1:])
+
+
+_CROP = (lambda v: _of(int, float)(v) and 0 < v <= 1, "a number above 0, at most 1")
+_INPUT_SIZE = (_input_size, "[3, height, width], height and width from 1 to 4096")
+
+#: What a config's keys must hold, where present: (check, what to say). One schema for config.json (ours and
+#: timm's) and the pretrained_cfg in it, checked once, before any weights are read or any image is.
+_CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "architecture": (_of(str), "a model name"),
+    "num_classes": _whole(1, 1_000_000),
+    "fused": (_of(bool), "true or false"),
+    "dtype": (_of(str), "a dtype name"),
+    "source": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "sha256": (_of(dict), "an object of file names and sha256 hex digests"),
+    "num_features": _whole(1, 1_000_000),
+    "pretrained_cfg": (_of(dict), "an object (timm's pretrained_cfg)"),
+}
+_PRETRAINED_CFG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "input_size": _INPUT_SIZE,
+    "test_input_size": _INPUT_SIZE,
+    "crop_pct": _CROP,
+    "test_crop_pct": _CROP,
+    "mean": (_numbers(3, positive=False), "three numbers, one a channel"),
+    "std": (_numbers(3, positive=True), "three numbers above 0, one a channel"),
+    "interpolation": (lambda v: v in {m.value for m in InterpolationMode}, "an interpolation such as 'bilinear'"),
+    "crop_mode": (lambda v: v in ("center", "squash", "border"), "'center', 'squash' or 'border'"),
+    "label_names": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of names"),
 }
 
 
 def check_config(config: object, where: str) -> dict[str, Any]:
-    """``config`` if it is a config.json this package can read (ours or timm's), else an error naming the key."""
+    """``config`` if it is a config.json this package can read (ours or timm's), else an error naming the key and
+    its value: types and ranges of the keys it uses, its ``pretrained_cfg`` included."""
     if not isinstance(config, dict):
         raise CorruptWeightsError(f"{where} holds {type(config).__name__}, not a JSON object")
-    for key, (types, what) in _CONFIG_SCHEMA.items():
-        value = config.get(key)
-        if key in config and (not isinstance(value, types) or (bool in types) != isinstance(value, bool)):
-            raise CorruptWeightsError(f"{where}: {key!r} must be {what}, got {value!r}")
+    checks = [(key, config, rule) for key, rule in _CONFIG_SCHEMA.items()]
+    if isinstance(config.get("pretrained_cfg"), dict):
+        checks += [(f"pretrained_cfg.{k}", config["pretrained_cfg"], r) for k, r in _PRETRAINED_CFG_SCHEMA.items()]
+    for name, holder, (valid, what) in checks:
+        key = name.rsplit(".", 1)[-1]
+        if key in holder and holder[key] is not None and not valid(holder[key]):
+            raise CorruptWeightsError(f"{where}: {name!r} must be {what}, got {_shown(holder[key])}")
     for file, digest in config.get("sha256", {}).items():
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             raise CorruptWeightsError(f"{where}: sha256[{file!r}] must be a sha256 hex digest, got {digest!r}")
     return config
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _read_config(path: Path, where: str, refetch: Callable[[], Path] | None) -> dict[str, Any]:
@@ -543,6 +592,8 @@ def from_pretrained(
         force_download: download again even where a cached copy exists.
         token: a hub token for private repos (default: huggingface_hub's login).
     """
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"sha256= takes a whole sha256 digest, 64 hex digits; got {sha256!r}")
     kind, name, at = parse_source(pretrained)
     if at is not None and revision is not None and at != revision:
         raise ValueError(f"{pretrained!r} names revision {at!r} but revision={revision!r}: give one of them")

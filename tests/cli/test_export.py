@@ -50,3 +50,13 @@ def test_bad_arguments(bad, capsys):
 def test_export_command_prints_the_folders(pointed, tmp_path, capsys):
     assert main(["export", "resnet18", "--out", str(tmp_path), "--variant", "fused-fp16"]) == 0
     assert capsys.readouterr().out.splitlines() == [str(tmp_path / "resnet18.tv_in1k.fused-fp16")]
+
+
+def test_export_never_replaces_a_folder_with_a_file(pointed, tmp_path, capsys):
+    """Where the weights file would go there is a folder: exit 2 naming it, and the folder keeps what it held."""
+    folder = tmp_path / "resnet18.tv_in1k.fused-fp16" / "model.safetensors"
+    folder.mkdir(parents=True)
+    (folder / "mine.txt").write_text("keep")
+    assert main(["export", "resnet18", "--out", str(tmp_path), "--variant", "fused-fp16"]) == 2
+    assert "model.safetensors is a folder where a file is written" in capsys.readouterr().err
+    assert (folder / "mine.txt").read_text() == "keep"

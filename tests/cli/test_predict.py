@@ -132,3 +132,66 @@ def test_a_killed_run_resumes_without_duplicates(one_process, ten_classes, image
 def test_bad_options_are_usage_errors(args, message, tmp_path):
     proc = predict(*args, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def three_images(tmp_path):
+    from PIL import Image
+
+    from cutlass_resnet.cli.predict import sample_image
+
+    folder = tmp_path / "three"
+    folder.mkdir()
+    with Image.open(sample_image()) as photo:
+        for i in range(3):
+            photo.convert("RGB").rotate(10 * i).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_a_resume_of_another_run_or_of_a_file_not_ours_changes_nothing(ten_classes, three_images, tmp_path):
+    """--resume refuses, naming the difference, an output written with other options (here --topk), and refuses a
+    file it cannot recognise as a predict output; neither file is touched."""
+    out = tmp_path / "out.csv"
+    first = predict(three_images, "--weights", ten_classes[1], "--topk", 3, "--output", out)
+    assert first.returncode == 0, first.stderr
+    record = json.loads((tmp_path / "out.csv.run.json").read_text())
+    assert record["topk"] == 3 and record["arch"] == "resnet18" and len(record["weights_sha256"]) == 64
+    before = out.read_bytes()
+    again = predict(three_images, "--weights", ten_classes[1], "--topk", 5, "--output", out, "--resume")
+    assert again.returncode == 2 and "topk 3 there, 5 now" in again.stderr and out.read_bytes() == before
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("my own notes, no final newline")
+    mine = predict(three_images, "--weights", ten_classes[1], "--output", notes, "--resume")
+    assert mine.returncode == 2 and "not recognised as a cutlass-resnet predict output" in mine.stderr
+    assert notes.read_text() == "my own notes, no final newline"
+
+
+def test_the_output_may_be_a_link_or_a_pipe_and_inputs_only_regular_files(ten_classes, three_images, tmp_path):
+    """--output through a symbolic link writes its target and keeps the link; into a pipe, writes the pipe (as
+    tee does); a FIFO among the inputs is an error line, not a hang."""
+    os.mkfifo(three_images / "stuck.jpg")
+    target = tmp_path / "runs" / "dated.jsonl"
+    target.parent.mkdir()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    images = [*sorted(three_images.glob("*.png")), three_images / "stuck.jpg"]
+    proc = predict(*images, "--weights", ten_classes[1], "--output", link, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert link.is_symlink() and len(lines) == 4 and "is a FIFO" in lines[-1]["error"]
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = subprocess.Popen(["cat", str(pipe)], stdout=subprocess.PIPE, text=True)
+    proc = predict(*images[:3], "--weights", ten_classes[1], "--output", pipe, timeout=300)
+    received = reader.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and pipe.is_fifo() and len(received.splitlines()) == 3, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("@missing.txt", "no such list of images: missing.txt"), ("empty", "no images found in empty")],
+)
+def test_nothing_to_classify_is_a_usage_error(source, message, tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = predict(source, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -232,3 +232,45 @@ def test_the_library_uses_the_stable_abi_only(extension):
     assert "libc10.so" in needed and not [
         n for n in needed if n.startswith(("libtorch_cuda", "libcudart", "libc10_cuda"))
     ]
+
+
+def test_a_build_folder_is_readable_by_the_team(compiler):
+    """Build folders get the mode the umask gives (a cache shared by a team), not a temporary folder's 0700."""
+    previous = os.umask(0o022)
+    try:
+        build.build(["8.0"])
+    finally:
+        os.umask(previous)
+    assert build.cache_dir(["8.0"]).stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize(("targets", "why"), [(["7.0"], "need sm_80 or newer, not 7.0"), (["8.0", "6.1"], "not 6.1")])
+def test_targets_the_kernels_cannot_build_for_are_refused_before_anything(compiler, targets, why):
+    with pytest.raises(ValueError, match=re.escape(why) + ".*8.0, 8.6"):
+        build.build(targets)
+    assert compiler.compiled == [] and not build.cache_root().exists()
+
+
+def test_a_cache_that_is_a_file_is_named(monkeypatch, tmp_path):
+    (tmp_path / "cache").write_text("")
+    monkeypatch.setenv("CUTLASS_RESNET_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(NotADirectoryError, match="CUTLASS_RESNET_CACHE .*cache is a file: it must name a folder"):
+        build.cache_root()
+
+
+def test_ctrl_c_during_the_compile_is_an_interrupt(compiler, monkeypatch):
+    """ninja, stopped by the same Ctrl-C, makes torch raise a build error: it is re-raised as the interrupt it was
+    (the command then exits 130), and nothing is left in the cache but the lock."""
+    import contextlib
+    import signal
+
+    def interrupted(targets, build_dir, home, verbose):
+        with contextlib.suppress(KeyboardInterrupt):  # as torch's build turns what its ninja run raised into
+            signal.raise_signal(signal.SIGINT)
+        raise RuntimeError("Error building extension 'cutlass_resnet_C'")
+
+    monkeypatch.setattr(build, "_compile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build.build(["8.0"])
+    target = build.cache_dir(["8.0"])
+    assert sorted(p.name for p in target.parent.iterdir()) == [f".{target.name}.lock"]

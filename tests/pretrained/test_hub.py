@@ -132,6 +132,13 @@ def test_wrong_sha256_is_refused(timm_repo):
         from_pretrained(REPO, sha256="0" * 64)
 
 
+def test_a_sha256_prefix_is_not_taken_for_a_digest(timm_repo):
+    """A prefix is refused before anything is fetched, rather than called a corrupted file and downloaded twice."""
+    with pytest.raises(ValueError, match="takes a whole sha256 digest, 64 hex digits; got '0123abcd'"):
+        from_pretrained(REPO, sha256="0123abcd")
+    assert not timm_repo.state.requests
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -318,7 +325,13 @@ def test_a_cached_config_that_changed_is_fetched_again(timm_repo, tv18, x):
         (b'{"architecture": "resnet18", "fused": "false"}', r"'fused' must be true or false, got 'false'"),
         (b'{"sha256": ["abc"]}', r"'sha256' must be an object of file names and sha256 hex digests"),
         (b'{"sha256": {"model.safetensors": "abc"}}', r"sha256\['model.safetensors'\] must be a sha256 hex digest"),
-        (b'{"num_classes": "ten"}', r"'num_classes' must be a whole number, got 'ten'"),
+        (b'{"num_classes": "ten"}', r"'num_classes' must be a whole number from 1 to 1000000, got 'ten'"),
+        (b'{"num_classes": 100000000000000000000000000000}', r"'num_classes' must be a whole number from 1 to"),
+        (b'{"pretrained_cfg": {"mean": "abc"}}', r"'pretrained_cfg.mean' must be three numbers, .*got 'abc'"),
+        (b'{"pretrained_cfg": {"input_size": [3, 0, 0]}}', r"'pretrained_cfg.input_size' must be \[3, height"),
+        (b'{"pretrained_cfg": {"input_size": [3, 200000, 200000]}}', r"height and width from 1 to 4096"),
+        (b'{"pretrained_cfg": {"crop_pct": -1}}', r"'pretrained_cfg.crop_pct' must be a number above 0, at most 1"),
+        (b'{"pretrained_cfg": {"std": [0.2, 0, 0.2]}}', r"'pretrained_cfg.std' must be three numbers above 0"),
         (b"[1, 2]", r"holds list, not a JSON object"),
     ],
 )
