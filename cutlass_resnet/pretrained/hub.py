@@ -273,18 +273,20 @@ def _git_blob_sha1(path: Path) -> str:
 def _why_rejected(path: Path, sha256: str | None) -> str | None:
     """Why ``path`` must not be read, or None: a hash that does not match.
 
-    Without a known sha256, a file from the hub cache is checked against its blob name, which the hub sets to
-    the file's sha256 (large files) or git blob sha1 (small files).
+    Without a known sha256, a file of the hub cache is checked against its blob name, which the hub sets to the
+    file's sha256 (large files) or git blob sha1 (small files); a file elsewhere is never judged by its name.
     """
-    blob = Path(os.path.realpath(path)).name
+    resolved = Path(os.path.realpath(path))
+    blob = resolved.name if resolved.is_relative_to(os.path.realpath(constants.HF_HUB_CACHE)) else ""
     if sha256 is None and re.fullmatch(r"[0-9a-f]{64}", blob):
-        sha256 = blob
+        actual = sha256_of(path)
+        return None if actual == blob else f"its sha256 is {actual}, but the hub cache names it by {blob}"
     if sha256 is not None:
         actual = sha256_of(path)
         if actual != sha256.lower():
             return f"its sha256 is {actual}, expected {sha256.lower()}"
     elif re.fullmatch(r"[0-9a-f]{40}", blob) and (actual := _git_blob_sha1(path)) != blob:
-        return f"its git sha1 is {actual}, expected {blob}"
+        return f"its git sha1 is {actual}, but the hub cache names it by {blob}"
     return None
 
 

@@ -471,3 +471,16 @@ def test_model_cards_are_huggingface_hub_model_cards(tmp_path):
     assert card.data.library_name == "cutlass_resnet" and card.data.pipeline_tag == "image-classification"
     assert card.data.base_model == "timm/resnet50.tv2_in1k" and card.data.license == "bsd-3-clause"
     assert "acc@1 80.858" in card.text and "loads in cutlass-resnet only" in card.text
+
+
+def test_a_local_file_is_never_judged_by_its_name(tmp_path):
+    """A folder's model.safetensors that resolves to a file named like a sha256 (a store of blobs of one's own) is
+    not the hub cache: its name is no hash check."""
+    folder = save_pretrained(cutlass_resnet.resnet18(num_classes=10), tmp_path / "saved")
+    blob = tmp_path / ("ab" * 32)
+    (folder / "model.safetensors").rename(blob)
+    (folder / "model.safetensors").symlink_to(blob)
+    config = json.loads((folder / "config.json").read_text())
+    del config["sha256"]  # no recorded digest: only the name could mislead
+    (folder / "config.json").write_text(json.dumps(config))
+    assert from_pretrained(folder).fc.out_features == 10
