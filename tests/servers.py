@@ -42,7 +42,9 @@ class State:
     delay_s: float = 0.0  # per 64 KiB chunk, to keep downloads in flight
     requests: Counter = field(default_factory=Counter)
     #: path -> (what, after): "stall" (send ``after`` bytes of the body, then nothing; -1: not even the headers,
-    #: HEAD included) or "close" (send ``after`` bytes of the body, then close the connection)
+    #: HEAD included), "close" (send ``after`` bytes of the body, from its end if negative, then close the
+    #: connection), "drip" (the body a byte every 50 ms) or "status" (answer with HTTP status ``after``, a body of
+    #: several lines)
     faults: dict[str, tuple[str, int]] = field(default_factory=dict)
     released: threading.Event = field(default_factory=threading.Event)  # set on close: stalls end
 
@@ -59,13 +61,27 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "stall" and after < 0:
             self.state.released.wait()
             return
+        if fault == "status":
+            fault, status, body = None, after, b"Internal error\nRequest ID: 1234\nPlease retry later.\n"
         if fault and self.command != "HEAD":
             self.send_response(status)
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body[:after])
+            if fault == "drip":
+                for i in range(len(body)):
+                    if self.state.released.is_set():
+                        break
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                self.close_connection = True
+                return
+            sent = body[: after if after >= 0 else len(body) + after]
+            for i in range(0, len(sent), 1 << 16):
+                self.wfile.write(sent[i : i + (1 << 16)])
+                time.sleep(self.state.delay_s)
             self.wfile.flush()
             if fault == "stall":
                 self.state.released.wait()

@@ -8,6 +8,7 @@ cannot be had (offline, not found) or are corrupt; 4 the command needs a GPU and
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    # The hub client prints each retry and error over several lines; the one-line error below says what failed.
+    for handler in logging.getLogger("huggingface_hub").handlers:
+        handler.setLevel(logging.ERROR)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         status = next((c for kind, c in code.items() if isinstance(exc, kind)), EXIT_FAILED)
         if args.verbose:
             traceback.print_exc()
-        what = str(exc) if status != EXIT_FAILED else f"unexpected error: {type(exc).__name__}: {exc}"
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line, always
+        what = text if status != EXIT_FAILED else f"unexpected error: {type(exc).__name__}: {text}"
         hint = "" if args.verbose else " (--verbose shows the traceback)"
         print(f"cutlass-resnet {args.command}: {what}{hint if status == EXIT_FAILED else ''}", file=sys.stderr)
         return status

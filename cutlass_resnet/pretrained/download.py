@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -36,6 +37,9 @@ __all__ = [
     "load_verified",
     "load_weights",
     "offline",
+    "MIN_RATE",
+    "Transfer",
+    "TooSlow",
     "sha256_of",
 ]
 
@@ -55,6 +59,40 @@ def offline() -> bool:
     from huggingface_hub import constants  # read as huggingface_hub reads it: once, at import
 
     return bool(constants.HF_HUB_OFFLINE)
+
+
+#: Bytes a second a download must average once its first CUTLASS_RESNET_DOWNLOAD_TIMEOUT seconds have passed.
+MIN_RATE = 16 * 1024
+
+
+class TooSlow(OSError):
+    """A download that broke the download policy (:class:`Transfer`): it would not end in a bounded time."""
+
+
+class Transfer:
+    """The one policy every download is held to, torchvision's and the hub's: the connection and each read wait
+    at most :func:`download_timeout` seconds, and :meth:`check` ends the transfer when no new byte has arrived for
+    that long (bytes fetched again after a restart are not new) or when, past that long, it averages under
+    :data:`MIN_RATE`: a server that drips, or that restarts the same bytes, ends in a bounded time."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.start = self.since = time.monotonic()
+        self.most = 0
+
+    def check(self, size: int) -> None:
+        """Raise :class:`TooSlow` when the transfer, ``size`` bytes so far, breaks the policy."""
+        now = time.monotonic()
+        if size > self.most:
+            self.most, self.since = size, now
+        elapsed = now - self.start
+        if now - self.since > self.timeout:
+            raise TooSlow(f"no new data for {self.timeout:g} s (CUTLASS_RESNET_DOWNLOAD_TIMEOUT)")
+        if elapsed > self.timeout and self.most < MIN_RATE * elapsed:
+            raise TooSlow(
+                f"{self.most} bytes in {elapsed:.0f} s, under the {MIN_RATE // 1024} KiB/s a download must keep up "
+                f"after its first {self.timeout:g} s (CUTLASS_RESNET_DOWNLOAD_TIMEOUT)"
+            )
 
 
 def download_timeout() -> float:
@@ -115,9 +153,9 @@ def load_state_dict_from_url(
     folder = Path(model_dir) if model_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
     path = folder / filename
     how = (
-        f"download {url} on a machine with internet access and copy it to {path} "
-        f"(TORCH_HOME sets the folder), or use a local copy: cutlass-resnet predict --weights PATH, or in "
-        f"Python load_torchvision_state_dict(model, torch.load(PATH, weights_only=True))"
+        f"fetch {url} another way (a browser, another machine) and copy it to {path} (TORCH_HOME sets the "
+        f"folder), or use a local copy: cutlass-resnet predict --weights PATH, or in Python "
+        f"load_torchvision_state_dict(model, torch.load(PATH, weights_only=True))"
     )
 
     def fetch() -> Path:
@@ -155,16 +193,18 @@ def download_file(url: str, path: Path, hash_prefix: str, progress: bool = True)
             return  # another process downloaded it while we waited
         partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
         try:
+            transfer = Transfer(timeout)
             with urlopen(Request(url, headers={"User-Agent": "cutlass-resnet"}), timeout=timeout) as response:
                 size = int(response.headers.get("Content-Length") or 0) or None
                 digest, written = hashlib.sha256(), 0
                 bar = tqdm(total=size, unit="B", unit_scale=True, disable=not progress, desc=path.name)
                 with bar, open(partial, "wb") as f:
-                    while chunk := response.read(1 << 20):
+                    while chunk := response.read1(1 << 20):  # what has arrived: the policy is checked as it comes
                         f.write(chunk)
                         digest.update(chunk)
                         written += len(chunk)
                         bar.update(len(chunk))
+                        transfer.check(written)
             if size is not None and written != size:
                 raise OSError(f"the connection closed after {written} of {size} bytes")
             if not digest.hexdigest().startswith(hash_prefix):
@@ -175,6 +215,8 @@ def download_file(url: str, path: Path, hash_prefix: str, progress: bool = True)
             os.chmod(partial, file_mode())
             os.replace(partial, path)
         except HTTPError as exc:
+            if 300 <= exc.code < 400:  # urllib follows redirects: one it gives up on is a loop
+                raise OSError(f"the server redirects in a loop (HTTP {exc.code}): try again later") from exc
             raise OSError(str(exc)) from exc  # "HTTP Error 404: Not Found"
         except (TimeoutError, URLError, http.client.HTTPException) as exc:
             reason = exc if isinstance(exc, TimeoutError) else getattr(exc, "reason", None)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ from ..models import ResNet, check_resnet, get_model, get_model_weights, list_mo
 from ..nn import fusion
 from .download import (
     CorruptWeightsError,
+    TooSlow,
+    Transfer,
     WeightsUnavailableError,
     download_timeout,
     load_checkpoint,
@@ -322,10 +324,24 @@ def _reachable(endpoint: str, timeout: float) -> bool:
         return False
 
 
+class _HubWarnings(logging.Handler):
+    """The hub client's last warning that says what went wrong (its retries say why they retry), in one line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            lines = [line.strip() for line in record.getMessage().splitlines() if line.strip()]
+            said = [line for line in lines if not line.startswith(("Retrying", "Trying to resume"))]
+            self.last = said[-1] if said else self.last
+
+
 def _watched(call: Callable[[], str], repo_folder: Path, timeout: float, what: str) -> str:
-    """``call()`` (a hub download) in a thread, given up when no byte of the download arrives for ``timeout``
-    seconds: the hub client retries stalled and dropped connections many times over (it goes on in the
-    background, and a later call resumes what it fetched)."""
+    """``call()`` (a hub download) in a thread, held to the download policy (:class:`.download.Transfer`): the hub
+    client retries stalled and dropped connections many times over, and one that restarts the same bytes makes
+    no progress (it goes on in the background, and a later call resumes what it fetched)."""
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -334,20 +350,25 @@ def _watched(call: Callable[[], str], repo_folder: Path, timeout: float, what: s
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             outcome["error"] = exc
 
+    said = _HubWarnings()
+    logging.getLogger("huggingface_hub").addHandler(said)
     worker = threading.Thread(target=run, name="cutlass-resnet-hub-download", daemon=True)
     worker.start()
-    progress, since = -1, time.monotonic()
-    while worker.is_alive():
-        worker.join(0.2)
-        with contextlib.suppress(OSError):
-            size = sum(p.stat().st_size for p in repo_folder.glob("blobs/*.incomplete"))
-            if size != progress:
-                progress, since = size, time.monotonic()
-        if worker.is_alive() and time.monotonic() - since > timeout + 1:
-            raise WeightsUnavailableError(
-                f"could not download {what}: the hub sent nothing for {timeout:g} s "
-                f"(CUTLASS_RESNET_DOWNLOAD_TIMEOUT sets the limit); try again later, or pass a local folder"
-            )
+    transfer, size = Transfer(timeout + 1), 0
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            with contextlib.suppress(OSError):
+                size = sum(p.stat().st_size for p in repo_folder.glob("blobs/*.incomplete"))
+            if worker.is_alive():
+                transfer.check(size)
+    except TooSlow as exc:
+        last = f" (the hub client's last word: {said.last})" if said.last else ""
+        raise WeightsUnavailableError(
+            f"could not download {what}: {exc}{last}; try again later, or pass a local folder"
+        ) from None
+    finally:
+        logging.getLogger("huggingface_hub").removeHandler(said)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["path"]
@@ -407,8 +428,11 @@ def _download(repo_id: str, filename: str, *, optional: bool = False, **kwargs: 
         raise WeightsUnavailableError(f"the hub has no file {where}; pass filename= to pick another") from exc
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise WeightsUnavailableError(f"{where}: {type(exc).__name__} (a private repo needs token=)") from exc
+    except WeightsUnavailableError:
+        raise
     except (HfHubHTTPError, OSError, httpx2.HTTPError) as exc:
-        raise WeightsUnavailableError(f"could not download {where}: {type(exc).__name__}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightsUnavailableError(f"could not download {where}: {type(exc).__name__}: {first}") from exc
     _remove_stale_downloads(repo_folder, cache)
     return path
 

@@ -42,6 +42,16 @@ def hub_resnet18(hub):
     return "hf:me/resnet18"
 
 
+def test_a_hub_server_error_is_one_line(hub, hub_resnet18):
+    """A hub that answers 500 (the hub client's message and its retry warnings run to several lines): one line,
+    exit 3."""
+    for name in ("config.json", "model.safetensors"):
+        hub.state.faults[f"/me/resnet18/resolve/main/{name}"] = ("status", 500)
+    proc = cli("predict", "--weights", hub_resnet18, env={"CUTLASS_RESNET_DOWNLOAD_TIMEOUT": "5"})
+    assert proc.returncode == 3 and "500" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_console_script_is_installed():
     script = shutil.which("cutlass-resnet")
     if script is None and os.environ.get("CI") != "true":

@@ -129,15 +129,19 @@ def test_legacy_pretrained_and_num_classes_conflict(pointed):
         cutlass_resnet.resnet18(weights="DEFAULT", num_classes=10)
 
 
-@pytest.mark.parametrize("fault", [("stall", -1), ("stall", 100_000), ("close", 100_000)])
+@pytest.mark.parametrize("fault", [("stall", -1), ("stall", 100_000), ("close", 100_000), ("drip", 0)])
 def test_a_silent_or_dropped_server_is_given_up_on(hub, served, monkeypatch, fault):
-    """No answer at all, a body that stops, a connection closed mid-body: a clear error after the read timeout
-    (CUTLASS_RESNET_DOWNLOAD_TIMEOUT), and no partial file left."""
+    """No answer at all, a body that stops, a connection closed mid-body, a body that drips a byte at a time: a
+    clear error soon after the read timeout (CUTLASS_RESNET_DOWNLOAD_TIMEOUT), and no partial file left."""
     url, path = served
     monkeypatch.setenv("CUTLASS_RESNET_DOWNLOAD_TIMEOUT", "1")
     hub.state.faults[url.removeprefix(hub.url)] = fault
     start = time.monotonic()
-    why = "no answer from the server for 1 s" if fault[0] == "stall" else "closed after 100000 of"
+    why = {
+        "stall": "no answer from the server for 1 s",
+        "close": "closed after 100000 of",
+        "drip": "under the 16 KiB/s a download must keep up after its first 1 s",
+    }[fault[0]]
     with pytest.raises(WeightsUnavailableError, match=f"could not download .*{why}"):
         load_state_dict_from_url(url, progress=False)
     assert time.monotonic() - start < 10

@@ -272,12 +272,14 @@ def test_torchvision_checkpoint_loads_with_its_architecture_read_from_its_shapes
         from_pretrained(path, arch="resnet7")
 
 
-@pytest.mark.parametrize("fault", [("stall", -1), ("stall", 100_000), ("close", 100_000)])
+@pytest.mark.parametrize("fault", [("stall", -1), ("stall", 100_000), ("close", 100_000), ("close", -1000)])
 def test_a_silent_or_dropped_hub_is_given_up_on(timm_repo, monkeypatch, fault):
-    """The hub client would retry a silent or dropped server for minutes: a clear error soon after the read
+    """The hub client would retry a silent or dropped server for minutes, and one that promises 1000 bytes more
+    than it sends without end (each retry fetches the same bytes again): a clear error soon after the read
     timeout (CUTLASS_RESNET_DOWNLOAD_TIMEOUT) instead."""
     monkeypatch.setenv("CUTLASS_RESNET_DOWNLOAD_TIMEOUT", "1")
     timm_repo.state.faults[FILE] = fault
+    timm_repo.state.delay_s = 0.002  # a body that takes a while, so each retry is seen fetching the same bytes
     start = time.monotonic()
     with pytest.raises(WeightsUnavailableError, match="could not download 'model.safetensors' of"):
         from_pretrained(REPO)
