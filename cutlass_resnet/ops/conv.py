@@ -26,9 +26,12 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+INT_MAX = 2**31 - 1  #: the largest extent, stride, padding or dilation a conv takes (the kernels' int indices)
+
+
 def _pair(name: str, value: Sequence[int], minimum: int) -> None:
-    if len(value) != 2 or any(v < minimum for v in value):
-        raise ValueError(f"conv2d_fprop: {name} must be two integers >= {minimum}, got {list(value)}")
+    if len(value) != 2 or any(v < minimum or v > INT_MAX for v in value):
+        raise ValueError(f"conv2d_fprop: {name} must be two integers from {minimum} to 2**31 - 1, got {list(value)}")
 
 
 def _check_layout(name: str, t: Tensor) -> None:
@@ -82,6 +85,11 @@ def _check_args(
         raise ValueError(
             f"conv2d_fprop: input has {c} channels but weight {tuple(weight.shape)} with groups={groups} "
             f"expects {c_per_group * groups} (and out channels {k} divisible by groups)"
+        )
+    if h + 2 * padding[0] > INT_MAX or w + 2 * padding[1] > INT_MAX:
+        raise ValueError(
+            f"conv2d_fprop: padding {list(padding)} makes the padded input {h + 2 * padding[0]}x{w + 2 * padding[1]}, "
+            "more than a conv takes (2**31 - 1 a side)"
         )
     p = output_size(h, r, stride[0], padding[0], dilation[0])
     q = output_size(w, s, stride[1], padding[1], dilation[1])
