@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def weights_table() -> str:
     from cutlass_resnet.models import get_model_weights, list_models
-    from cutlass_resnet.pretrained.hub import TIMM_TAGS
+    from cutlass_resnet.pretrained.config import TIMM_TAGS
 
     rows = [
         "| model | weights | acc@1 | acc@5 | params | GFLOPS | file (MB) | torchvision file | hub (timm) |",

@@ -10,7 +10,7 @@ import torch
 
 from ..models import ResNet, get_model, model_name_of
 from ..pretrained import from_pretrained
-from ..pretrained.hub import HUB_PREFIXES
+from ..pretrained.load import HUB_PREFIXES
 
 __all__ = [
     "check_output_file",

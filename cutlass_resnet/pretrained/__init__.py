@@ -7,8 +7,9 @@ checks every cached file's hash (the models layer itself fetches nothing).
 from ..models import register_weights_loader
 from .download import CorruptWeightsError, WeightsUnavailableError, load_weights
 from .export import export, export_onnx
-from .hub import from_pretrained, push_to_hub, save_pretrained
+from .load import from_pretrained
 from .loading import StateDictMismatchError, load_torchvision_state_dict
+from .save import push_to_hub, save_pretrained
 
 register_weights_loader(load_weights)
 

@@ -20,7 +20,9 @@ from .._io import output_path
 from ..models import ResNet, check_resnet, get_model, get_model_weights, verify_weights
 from ..nn import fuse_bn
 from ..nn.conv import aten_forward
-from .hub import TIMM_TAGS, model_card, save_pretrained
+from .card import model_card
+from .config import TIMM_TAGS
+from .save import save_pretrained
 
 __all__ = ["VARIANTS", "export", "export_onnx"]
 

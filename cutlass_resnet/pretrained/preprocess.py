@@ -11,7 +11,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from ..models import ResNet, get_model_weights
-from .hub import IMAGENET_MEAN, IMAGENET_STD, torchvision_weights_of
+from .config import IMAGENET_MEAN, IMAGENET_STD, torchvision_weights_of
 
 __all__ = ["eval_transform", "labels_of"]
 

@@ -380,7 +380,7 @@ def test_hub_prefixes_and_revisions(timm_repo, tv18, x, prefix, tmp_path, monkey
 def test_save_pretrained_replaces_the_pair_together(tmp_path, tv18, x, monkeypatch):
     """Interrupted between the weights and the config, a save leaves the previous model as it was (and whatever
     else the folder holds); a killed save's temporary folder is removed by the next."""
-    from cutlass_resnet.pretrained import hub
+    from cutlass_resnet.pretrained import save
 
     folder = tmp_path / "export"
     model = cutlass_resnet.resnet18(num_classes=10).eval()
@@ -393,7 +393,7 @@ def test_save_pretrained_replaces_the_pair_together(tmp_path, tv18, x, monkeypat
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(hub, "sha256_of", crash)  # after the weights are written, before the config is
+    monkeypatch.setattr(save, "sha256_of", crash)  # after the weights are written, before the config is
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(other, folder)
     monkeypatch.undo()
@@ -465,7 +465,7 @@ def test_a_timm_repo_s_own_preprocessing_is_kept(timm_repo, tv18):
 def test_model_cards_are_huggingface_hub_model_cards(tmp_path):
     from huggingface_hub import ModelCard
 
-    from cutlass_resnet.pretrained.hub import model_card
+    from cutlass_resnet.pretrained.card import model_card
 
     config = {"architecture": "resnet50", "fused": True, "dtype": "float16", "source": "ResNet50_Weights.IMAGENET1K_V2",
               "num_classes": 1000, "library_version": "0", "sha256": {"model.safetensors": "0" * 64}}  # fmt: skip
