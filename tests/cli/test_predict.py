@@ -90,7 +90,11 @@ def test_torchrun_on_two_processes_writes_what_one_process_writes(one_process, t
     paths = json.loads((tmp_path / "features.npy.paths.json").read_text())
     assert paths == list(expected)
     assert np.array_equal(np.load(tmp_path / "features.npy"), torch.stack(list(expected.values())).numpy())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npy", "features.npy.paths.json", "out.jsonl"]
+    names = ["features.npy", "features.npy.paths.json", "out.jsonl", "out.jsonl.run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # the parts and logs gone; the run's record kept
+    record = json.loads((tmp_path / "out.jsonl.run.json").read_text())
+    alone = json.loads((one_process[0] / "out.jsonl.run.json").read_text())
+    assert record == {**alone, "features": "features.npy"}
 
 
 def test_a_killed_run_resumes_without_duplicates(one_process, ten_classes, image_folder, tmp_path):
