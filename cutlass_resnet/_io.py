@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "file_mode",
     "open_output",
     "output_path",
+    "output_target",
     "remove_leftovers",
     "replace_folder",
     "sha256_of",
@@ -42,13 +44,18 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def file_lock(path: Path):
-    """A lock beside ``path`` (``.<name>.lock``), for the processes that write it. One lock object per path in a
-    process, so a writer that holds it may call another that takes it again."""
+def file_lock(path: Path, folder: Path | None = None):
+    """A lock for the processes that write ``path``: beside it (``.<name>.lock``), or in ``folder`` (named by a hash
+    of the path) where its folder must hold nothing else. One lock object per path in a process, so a writer that
+    holds it may call another that takes it again."""
     from filelock import FileLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path.parent / f".{path.name}.lock"), is_singleton=True)
+    if folder is None:
+        lock = path.parent / f".{path.name}.lock"
+    else:
+        lock = folder / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock), is_singleton=True)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
@@ -67,16 +74,18 @@ def remove_leftovers(path: Path) -> None:
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
 
 
-def _target(path: str | os.PathLike[str]) -> Path:
-    """Where writing ``path`` lands: a device or a pipe through the name given (``/dev/stdout`` may resolve to no
-    path at all), a link's target (the link is kept); a folder is refused."""
+def output_target(path: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """Where writing ``path`` lands, and whether in place: a device or a pipe through the name given
+    (``/dev/stdout`` may resolve to no path at all) in place; a link's target (the link is kept) or a regular file
+    replaced. A folder is refused."""
     given = Path(path)
-    if given.exists() and not given.is_file() and not given.is_dir():
-        return given
+    mode = given.stat().st_mode if given.exists() else None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return given, True
     target = Path(os.path.realpath(path))
     if target.is_dir():
         raise IsADirectoryError(f"{path} is a folder: name a file to write (nothing was replaced)")
-    return target
+    return target, False
 
 
 @contextlib.contextmanager
@@ -85,8 +94,8 @@ def output_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     (or a new name) replaced whole, atomically, with the mode the umask gives a new file; a link's target
     written so; a device or a pipe written in place. A folder at ``path`` is refused, and a write that fails (a
     full disk, ``/dev/full``) raises: nothing is left half-written or reported written."""
-    target = _target(path)
-    if target.exists() and not target.is_file():  # a device, a pipe, a socket: written in place, as tee does
+    target, in_place = output_target(path)
+    if in_place:  # a device, a pipe, a socket: written in place, as tee does
         fd, tmp = tempfile.mkstemp(prefix=".cutlass-resnet-", suffix=".tmp")
         os.close(fd)
         try:
@@ -111,7 +120,7 @@ def output_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def open_output(path: str | os.PathLike[str], append: bool = False, **kwargs: object):
     """``path`` opened to stream an output into (line by line, so a killed run keeps its lines): a link's target,
     a device or a pipe written in place, a regular file truncated first unless ``append``; a folder refused."""
-    return open(_target(path), "a" if append else "w", **kwargs)  # noqa: SIM115
+    return open(output_target(path)[0], "a" if append else "w", **kwargs)  # noqa: SIM115
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

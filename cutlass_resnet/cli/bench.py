@@ -33,7 +33,7 @@ import torchvision
 from .._io import output_path, write_text
 from ..models import get_model, list_models
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
-from ..ops import dispatch, library
+from ..ops import build, dispatch, library
 from ..ops.select import capability_of
 from ..pretrained import load_torchvision_state_dict
 from .common import DTYPES, EXIT_OK, NoGPUError, check_output_file
@@ -133,6 +133,7 @@ def host_path(
     """Microseconds of host time per conv of fused ``arch``, each conv called as the model calls it, in a dry run
     (everything but the launch) on ``device``'s tensors as on a GPU of ``capability``: the median of ``iters``
     rounds."""
+    build.cache_root()  # a cache path that cannot be one is the user's to mend: said as such, not as a failed load
     if not library.load_for(capability):
         raise RuntimeError(f"the dry run needs the CUTLASS extension: {library.load_error()}")
     model = fuse_bn(get_model(arch).eval()).to(device=device, dtype=dtype)

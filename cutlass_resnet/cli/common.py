@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
+from .._io import output_target
 from ..models import ResNet, get_model, model_name_of
 from ..pretrained import from_pretrained
 from ..pretrained.load import HUB_PREFIXES
@@ -51,11 +51,12 @@ def check_output_file(path: str | Path, option: str) -> Path:
     """``path`` if a file can be written there (checked before any work, by writing a probe beside it), else a
     UsageError naming the option."""
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{option} {path}: that is a folder; give a file name")
-    if path.exists() and not path.is_file():  # a device or a pipe: written in place
+    try:
+        target, in_place = output_target(path)
+    except IsADirectoryError:
+        raise UsageError(f"{option} {path}: that is a folder; give a file name") from None
+    if in_place:
         return path
-    target = Path(os.path.realpath(path))  # a link's target is what is written
     if not target.parent.is_dir():
         raise UsageError(f"{option} {path}: the folder {target.parent} does not exist")
     _probe(target.parent, f"{option} {path}: cannot write into {target.parent}")

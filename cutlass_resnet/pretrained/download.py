@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torchvision.models import WeightsEnum
 
-from .._io import file_mode, sha256_of
+from .._io import file_lock, file_mode, sha256_of
 from ..ops.build import cache_root
 
 __all__ = [
@@ -178,14 +178,11 @@ def download_file(url: str, path: Path, hash_prefix: str, progress: bool = True)
     place only once whole and matching ``hash_prefix``, under a lock (in the package's cache) that every download
     of ``path`` takes; what killed downloads left is removed first. Waits at most :func:`download_timeout` for
     the server at a time."""
-    from filelock import FileLock
     from tqdm.auto import tqdm
 
     timeout = download_timeout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    locks = cache_root() / "locks"  # not in torch's checkpoints folder, which holds only its files
-    locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}.lock")):
+    with file_lock(path, cache_root() / "locks"):  # not in torch's checkpoints folder, which holds only its files
         for stale in path.parent.glob(f"{path.name}.*.partial"):  # torch.hub names its partial files so too
             with contextlib.suppress(OSError):
                 stale.unlink()

@@ -118,7 +118,8 @@ class _HubWarnings(logging.Handler):
 def _watched(call: Callable[[], str], repo_folder: Path, timeout: float, what: str) -> str:
     """``call()`` (a hub download) in a thread, held to the download policy (:class:`.download.Transfer`): the hub
     client retries stalled and dropped connections many times over, and one that restarts the same bytes makes
-    no progress (it goes on in the background, and a later call resumes what it fetched)."""
+    no progress. Given up on, the partial file it started is removed (its thread cannot be stopped: it goes on in
+    the background, writing into the unlinked file, until its own retries end)."""
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -128,6 +129,7 @@ def _watched(call: Callable[[], str], repo_folder: Path, timeout: float, what: s
             outcome["error"] = exc
 
     said = _HubWarnings()
+    before = set(repo_folder.glob("blobs/*.incomplete"))
     logging.getLogger("huggingface_hub").addHandler(said)
     worker = threading.Thread(target=run, name="cutlass-resnet-hub-download", daemon=True)
     worker.start()
@@ -140,6 +142,8 @@ def _watched(call: Callable[[], str], repo_folder: Path, timeout: float, what: s
             if worker.is_alive():
                 transfer.check(size)
     except TooSlow as exc:
+        for partial in set(repo_folder.glob("blobs/*.incomplete")) - before:
+            partial.unlink(missing_ok=True)  # the abandoned thread writes on into the unlinked file, then fails
         last = f" (the hub client's last word: {said.last})" if said.last else ""
         raise WeightsUnavailableError(
             f"could not download {what}: {exc}{last}; try again later, or pass a local folder"

@@ -268,17 +268,23 @@ def png_header(width: int, height: int) -> bytes:
 def test_usage_errors_exit_2_not_unexpected_1(tmp_path):
     (tmp_path / "bomb.png").write_bytes(png_header(20000, 20000))
     (tmp_path / "a-file").write_text("x")
+    a_file_as_cache = {"CUTLASS_RESNET_CACHE": str(tmp_path / "a-file")}
     cases = [
-        (["predict", str(tmp_path / "bomb.png")], "too large to decode safely"),
-        (["export", "resnet18", "--out", str(tmp_path / "a-file")], "that is a file; give a folder"),
-        (["export", "resnet18", "--out", "/proc/cutlass-resnet-test"], "cannot create the folder"),
-        (["bench", "--device", "cpu", "--json", "/nonexistent/x.json"], "the folder /nonexistent does not exist"),
-        (["bench", "--device", "cpu", "--plot", str(tmp_path)], "that is a folder; give a file name"),
-        (["predict", "--weights", "hf:../../etc"], "'../../etc' is not a hub repo id"),
+        (["predict", str(tmp_path / "bomb.png")], "too large to decode safely", {}),
+        (["export", "resnet18", "--out", str(tmp_path / "a-file")], "that is a file; give a folder", {}),
+        (["export", "resnet18", "--out", "/proc/cutlass-resnet-test"], "cannot create the folder", {}),
+        (["bench", "--device", "cpu", "--json", "/nonexistent/x.json"], "the folder /nonexistent does not exist", {}),
+        (["bench", "--device", "cpu", "--plot", str(tmp_path)], "that is a folder; give a file name", {}),
+        (["predict", "--weights", "hf:../../etc"], "'../../etc' is not a hub repo id", {}),
+        (
+            ["bench", "--dry-run", "--arch", "resnet18"],
+            f"CUTLASS_RESNET_CACHE {tmp_path}/a-file is a file",
+            a_file_as_cache,
+        ),
     ]
-    for args, message in cases:
+    for args, message, env in cases:
         start = time.monotonic()
-        proc = cli(*args, env={"HF_HUB_OFFLINE": "1"})
+        proc = cli(*args, env={"HF_HUB_OFFLINE": "1", **env})
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
         assert "unexpected error" not in proc.stderr and time.monotonic() - start < 60, args
 
