@@ -32,23 +32,22 @@ def aten_forward() -> Iterator[None]:
 class Conv2d(nn.Conv2d):
     """Drop-in :class:`torch.nn.Conv2d` whose forward is the fused CUTLASS-shaped conv op.
 
-    Same constructor, parameter names and shapes as ``torch.nn.Conv2d`` (state_dicts are
-    interchangeable), plus ``relu=True`` to apply ReLU in the conv's epilogue and a
-    ``residual`` argument to ``forward`` that is added before it. The weight is kept
-    channels_last (KRSC in memory) and the output is channels_last.
+    Same constructor, parameter names, shapes and memory layout as ``torch.nn.Conv2d`` (state_dicts are
+    interchangeable; pruning, ``weight_norm``, ``spectral_norm`` and parametrizations apply as to torch's), plus
+    ``relu=True`` to apply ReLU in the conv's epilogue and a ``residual`` argument to ``forward`` that is added
+    before it. The output is channels_last.
 
     On CUDA, where nothing needs a gradient (``torch.no_grad()``, ``torch.inference_mode()`` or
     parameters that do not require it), a conv seen before runs from C++ alone, without the op's
-    Python path.
+    Python path. The kernels read the filter channels_last (KRSC): a weight kept so
+    (``model.to(memory_format=torch.channels_last)``) is read as it is, another through a copy made once per
+    change of the weight.
     """
 
     def __init__(self, *args, relu: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.relu = relu
-        self.weight = nn.Parameter(
-            self.weight.detach().contiguous(memory_format=torch.channels_last),
-            requires_grad=self.weight.requires_grad,
-        )
+        self._krsc: tuple[tuple, Tensor] | None = None  # (what the weight was, its channels_last copy)
         # Explicit padding the op cannot express (a non-zero padding mode, or the asymmetric
         # halves of padding="same" with an even kernel extent) is applied with F.pad first.
         pads = self._reversed_padding_repeated_twice
@@ -57,6 +56,22 @@ class Conv2d(nn.Conv2d):
         self._fast_conv = None
         if not self._pad_input:
             self._fast_conv = (*self.stride, *self._op_input(torch.empty(0))[1], *self.dilation, self.groups)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        self._krsc = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_krsc": None}
+
+    def _kernel_weight(self, weight: Tensor) -> Tensor:
+        """``weight`` channels_last: itself where it is so, else a copy kept until the weight changes."""
+        if weight.is_contiguous(memory_format=torch.channels_last):
+            return weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
+        if self._krsc is None or self._krsc[0] != key:
+            self._krsc = (key, weight.detach().contiguous(memory_format=torch.channels_last))
+        return self._krsc[1]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", relu=True" if self.relu else "")
@@ -89,9 +104,11 @@ class Conv2d(nn.Conv2d):
             or torch.jit.is_tracing()  # a trace records the op, not this process's remembered choice
         ):
             return None
-        weight, bias = self._parameters.get("weight"), self._parameters.get("bias")  # not Module.__getattr__
-        if weight is None:  # a parametrization computes it: the op's path asks for it
-            return None
+        # not Module.__getattr__; pruning keeps the masked weight as a plain attribute, a parametrization as a property
+        weight = self._parameters.get("weight", self.__dict__.get("weight"))
+        bias = self._parameters.get("bias", self.__dict__.get("bias"))
+        if type(weight) not in (Tensor, nn.Parameter) or ("bias" not in self._parameters and type(bias) is not Tensor):
+            return None  # a parametrization computes it: the op's path asks for it
         if torch.is_grad_enabled() and (
             input.requires_grad
             or weight.requires_grad
@@ -99,7 +116,7 @@ class Conv2d(nn.Conv2d):
             or (residual is not None and residual.requires_grad)
         ):
             return None
-        return dispatch.fast_conv2d(input, weight, bias, residual, self._fast_conv, self.relu)
+        return dispatch.fast_conv2d(input, self._kernel_weight(weight), bias, residual, self._fast_conv, self.relu)
 
     def _op_input(self, input: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The input as the op takes it (padded here where the op cannot pad) and the op's padding."""

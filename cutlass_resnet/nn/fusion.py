@@ -27,7 +27,7 @@ def fold_bn(
 ) -> tuple[Tensor, Tensor]:
     """Fold one BatchNorm into the conv before it, computed in float64 whatever the inputs' dtype.
 
-    Returns the float64 weight (channels_last) and bias; callers round them once to the model dtype.
+    Returns the float64 weight (in ``conv_weight``'s memory layout) and bias; callers round them once to the model dtype.
     """
     acc = torch.float32 if conv_weight.device.type == "mps" else torch.float64
 
@@ -37,7 +37,8 @@ def fold_bn(
     w, b = fuse_conv_bn_weights(
         up(conv_weight), up(conv_bias), up(running_mean), up(running_var), eps, up(weight), up(bias)
     )
-    return w.detach().contiguous(memory_format=torch.channels_last), b.detach()
+    layout = torch.channels_last if conv_weight.is_contiguous(memory_format=torch.channels_last) else None
+    return (w.detach() if layout is None else w.detach().contiguous(memory_format=layout)), b.detach()
 
 
 def _norm_stats(name: str, norm: nn.Module) -> tuple[Tensor, Tensor, float, Tensor | None, Tensor | None]:
