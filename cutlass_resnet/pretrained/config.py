@@ -22,6 +22,7 @@ __all__ = [
     "IMAGENET_STD",
     "PRETRAINED_CFG_FIELDS",
     "TIMM_TAGS",
+    "PICKLE_WEIGHTS_NAME",
     "WEIGHTS_NAME",
     "check_config",
     "pretrained_cfg_of",
@@ -30,7 +31,10 @@ __all__ = [
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-CHECKPOINT_SUFFIXES = (".pth", ".pt")
+#: What timm's ``save_for_hf`` and transformers write without safetensors: a tensors-only torch checkpoint.
+PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
+#: Checkpoints read with ``torch.load(weights_only=True)``: torchvision's, and timm's ``pytorch_model.bin``.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin")
 #: timm's tags for torchvision's weights: ``timm/resnet50.tv2_in1k`` holds ``ResNet50_Weights.IMAGENET1K_V2``.
 TIMM_TAGS = {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k"}
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..models import ResNet, get_model, list_models, model_name_of
 from ..nn import fusion
-from .config import CHECKPOINT_SUFFIXES, CONFIG_NAME, WEIGHTS_NAME, check_config
+from .config import CHECKPOINT_SUFFIXES, CONFIG_NAME, PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, check_config
 from .download import CorruptWeightsError, WeightsUnavailableError, load_checkpoint, load_verified, offline
 from .hub import download, verified, why_rejected
 from .loading import load_torchvision_state_dict
@@ -102,7 +102,8 @@ def from_pretrained(
 
     Args:
         pretrained: a hub repo id (``"timm/resnet50.tv2_in1k"``, ``"hf-hub:..."``, ``"...@revision"``), a folder
-            holding ``model.safetensors`` (and ``config.json``), or a weights file.
+            holding ``model.safetensors`` (or timm's ``pytorch_model.bin``) and ``config.json``, or a weights file
+            (``.safetensors``; ``.pth``, ``.pt`` or ``.bin``, read as tensors only).
         revision: the hub revision (branch, tag or commit); also written as ``repo@revision``.
         filename: the weights file in the repo or folder.
         arch: the model's name (``"resnet50"``), where the config and the repo name do not say it.
@@ -127,10 +128,13 @@ def from_pretrained(
     refetch = refetch_config = None
     if kind == "local":
         weights_path = local / filename if local.is_dir() else local
+        if not weights_path.exists() and filename == WEIGHTS_NAME and (local / PICKLE_WEIGHTS_NAME).is_file():
+            weights_path = local / PICKLE_WEIGHTS_NAME  # timm's save_for_hf without safe_serialization
         if not weights_path.exists():
             raise WeightsUnavailableError(f"{weights_path} does not exist; pass filename= to pick another file")
         checkpoint = weights_path.suffix in CHECKPOINT_SUFFIXES
-        config_path = None if checkpoint else weights_path.with_name(CONFIG_NAME)
+        torchvision_file = checkpoint and not local.is_dir() and weights_path.name != PICKLE_WEIGHTS_NAME
+        config_path = None if torchvision_file else weights_path.with_name(CONFIG_NAME)
     else:
         checkpoint = False
         hub = {"revision": revision, "cache_dir": cache_dir, "token": token}

@@ -160,3 +160,21 @@ def test_a_local_file_is_never_judged_by_its_name(tmp_path):
 def test_bad_requests_get_clear_errors(timm_repo, kwargs, error, match):
     with pytest.raises(error, match=match):
         from_pretrained(REPO, **kwargs)
+
+
+@pytest.mark.parametrize("safe_serialization", [False, True])
+def test_timm_save_for_hf_folders_load(tmp_path, x, safe_serialization):
+    """timm's own saves: ``pytorch_model.bin`` (its default, read as tensors only) or ``model.safetensors``, with
+    timm's config.json; the folder or the file given, and the result computes as timm's model does."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    theirs = timm.create_model("resnet18", num_classes=10).eval()
+    save_for_hf(theirs, tmp_path, safe_serialization=safe_serialization)
+    weights = tmp_path / ("model.safetensors" if safe_serialization else "pytorch_model.bin")
+    with torch.no_grad():
+        expected = theirs(x)
+        for source in (tmp_path, weights):
+            ours = from_pretrained(source)
+            assert ours.pretrained_cfg["mean"] == list(theirs.pretrained_cfg["mean"]), source
+            torch.testing.assert_close(ours(x), expected, rtol=0, atol=1e-5)
