@@ -73,6 +73,18 @@ class Conv2d(nn.Conv2d):
             self._krsc = (key, weight.detach().contiguous(memory_format=torch.channels_last))
         return self._krsc[1]
 
+    @torch.jit.unused
+    def _op_weight(self, weight: Tensor) -> Tensor:
+        """The weight for the op: the kept channels_last copy where nothing records a gradient or a graph."""
+        if (
+            type(weight) not in (Tensor, nn.Parameter)
+            or (torch.is_grad_enabled() and weight.requires_grad)
+            or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()
+        ):
+            return weight
+        return self._kernel_weight(weight)
+
     def extra_repr(self) -> str:
         return super().extra_repr() + (", relu=True" if self.relu else "")
 
@@ -109,12 +121,15 @@ class Conv2d(nn.Conv2d):
         bias = self._parameters.get("bias", self.__dict__.get("bias"))
         if type(weight) not in (Tensor, nn.Parameter) or ("bias" not in self._parameters and type(bias) is not Tensor):
             return None  # a parametrization computes it: the op's path asks for it
-        if torch.is_grad_enabled() and (
-            input.requires_grad
-            or weight.requires_grad
-            or (bias is not None and bias.requires_grad)
-            or (residual is not None and residual.requires_grad)
-        ):
+        if (
+            torch.is_grad_enabled()
+            and (
+                input.requires_grad
+                or weight.requires_grad
+                or (bias is not None and bias.requires_grad)
+                or (residual is not None and residual.requires_grad)
+            )
+        ) or dispatch.fast_mode(input) is None:
             return None
         return dispatch.fast_conv2d(input, self._kernel_weight(weight), bias, residual, self._fast_conv, self.relu)
 
@@ -133,6 +148,8 @@ class Conv2d(nn.Conv2d):
         x, padding = self._op_input(input)
         if residual is not None:
             residual = residual.contiguous(memory_format=torch.channels_last)
+        if not torch.jit.is_scripting():
+            weight = self._op_weight(weight)
         return torch.ops.cutlass_resnet.conv2d_fprop(
             x.contiguous(memory_format=torch.channels_last),
             weight.contiguous(memory_format=torch.channels_last),

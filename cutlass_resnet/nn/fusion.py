@@ -27,7 +27,8 @@ def fold_bn(
 ) -> tuple[Tensor, Tensor]:
     """Fold one BatchNorm into the conv before it, computed in float64 whatever the inputs' dtype.
 
-    Returns the float64 weight (in ``conv_weight``'s memory layout) and bias; callers round them once to the model dtype.
+    Returns the float64 weight (in ``conv_weight``'s memory layout) and bias; callers round them once to the
+    model dtype.
     """
     acc = torch.float32 if conv_weight.device.type == "mps" else torch.float64
 
