@@ -31,6 +31,7 @@ from .pretrained.preprocess import eval_transform, labels_of
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "OUTPUT_VERSION",
     "FeatureLog",
     "Result",
     "Writer",
@@ -43,6 +44,10 @@ __all__ = [
     "save_features",
 ]
 
+#: The version of the result records (``predict --json``, JSON Lines, CSV columns): 2 since ``prob`` became
+#: ``probability`` and ``predict --json``'s ``image`` became ``path``.
+OUTPUT_VERSION = 2
+_TOP_KEYS = ("index", "label", "probability")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -76,9 +81,22 @@ class Result:
     features: Tensor | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The record both output forms hold (:data:`OUTPUT_VERSION`)."""
         if self.error is not None:
-            return {"path": self.path, "error": self.error}
-        return {"path": self.path, "top": self.top}
+            return {"version": OUTPUT_VERSION, "path": self.path, "error": self.error}
+        return {"version": OUTPUT_VERSION, "path": self.path, "top": self.top}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Result:
+        if record.get("version", 1) not in (1, OUTPUT_VERSION):
+            raise ValueError(f"a result of output version {record['version']}; this reader knows {OUTPUT_VERSION}")
+        return cls(record["path"], [_entry(t) for t in record.get("top", [])], record.get("error"))
+
+
+def _entry(top: dict[str, Any]) -> dict[str, Any]:
+    """One class of a result, as the current schema names it (version 1 said ``prob``)."""
+    probability = top.get("probability") if top.get("probability") is not None else top["prob"]
+    return {"index": int(top["index"]), "label": top["label"], "probability": float(probability)}
 
 
 def read_image(path: str | os.PathLike[str]) -> Any:
@@ -213,7 +231,7 @@ def classify(
             top = probabilities.topk(topk, dim=1)
             for row, index in enumerate(indices):
                 classes = [
-                    {"label": labels[i] if labels else f"class {i}", "index": i, "prob": p}
+                    {"index": i, "label": labels[i] if labels else f"class {i}", "probability": p}
                     for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
                 ]
                 results[index] = Result(paths[index], classes, features=pooled[row] if features else None)
@@ -250,24 +268,32 @@ def read_results(path: str | os.PathLike[str]) -> list[Result]:
 
 
 def _parse_results(text: str, path: Path) -> list[Result]:
-    """The results of an output file's whole lines, JSON Lines or CSV as ``path``'s extension says."""
+    """The results of an output file's whole lines: JSON Lines or CSV as ``path``'s extension says, or the
+    document ``predict --json`` prints (``{"version", "model", "predictions": [...]}``)."""
     if path.suffix.lower() != ".csv":
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [Result(r["path"], r.get("top", []), r.get("error")) for r in records]
+        try:
+            document = json.loads(text)  # JSON Lines of more than one line stop at the first line's end
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and "predictions" in document:
+            version = document.get("version", OUTPUT_VERSION)
+            return [Result.from_json({"version": version, **r}) for r in document["predictions"]]
+        return [Result.from_json(json.loads(line)) for line in text.splitlines() if line.strip()]
     results = []
     for row in csv.DictReader(io.StringIO(text, newline="")):
         top, n = [], 1
         while row.get(f"label_{n}"):
-            top.append({"label": row[f"label_{n}"], "index": int(row[f"index_{n}"]), "prob": float(row[f"prob_{n}"])})
+            top.append(_entry({k: row.get(f"{k}_{n}") for k in ("index", "label", "probability", "prob")}))
             n += 1
         results.append(Result(row["path"], top, row["error"] or None))
     return results
 
 
 class Writer:
-    """Results to ``path`` as JSON Lines (``{"path", "top": [{"label", "index", "prob"}]}`` or ``{"path",
-    "error"}``), or CSV by the extension (``path, error, label_1, index_1, prob_1, ...``), one flushed line at
-    a time. ``append`` continues a file (``resume``); ``csv_format`` overrides the extension."""
+    """Results to ``path`` as JSON Lines (``{"version", "path", "top": [{"index", "label", "probability"}]}`` or
+    ``{"version", "path", "error"}``), or CSV by the extension (``path, error, index_1, label_1, probability_1,
+    ...``), one flushed line at a time. ``append`` continues a file (``resume``); ``csv_format`` overrides the
+    extension."""
 
     def __init__(
         self, path: str | os.PathLike[str], topk: int, append: bool = False, csv_format: bool | None = None
@@ -280,7 +306,7 @@ class Writer:
         self.file = open_output(self.path, append, newline=newline, encoding="utf-8", errors="surrogateescape")
         self.rows = None
         if self.csv:
-            columns = ["path", "error"] + [f"{k}_{n}" for n in range(1, topk + 1) for k in ("label", "index", "prob")]
+            columns = ["path", "error"] + [f"{k}_{n}" for n in range(1, topk + 1) for k in _TOP_KEYS]
             self.rows = csv.DictWriter(self.file, columns)
             if fresh:
                 self.rows.writeheader()
@@ -289,7 +315,7 @@ class Writer:
         if self.rows is not None:
             row: dict[str, Any] = {"path": result.path, "error": result.error or ""}
             for n, entry in enumerate(result.top, 1):
-                row.update({f"label_{n}": entry["label"], f"index_{n}": entry["index"], f"prob_{n}": entry["prob"]})
+                row.update({f"{k}_{n}": entry[k] for k in _TOP_KEYS})
             self.rows.writerow(row)
         else:
             self.file.write(json.dumps(result.to_json()) + "\n")

@@ -51,7 +51,7 @@ def test_classify_in_batches_matches_torchvision_image_by_image(ten_classes, ima
             continue
         probabilities, pooled = torchvision_alone(reference, result.path)
         assert [t["index"] for t in result.top] == probabilities.argsort(descending=True).tolist()
-        ours = torch.tensor([t["prob"] for t in result.top])
+        ours = torch.tensor([t["probability"] for t in result.top])
         torch.testing.assert_close(ours, probabilities.sort(descending=True).values, atol=1e-5, rtol=1e-4)
         assert result.top[0]["label"] == f"class {result.top[0]['index']}"
         torch.testing.assert_close(result.features, pooled, atol=1e-4, rtol=1e-4)
@@ -73,7 +73,10 @@ def test_a_missing_file_is_a_result_with_its_error(ten_classes, tmp_path):
 def test_writer_lines_read_back_and_a_torn_last_line_is_cut(tmp_path, suffix):
     path = tmp_path / f"out{suffix}"
     results = [
-        Result("a, b.jpg", [{"label": 'say "hi"', "index": 3, "prob": 0.75}, {"label": "x", "index": 1, "prob": 0.25}]),
+        Result(
+            "a, b.jpg",
+            [{"index": 3, "label": 'say "hi"', "probability": 0.75}, {"index": 1, "label": "x", "probability": 0.25}],
+        ),
         Result("c.jpg", error="OSError: truncated"),
     ]
     with Writer(path, topk=2) as writer:
@@ -85,7 +88,11 @@ def test_writer_lines_read_back_and_a_torn_last_line_is_cut(tmp_path, suffix):
         rows = list(csv.DictReader(path.read_text().splitlines()))
         assert rows[0]["label_1"] == 'say "hi"' and rows[1]["error"] == "OSError: truncated"
     else:
-        assert json.loads(path.read_text().splitlines()[1]) == {"path": "c.jpg", "error": "OSError: truncated"}
+        assert json.loads(path.read_text().splitlines()[1]) == {
+            "version": 2,
+            "path": "c.jpg",
+            "error": "OSError: truncated",
+        }
     whole = path.read_bytes()
     path.write_bytes(whole + b'{"path": "d.jp')  # a run killed mid-line
     assert done_paths(path) == ["a, b.jpg", "c.jpg"] and path.read_bytes() == whole
@@ -150,6 +157,6 @@ def test_only_regular_files_are_read(tmp_path):
 def test_a_file_name_that_is_not_utf8_is_written_and_read_back(tmp_path, suffix):
     name = os.fsdecode(b"caf\xe9.jpg")  # as os.listdir gives a Latin-1 name on a UTF-8 system
     with Writer(tmp_path / f"out{suffix}", topk=1) as writer:
-        writer.write(Result(name, [{"label": "cat", "index": 3, "prob": 0.5}]))
+        writer.write(Result(name, [{"label": "cat", "index": 3, "probability": 0.5}]))
         writer.write(Result("next.jpg", error="unreadable"))
     assert [r.path for r in read_results(tmp_path / f"out{suffix}")] == [name, "next.jpg"]

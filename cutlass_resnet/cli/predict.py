@@ -22,6 +22,7 @@ from ..models import list_models
 from ..ops import library
 from ..predict import (
     IMAGE_EXTENSIONS,
+    OUTPUT_VERSION,
     FeatureLog,
     Result,
     Writer,
@@ -122,18 +123,15 @@ def _print(args, model, arch, device, dtype, results) -> None:
     else:
         kernel_path = f"aten's convolution: CUTLASS kernels unavailable ({library.load_error()})"
     info = dict(arch=arch, weights=model.pretrained_source, device=str(device), dtype=str(dtype)[6:], fused=model.fused)
-    predictions = [
-        dict(image=r.path, top=[dict(index=t["index"], label=t["label"], probability=t["prob"]) for t in r.top])
-        for r in results
-    ]
+    predictions = [{k: v for k, v in r.to_json().items() if k != "version"} for r in results]
     if args.json:
-        print(json.dumps(dict(model=info, predictions=predictions), indent=1))
+        print(json.dumps(dict(version=OUTPUT_VERSION, model=info, predictions=predictions), indent=1))
         return
     form = f"{'fused ' if model.fused else ''}{info['dtype']}"
     print(f"{arch} ({info['weights']}), {form} on {device}, {kernel_path}")
     for result in predictions:
-        print(result["image"])
-        for rank, entry in enumerate(result["top"], 1):
+        print(result["path"])  # one that could not be read was said on stderr
+        for rank, entry in enumerate(result.get("top", []), 1):
             print(f"  {rank:>2}. {entry['probability']:7.2%}  {entry['label']}")
 
 

@@ -19,6 +19,7 @@ from servers import Repo
 
 import cutlass_resnet
 from cutlass_resnet.cli.predict import sample_image
+from cutlass_resnet.predict import OUTPUT_VERSION, read_results
 
 CATEGORIES = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
 
@@ -95,13 +96,24 @@ def test_predict_json_for_several_images(hub_resnet18, tmp_path):
     out = json.loads(proc.stdout)
     assert out["model"] == dict(arch="resnet18", weights="hf:me/resnet18@main", device="cpu", dtype="bfloat16",
                                 fused=True)  # fmt: skip
-    assert [p["image"] for p in out["predictions"]] == [str(sample_image()), str(tmp_path / "rotated.png")]
+    assert [p["path"] for p in out["predictions"]] == [str(sample_image()), str(tmp_path / "rotated.png")]
     for prediction in out["predictions"]:
         top = prediction["top"]
         assert len(top) == 3 and [t["probability"] for t in top] == sorted(
             (t["probability"] for t in top), reverse=True
         )
         assert all(CATEGORIES[t["index"]] == t["label"] for t in top)
+    assert out["version"] == OUTPUT_VERSION
+    (tmp_path / "printed.json").write_text(proc.stdout)
+    forms = [tmp_path / "printed.json"]
+    for name in ("out.jsonl", "out.csv"):  # the same results in each output form, read by one reader
+        proc = cli("predict", str(sample_image()), str(tmp_path / "rotated.png"), "--weights", hub_resnet18,
+                   "--topk", "3", "--dtype", "bf16", "--output", str(tmp_path / name))  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        forms.append(tmp_path / name)
+    read = [[(r.path, r.error, [(t["index"], t["label"]) for t in r.top]) for r in read_results(f)] for f in forms]
+    assert read[0] == read[1] == read[2] and len(read[0]) == 2
+    assert [r.to_json() for r in read_results(forms[0])] == [r.to_json() for r in read_results(forms[1])]
 
 
 def test_predict_with_a_local_folder_matches_torchvision(tmp_path):

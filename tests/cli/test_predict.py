@@ -47,7 +47,7 @@ def test_a_folder_gives_a_line_per_image_and_one_for_the_corrupt_file(one_proces
             continue
         probabilities, _ = torchvision_alone(ten_classes[0], line["path"])
         assert [t["index"] for t in line["top"]] == probabilities.argsort(descending=True).tolist()
-        ours = torch.tensor([t["prob"] for t in line["top"]])
+        ours = torch.tensor([t["probability"] for t in line["top"]])
         torch.testing.assert_close(ours, probabilities.sort(descending=True).values, atol=1e-5, rtol=1e-4)
 
 
@@ -65,14 +65,14 @@ def test_csv_output(ten_classes, image_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
     assert len(rows) == 41 and list(rows[0]) == ["path", "error"] + [
-        f"{k}_{n}" for n in (1, 2, 3) for k in ("label", "index", "prob")
+        f"{k}_{n}" for n in (1, 2, 3) for k in ("index", "label", "probability")
     ]
     broken = [r for r in rows if r["error"]]
     assert [r["path"] for r in broken] == [str(image_folder / "broken.jpg")] and broken[0]["label_1"] == ""
     for row in rows[1:4]:
         probabilities, _ = torchvision_alone(ten_classes[0], row["path"])
         assert int(row["index_1"]) == int(probabilities.argmax()) and row["label_1"] == f"class {row['index_1']}"
-        assert abs(float(row["prob_1"]) - float(probabilities.max())) < 1e-5
+        assert abs(float(row["probability_1"]) - float(probabilities.max())) < 1e-5
 
 
 def test_torchrun_on_two_processes_writes_what_one_process_writes(one_process, ten_classes, image_folder, tmp_path):
