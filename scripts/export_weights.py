@@ -1,6 +1,6 @@
 """torchvision's ResNet weights to safetensors with model cards: ``cutlass-resnet export`` as a script.
 
-python scripts/export_weights.py resnet50 --weights IMAGENET1K_V2 --out weights
+python scripts/export_weights.py --arch resnet50 --weights IMAGENET1K_V2 --out weights
 """
 
 import sys

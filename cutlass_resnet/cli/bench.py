@@ -23,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -36,7 +37,7 @@ from ..nn import Conv2d, cuda_graph, fuse_bn, plan
 from ..ops import build, dispatch, library
 from ..ops.select import capability_of
 from ..pretrained import load_torchvision_state_dict
-from .common import DTYPES, EXIT_OK, NoGPUError, check_output_file
+from .common import DTYPES, EXIT_OK, DeprecatedAlias, NoGPUError, check_output_file
 
 __all__ = ["add_arguments", "bench", "host_path", "percentiles", "plot", "run"]
 
@@ -95,7 +96,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[
             ours = ours.to(device=device, dtype=dtype)
             theirs = reference.to(device=device, dtype=dtype, memory_format=torch.channels_last)
             compiled = None if args.no_compile else torch.compile(theirs, mode="max-autotune")
-            for batch in args.batch:
+            for batch in args.batch_size:
                 x = torch.randn(batch, 3, args.image_size, args.image_size, device=device, dtype=dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
                 graphs = device.type == "cuda" and not args.no_graphs
@@ -190,13 +191,20 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options (``scripts/bench.py`` is the same command)."""
-    p.add_argument("--arch", nargs="+", choices=list_models(), default=["resnet50"], metavar="ARCH")
-    p.add_argument("--batch", nargs="+", type=int, metavar="N", help="default: 1 8 32 128 256 (--dry-run: 1)")
+    p.add_argument(
+        "--arch", nargs="+", choices=list_models(), default=["resnet50"], metavar="ARCH", help="default resnet50"
+    )
+    p.add_argument(
+        "--batch-size", nargs="+", type=int, metavar="N", help="batch sizes (default: 1 8 32 128 256; --dry-run: 1)"
+    )
+    p.add_argument("--batch", nargs="+", type=int, action=DeprecatedAlias, dest="batch_size", new="--batch-size")
     p.add_argument("--dtype", nargs="+", choices=list(DTYPES), help="default: fp16 bf16 on a GPU, fp32 on the CPU")
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu times the reference path only")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=50)
+    p.add_argument(
+        "--device", choices=["cuda", "cpu"], default="cuda", help="cuda (default), or cpu: the reference path only"
+    )
+    p.add_argument("--image-size", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs before measuring (default 10)")
+    p.add_argument("--iters", type=int, default=50, help="timed runs per row (default 50)")
     p.add_argument("--no-graphs", action="store_true", help="run eager instead of replaying CUDA graphs")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its autotuning takes minutes)")
     p.add_argument(
@@ -205,8 +213,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="time the host path per conv instead (no kernel launched; on the CPU too)",
     )
     p.add_argument("--gpu-arch", help="--dry-run: the GPU to plan for, e.g. 9.0 (default: the visible one, or 8.0)")
-    p.add_argument("--json", help="write the results and how they were obtained here")
-    p.add_argument("--plot", help="write a chart of images/s against batch here (PNG; needs matplotlib)")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="FILE",
+        help="print the results and how they were obtained as JSON (--json FILE, deprecated: as --output FILE)",
+    )
+    p.add_argument("--output", metavar="FILE", help="write the JSON results here")
+    p.add_argument("--plot", metavar="PNG", help="write a chart of images/s against batch here (needs matplotlib)")
 
 
 def _capability(text: str | None) -> tuple[int, int]:
@@ -220,15 +236,19 @@ def _capability(text: str | None) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, measure, report. Raises NoGPUError for a GPU run without a GPU, ValueError for bad values."""
-    args.batch = args.batch or ([1] if args.dry_run else [1, 8, 32, 128, 256])
-    if min(args.batch) < 1 or args.image_size < 1 or args.iters < 1 or args.warmup < 0:
-        raise ValueError("--batch, --image-size and --iters must be >= 1, --warmup >= 0")
+    if isinstance(args.json, str):  # the old form: the file to write
+        message = "`bench --json FILE` is deprecated: use --output FILE (--json prints)"
+        warnings.warn(message, FutureWarning, stacklevel=2)
+        args.output, args.json = args.output or args.json, False
+    args.batch_size = args.batch_size or ([1] if args.dry_run else [1, 8, 32, 128, 256])
+    if min(args.batch_size) < 1 or args.image_size < 1 or args.iters < 1 or args.warmup < 0:
+        raise ValueError("--batch-size, --image-size and --iters must be >= 1, --warmup >= 0")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
-    for option in ("json", "plot"):  # before minutes of measuring
+    for option in ("output", "plot"):  # before minutes of measuring
         if getattr(args, option):
             check_output_file(getattr(args, option), f"--{option}")
     meta = dict(
@@ -244,14 +264,27 @@ def run(args: argparse.Namespace) -> int:
     args.dtype = args.dtype or (["fp16", "bf16"] if args.device == "cuda" else ["fp32"])
     torch.backends.cudnn.benchmark = True
     with torch.no_grad():
-        rows = bench(args, log=lambda line: print(line, flush=True))
+        rows = bench(args, log=partial(_log, args))
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (reference path, no CUTLASS kernel)"
     meta["device"] = where
-    if args.json:
-        write_text(args.json, json.dumps(dict(meta=meta, results=rows), indent=1) + "\n")
+    _report(args, dict(meta=meta, results=rows))
     if args.plot:
         plot(rows, args.plot, f"cutlass-resnet vs torchvision on {where}, {meta['date'][:10]}")
     return EXIT_OK
+
+
+def _log(args: argparse.Namespace, line: str) -> None:
+    """A line of the table: on stdout, or on stderr where --json keeps stdout for the JSON."""
+    print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def _report(args: argparse.Namespace, document: dict) -> None:
+    """The JSON results: to ``--output``, and on stdout with ``--json``."""
+    text = json.dumps(document, indent=1) + "\n"
+    if args.output:
+        write_text(args.output, text)
+    if args.json:
+        sys.stdout.write(text)
 
 
 def _run_dry(args: argparse.Namespace, meta: dict) -> int:
@@ -260,18 +293,17 @@ def _run_dry(args: argparse.Namespace, meta: dict) -> int:
     if "fp32" in dtypes:
         raise ValueError("--dry-run: the kernels are fp16 and bf16 (--dtype fp16 bf16)")
     device = torch.device("cuda" if torch.cuda.is_available() and args.device == "cuda" else "cpu")
-    print(f"host time per conv, dry run on {device} as on sm_{capability[0]}{capability[1]} (no kernel is launched):")
+    _log(args, f"host time per conv, dry run on {device} as on sm_{capability[0]}{capability[1]} (no kernel launched):")
     rows = []
     for arch in args.arch:
         for name in dtypes:
-            for batch in args.batch:
+            for batch in args.batch_size:
                 row = host_path(arch, DTYPES[name], batch, args.image_size, capability, args.iters, args.warmup, device)
                 rows.append(row)
                 us = row["host_us_per_conv"]
-                print(f"{arch:<18} {name:<5} {batch:>5} {row['convs']:>3} convs {us:>8.2f} us/conv", flush=True)
+                _log(args, f"{arch:<18} {name:<5} {batch:>5} {row['convs']:>3} convs {us:>8.2f} us/conv")
     meta["device"] = "dry run on the host (no kernel launched)"
     meta["host"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     summary = statistics.median(r["host_us_per_conv"] for r in rows)
-    if args.json:
-        write_text(args.json, json.dumps(dict(meta=meta, host_us_per_conv=summary, results=rows), indent=1) + "\n")
+    _report(args, dict(meta=meta, host_us_per_conv=summary, results=rows))
     return EXIT_OK

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 
 from ..ops import build, library
-from .common import EXIT_OK, UsageError
+from .common import EXIT_OK, DeprecatedAlias, UsageError
 
 __all__ = ["add_arguments", "run"]
-
-
-class _DeprecatedArch(argparse.Action):
-    """``--arch`` once named the nvcc targets here; everywhere else it is the model."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        message = "`build --arch` is deprecated: use --gpu-arch (--arch names a model)"
-        warnings.warn(message, FutureWarning, stacklevel=2)
-        namespace.gpu_arch = values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu-arch", nargs="+", metavar="TARGET", help="nvcc targets, e.g. 8.0 9.0a (default: the visible GPUs)"
     )
-    p.add_argument("--arch", nargs="+", action=_DeprecatedArch, help=argparse.SUPPRESS)
+    new = "--gpu-arch (--arch names a model)"
+    p.add_argument("--arch", nargs="+", action=DeprecatedAlias, dest="gpu_arch", new=new)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,6 +18,7 @@ __all__ = [
     "check_output_file",
     "check_output_folder",
     "DTYPES",
+    "DeprecatedAlias",
     "EXIT_FAILED",
     "EXIT_NO_GPU",
     "EXIT_OK",
@@ -32,6 +35,21 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 class UsageError(Exception):
     """Bad input from the command line: a missing file, an impossible value."""
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option name, hidden from ``--help``: its value goes to the new option's ``dest``, with a
+    FutureWarning naming the new one (``add_argument("--batch", action=DeprecatedAlias, dest="batch_size",
+    new="--batch-size", ...)``)."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs) -> None:  # noqa: ANN001 - argparse's signature
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        command = parser.prog.split()[-1]
+        warnings.warn(f"`{command} {option_string}` is deprecated: use {self.new}", FutureWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
 
 
 class NoGPUError(RuntimeError):

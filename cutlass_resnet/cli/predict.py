@@ -34,7 +34,7 @@ from ..predict import (
     read_results,
     save_features,
 )
-from .common import DTYPES, EXIT_OK, UsageError, check_output_file, load_model
+from .common import DTYPES, EXIT_OK, NoGPUError, UsageError, check_output_file, load_model
 
 __all__ = ["add_arguments", "run", "sample_image"]
 
@@ -65,7 +65,7 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is visible (use --device cpu or auto)")
+        raise NoGPUError("--device cuda: no CUDA GPU is visible (use --device cpu or auto)")
     return torch.device(name)
 
 
@@ -299,10 +299,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="DEFAULT",
         help="DEFAULT, a torchvision weights name, a file or folder, or hf:REPO[@REV] (or hf-hub:REPO[@REV])",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): the GPU if one is visible"
+    )
     p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: fp16 on a GPU, fp32 on the CPU")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True, help="fold BatchNorm (default)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--output", help="stream results into this file: JSON Lines, or CSV for a .csv (unreadable images too)"

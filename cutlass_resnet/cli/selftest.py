@@ -189,9 +189,11 @@ def gpu_selftest(archs: list[str], sanitizer: str | None = None) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS), help="models to check")
+    parser.add_argument(
+        "--arch", nargs="+", choices=ARCHS, default=list(ARCHS), metavar="ARCH", help="models to check (default all)"
+    )
     parser.add_argument("--image-size", type=int, default=64, help="input height and width (default 64)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2, help="images per check (default 2)")
     parser.add_argument("--skip-cpu", action="store_true", help="only the GPU checks")
     parser.add_argument(
         "--recheck", action="store_true", help="forget the kernels' recorded self-check verdicts and check them again"

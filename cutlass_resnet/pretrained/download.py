@@ -154,8 +154,8 @@ def load_state_dict_from_url(
     path = folder / filename
     how = (
         f"fetch {url} another way (a browser, another machine) and copy it to {path} (TORCH_HOME sets the "
-        f"folder), or use a local copy: cutlass-resnet predict --weights PATH, or in Python "
-        f"load_torchvision_state_dict(model, torch.load(PATH, weights_only=True))"
+        f"folder), or use a local copy: --weights PATH on the command line, "
+        f"load_torchvision_state_dict(model, torch.load(PATH, weights_only=True)) in Python"
     )
 
     def fetch() -> Path:

@@ -1,7 +1,7 @@
 """torchvision weights -> safetensors folders with a model card each (unfused fp32, BatchNorm-fused fp16/bf16); and
 any model -> standard ONNX (:func:`export_onnx`).
 
-``python scripts/export_weights.py resnet50 --weights IMAGENET1K_V2 --out weights`` writes
+``cutlass-resnet export --arch resnet50 --weights IMAGENET1K_V2 --out weights`` writes
 ``weights/resnet50.tv2_in1k/``, ``.../resnet50.tv2_in1k.fused-fp16/`` and ``...fused-bf16/``,
 each with ``model.safetensors``, ``config.json`` and ``README.md``, ready for ``push_to_hub``
 or ``from_pretrained(folder)``. Folder tags follow timm's names for torchvision's weights.
@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from .._io import output_path
-from ..models import ResNet, check_resnet, get_model, get_model_weights, verify_weights
+from ..models import ResNet, check_resnet, get_model, get_model_weights, model_name_of, verify_weights
 from ..nn import fuse_bn
 from ..nn.conv import aten_forward
 from .card import model_card
 from .config import TIMM_TAGS
+from .load import HUB_PREFIXES, from_pretrained
 from .save import save_pretrained
 
 __all__ = ["VARIANTS", "export", "export_onnx"]
@@ -35,24 +36,41 @@ VARIANTS: dict[str, tuple[bool, torch.dtype]] = {
 
 
 def export(
-    arch: str,
+    arch: str | None,
     weights: str = "DEFAULT",
     out_dir: str | Path = "weights",
     variants: list[str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Export torchvision's ``weights`` of ``arch`` in each variant; returns the folders written."""
-    member = verify_weights(get_model_weights(arch), weights)
+    """Export ``weights`` in each variant; returns the folders written.
+
+    ``weights``: a name of ``arch``'s torchvision weights (``DEFAULT``, ``IMAGENET1K_V2``), or what
+    :func:`from_pretrained` reads (a checkpoint, a folder, ``hf:REPO``), whose architecture ``arch`` may then
+    leave to the file. A file saved fused has no fp32 (unfused) variant."""
+    local = str(weights).startswith(HUB_PREFIXES) or Path(weights).exists()
+    if local:
+        base = from_pretrained(weights, arch=arch).float()
+        arch, tag, source = model_name_of(base), Path(str(weights).rstrip("/")).stem.split("@")[0], str(weights)
+        how = f"cutlass-resnet export --arch {arch} --weights {weights}"
+    else:
+        if arch is None:
+            raise ValueError(f"name the model whose torchvision weights {weights!r} are: --arch / arch=")
+        member = verify_weights(get_model_weights(arch), weights)
+        tag, source = TIMM_TAGS.get(member.name, member.name.lower()), str(member)
+        how = f"cutlass-resnet export --arch {arch} --weights {member.name}"
     folders = []
-    for variant in variants or list(VARIANTS):
+    for variant in variants or ([v for v in VARIANTS if v != "fp32"] if local and base.fused else list(VARIANTS)):
         fused, dtype = VARIANTS[variant]
-        model = get_model(arch, weights=member, progress=progress, fuse_bn=fused, dtype=dtype).eval()
-        name = f"{arch}.{TIMM_TAGS.get(member.name, member.name.lower())}" + (
-            "" if variant == "fp32" else f".{variant}"
-        )
-        how = f"python scripts/export_weights.py {arch} --weights {member.name} --variant {variant}"
-        card = partial(model_card, how=how)
-        folders.append(save_pretrained(model, Path(out_dir) / name, source=str(member), card=card))
+        if local:
+            if base.fused and not fused:
+                raise ValueError(f"{weights} holds a fused model (BatchNorm folded away): it has no {variant} variant")
+            model = copy.deepcopy(base)
+            model = fuse_bn(model, dtype) if fused else model.to(dtype)
+        else:
+            model = get_model(arch, weights=member, progress=progress, fuse_bn=fused, dtype=dtype).eval()
+        name = f"{arch}.{tag}" + ("" if variant == "fp32" else f".{variant}")
+        card = partial(model_card, how=f"{how} --variant {variant}")
+        folders.append(save_pretrained(model, Path(out_dir) / name, source=source, card=card))
     return folders
 
 

@@ -81,7 +81,8 @@ def _check_safetensors(path: Path, name: str) -> None:
         raise WeightsUnavailableError(
             f"{name} is not a safetensors file ({exc}): cutlass_resnet reads only safetensors from the hub and from "
             f"folders, and never unpickles them; convert it where you trust it with safetensors.torch.save_file("
-            f"torch.load(f, weights_only=True), 'model.safetensors'), or pass a local .pth to from_pretrained"
+            f"torch.load(f, weights_only=True), 'model.safetensors'), or use a local copy of the file (--weights PATH "
+            f"on the command line, from_pretrained(PATH) in Python)"
         ) from exc
 
 
@@ -201,7 +202,8 @@ def download(repo_id: str, filename: str, *, optional: bool = False, **kwargs: A
             why = f"the hub cannot be reached ({exc.__cause__ or exc})"
         raise WeightsUnavailableError(
             f"{where} is not in the hub cache and {why}: download it once with network access (HF_HOME sets the "
-            f"cache), or pass a local folder or .safetensors file to from_pretrained"
+            f"cache), or use a local folder or file (--weights PATH on the command line, from_pretrained(PATH) in "
+            f"Python)"
         ) from exc
     except EntryNotFoundError as exc:
         if optional:

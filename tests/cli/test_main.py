@@ -173,11 +173,12 @@ def test_verbose_shows_the_traceback(hub):
 
 
 def test_bench_on_the_cpu_writes_table_json_and_plot(tmp_path):
-    proc = cli("bench", "--device", "cpu", "--arch", "resnet18", "--batch", "1", "2", "--image-size", "32",
-               "--warmup", "0", "--iters", "1", "--no-compile", "--json", str(tmp_path / "b.json"),
-               "--plot", str(tmp_path / "b.png"))  # fmt: skip
+    proc = cli("bench", "--device", "cpu", "--arch", "resnet18", "--batch-size", "1", "2", "--image-size", "32",
+               "--warmup", "0", "--iters", "1", "--no-compile", "--output", str(tmp_path / "b.json"),
+               "--plot", str(tmp_path / "b.png"), "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "b.json").read_text())
+    assert json.loads(proc.stdout) == rows  # --json prints what --output writes, and the table goes to stderr
     assert rows["meta"]["device"].startswith("CPU") and len(rows["results"]) == 4
     assert {(r["batch"], r["impl"]) for r in rows["results"]} == {
         (b, i) for b in (1, 2) for i in ("cutlass-resnet", "torchvision")
@@ -185,7 +186,7 @@ def test_bench_on_the_cpu_writes_table_json_and_plot(tmp_path):
     for r in rows["results"]:
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and not r["graph"] and r["estimate_ms"] is None
         assert r["images_per_s"] == pytest.approx(r["batch"] * 1000 / r["p50_ms"])
-    assert len([line for line in proc.stdout.splitlines() if line.startswith("resnet18")]) == 4
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("resnet18 ")]) == 4
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.png"]
 
@@ -196,7 +197,7 @@ def test_bench_dry_run_reports_host_time_per_conv_without_a_gpu(extension, tmp_p
     run once ended in CUDA_ERROR_NOT_FOUND)."""
     env = {"CUTLASS_RESNET_CACHE": os.environ["CUTLASS_RESNET_CACHE"], "TORCH_CUDA_ARCH_LIST": "8.0;9.0a"}
     proc = cli("bench", "--dry-run", "--arch", "resnet18", "--dtype", "fp16", "bf16", "--iters", "3",
-               "--gpu-arch", gpu, "--json", str(tmp_path / "host.json"), env=env)  # fmt: skip
+               "--gpu-arch", gpu, "--output", str(tmp_path / "host.json"), env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "host.json").read_text())
     assert data["meta"]["device"].startswith("dry run") and [r["dtype"] for r in data["results"]] == [
@@ -217,8 +218,18 @@ def test_bench_without_a_gpu_exits_4():
 
 
 def test_bench_rejects_bad_values():
-    proc = cli("bench", "--device", "cpu", "--batch", "0")
-    assert proc.returncode == 2 and "--batch, --image-size and --iters must be >= 1" in proc.stderr
+    proc = cli("bench", "--device", "cpu", "--batch-size", "0")
+    assert proc.returncode == 2 and "--batch-size, --image-size and --iters must be >= 1" in proc.stderr
+
+
+def test_bench_s_old_option_names_still_work_and_warn(tmp_path):
+    """``--batch`` and ``--json FILE`` (as scripts of 0.1.0 call bench) do what --batch-size and --output do."""
+    proc = cli("bench", "--device", "cpu", "--arch", "resnet18", "--batch", "1", "--image-size", "32",
+               "--warmup", "0", "--iters", "1", "--no-compile", "--json", str(tmp_path / "b.json"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert [r["batch"] for r in json.loads((tmp_path / "b.json").read_text())["results"]] == [1, 1]
+    assert "`bench --batch` is deprecated: use --batch-size" in proc.stderr
+    assert "`bench --json FILE` is deprecated: use --output FILE" in proc.stderr
 
 
 def test_selftest_on_the_cpu_says_no_kernel_ran():
@@ -283,9 +294,9 @@ def test_usage_errors_exit_2_not_unexpected_1(tmp_path):
     a_file_as_cache = {"CUTLASS_RESNET_CACHE": str(tmp_path / "a-file")}
     cases = [
         (["predict", str(tmp_path / "bomb.png")], "too large to decode safely", {}),
-        (["export", "resnet18", "--out", str(tmp_path / "a-file")], "that is a file; give a folder", {}),
-        (["export", "resnet18", "--out", "/proc/cutlass-resnet-test"], "cannot create the folder", {}),
-        (["bench", "--device", "cpu", "--json", "/nonexistent/x.json"], "the folder /nonexistent does not exist", {}),
+        (["export", "--arch", "resnet18", "--out", str(tmp_path / "a-file")], "that is a file; give a folder", {}),
+        (["export", "--arch", "resnet18", "--out", "/proc/cutlass-resnet-test"], "cannot create the folder", {}),
+        (["bench", "--device", "cpu", "--output", "/nonexistent/x.json"], "the folder /nonexistent does not exist", {}),
         (["bench", "--device", "cpu", "--plot", str(tmp_path)], "that is a folder; give a file name", {}),
         (["predict", "--weights", "hf:../../etc"], "'../../etc' is not a hub repo id", {}),
         (
@@ -315,7 +326,7 @@ def test_a_closed_pipe_ends_the_output_quietly():
     assert proc.wait(timeout=300) == 141 and "Traceback" not in stderr and "unexpected error" not in stderr
 
 
-BENCH_FOREVER = ["bench", "--device", "cpu", "--arch", "resnet18", "--batch", "1", "--image-size", "32",
+BENCH_FOREVER = ["bench", "--device", "cpu", "--arch", "resnet18", "--batch-size", "1", "--image-size", "32",
                  "--warmup", "0", "--iters", "1000000", "--no-compile"]  # fmt: skip
 
 SWALLOWS_CTRL_C = """

@@ -105,15 +105,15 @@ def test_onnx_export_from_the_command_line(tmp_path):
     model = torchvision.models.resnet18().eval()
     torch.save(model.state_dict(), tmp_path / "weights.pth")
     proc = subprocess.run(
-        [sys.executable, "-m", "cutlass_resnet", "export", "resnet18", "--weights", str(tmp_path / "weights.pth"),
-         "--onnx", str(tmp_path / "r18.onnx"), "--image-size", "64"],
+        [sys.executable, "-m", "cutlass_resnet", "export", "--arch", "resnet18",
+         "--weights", str(tmp_path / "weights.pth"), "--onnx", str(tmp_path / "r18.onnx"), "--image-size", "64"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "r18.onnx")
     onnx.checker.check_model(onnx.load(str(tmp_path / "r18.onnx")))
     bad = subprocess.run(
-        [sys.executable, "-m", "cutlass_resnet", "export", "resnet18", "--onnx", "/nonexistent/x.onnx"],
+        [sys.executable, "-m", "cutlass_resnet", "export", "--arch", "resnet18", "--onnx", "/nonexistent/x.onnx"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert bad.returncode == 2 and "the folder /nonexistent does not exist" in bad.stderr
