@@ -384,3 +384,61 @@ def test_files_the_commands_write_get_the_umask_s_mode(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o664}
+
+
+def _visible_options(parser) -> dict[str, object]:
+    """Each option string of a command's parser that --help shows (not -h, -v), with its action."""
+    import argparse
+
+    shown = {}
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+            continue
+        for option in action.option_strings:
+            if option not in ("-v", "--verbose"):
+                shown[option] = action
+    return shown
+
+
+def _commands():
+    from cutlass_resnet.cli.main import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    return sub.choices
+
+
+def test_every_command_speaks_one_vocabulary():
+    """Every option has help; --arch is always a model, --gpu-arch a GPU target, --json a flag printing JSON,
+    --output a file, and the batch is --batch-size."""
+    models = set(cutlass_resnet.list_models())
+    for name, parser in _commands().items():
+        options = _visible_options(parser)
+        for option, action in options.items():
+            assert action.help, f"{name} {option} has no help"
+        assert "--batch" not in options, name
+        assert "--gpu-arch" not in options or name in ("bench", "build"), name
+        if "--arch" in options:
+            assert set(options["--arch"].choices) <= models, name
+        if "--gpu-arch" in options:
+            assert "GPU" in options["--gpu-arch"].help or "nvcc" in options["--gpu-arch"].help, name
+        if "--json" in options:
+            assert options["--json"].nargs in (0, "?") and "JSON" in options["--json"].help, name
+    assert {n for n, p in _commands().items() if "--arch" in _visible_options(p)} == {
+        "predict",
+        "bench",
+        "selftest",
+        "export",
+    }
+
+
+def test_docs_cli_synopses_are_the_parsers_options():
+    """docs/cli.md's synopsis of each command names exactly the options its parser shows."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    for name, parser in _commands().items():
+        section = text[text.index(f"\n## {name}\n") :]
+        synopsis = section[section.index("```") + 3 : section.index("```", section.index("```") + 3)]
+        documented = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", synopsis))
+        documented |= {f"--no-{o[2:]}" for o in re.findall(r"(--[a-z-]+)/--no-", synopsis)}
+        assert documented == set(_visible_options(parser)), name
