@@ -9,22 +9,22 @@ def weights_table() -> str:
     from cutlass_resnet.pretrained.config import TIMM_TAGS
 
     rows = [
-        "| model | weights | acc@1 | acc@5 | params | GFLOPS | file (MB) | torchvision file | hub (timm) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | weights | acc@1 | acc@5 | params | GFLOPS | MB | files |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arch in list_models():
         enum = get_model_weights(arch)
         for member in enum:
             meta = member.meta
             metrics = meta["_metrics"]["ImageNet-1K"]
-            name = member.url.rsplit("/", 1)[-1]
             tag = TIMM_TAGS.get(member.name)
-            hub = f"[timm/{arch}.{tag}](https://huggingface.co/timm/{arch}.{tag})" if tag else "-"
-            default = " (DEFAULT)" if member is enum.DEFAULT else ""
+            files = f"[torchvision]({member.url})"
+            if tag:
+                files += f" · [hub](https://huggingface.co/timm/{arch}.{tag})"
+            name = f"**{member.name}**" if member is enum.DEFAULT else member.name
             rows.append(
-                f"| `{arch}` | `{member.name}`{default} | {metrics['acc@1']:.3f} | {metrics['acc@5']:.3f} | "
-                f"{meta['num_params'] / 1e6:.1f}M | {meta['_ops']:.2f} | {meta['_file_size']:.1f} | "
-                f"[{name}]({member.url}) | {hub} |"
+                f"| {arch} | {name} | {metrics['acc@1']:.3f} | {metrics['acc@5']:.3f} | "
+                f"{meta['num_params'] / 1e6:.1f}M | {meta['_ops']:.2f} | {meta['_file_size']:.0f} | {files} |"
             )
     return "\n".join(rows)
 

@@ -26,3 +26,19 @@ def test_the_docs_build_strict(tmp_path):
     assert "resnet50-11ad3fa6.pth" in weights and "80.858" in weights and "timm/resnet50.tv2_in1k" in weights
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "fuse_bn" in api and "export_onnx" in api and "dtype" in api
+
+
+def test_the_weights_table_fits_a_screen():
+    """Every row of the weights table, as a reader sees it (link targets hidden), fits in 100 characters, so no
+    column (the links last) is pushed off the page at 1920 px."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    table = hooks.weights_table()
+    assert "resnet50-11ad3fa6.pth" in table and "https://huggingface.co/timm/resnet50.tv2_in1k" in table
+    for row in table.splitlines():
+        seen = re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", row).replace("**", "")
+        assert len(seen) <= 100, seen
