@@ -1,6 +1,6 @@
 """Throughput and latency of the fused models against torchvision: ``cutlass-resnet bench`` as a script.
 
-python scripts/bench.py --arch resnet50 --batch 1 32 256 --dtype fp16 bf16 --json bench.json
+python scripts/bench.py --arch resnet50 --batch-size 1 32 256 --dtype fp16 bf16 --output bench.json
 """
 
 import sys
