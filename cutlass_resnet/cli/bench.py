@@ -93,7 +93,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[
             dtype = DTYPES[name]
             ours = fuse_bn(get_model(arch).eval())
             load_torchvision_state_dict(ours, reference.state_dict())
-            ours = ours.to(device=device, dtype=dtype)
+            ours = ours.to(device=device, dtype=dtype, memory_format=torch.channels_last)  # as the kernels read filters
             theirs = reference.to(device=device, dtype=dtype, memory_format=torch.channels_last)
             compiled = None if args.no_compile else torch.compile(theirs, mode="max-autotune")
             for batch in args.batch_size:
@@ -137,7 +137,7 @@ def host_path(
     build.cache_root()  # a cache path that cannot be one is the user's to mend: said as such, not as a failed load
     if not library.load_for(capability):
         raise RuntimeError(f"the dry run needs the CUTLASS extension: {library.load_error()}")
-    model = fuse_bn(get_model(arch).eval()).to(device=device, dtype=dtype)
+    model = fuse_bn(get_model(arch).eval()).to(device=device, dtype=dtype, memory_format=torch.channels_last)
     calls: list[tuple[torch.nn.Module, tuple, dict]] = []
     hooks = [
         m.register_forward_pre_hook(lambda mod, a, kw: calls.append((mod, a, kw)), with_kwargs=True)

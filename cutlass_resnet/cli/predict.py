@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             _open_images([Path(p) for p in paths])  # a bad path fails fast, before any weights are fetched
         model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
         record = run_record(args, model, arch) if args.output is not None else None
-        model = model.to(device=device)
+        model = model.to(device=device, memory_format=torch.channels_last)  # filters as the kernels read them
         if not 1 <= args.topk <= model.fc.out_features:
             raise UsageError(
                 f"--topk must be between 1 and {model.fc.out_features} (the model's class count), got {args.topk}"

@@ -40,14 +40,13 @@ class Conv2d(nn.Conv2d):
     On CUDA, where nothing needs a gradient (``torch.no_grad()``, ``torch.inference_mode()`` or
     parameters that do not require it), a conv seen before runs from C++ alone, without the op's
     Python path. The kernels read the filter channels_last (KRSC): a weight kept so
-    (``model.to(memory_format=torch.channels_last)``) is read as it is, another through a copy made once per
-    change of the weight.
+    (``model.to(memory_format=torch.channels_last)``, as for cuDNN) is read as it is and takes that path;
+    another is copied on each call, on the op's path (the weight may have changed by any means since).
     """
 
     def __init__(self, *args, relu: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.relu = relu
-        self._krsc: tuple[tuple, Tensor] | None = None  # (what the weight was, its channels_last copy)
         # Explicit padding the op cannot express (a non-zero padding mode, or the asymmetric
         # halves of padding="same" with an even kernel extent) is applied with F.pad first.
         pads = self._reversed_padding_repeated_twice
@@ -56,34 +55,6 @@ class Conv2d(nn.Conv2d):
         self._fast_conv = None
         if not self._pad_input:
             self._fast_conv = (*self.stride, *self._op_input(torch.empty(0))[1], *self.dilation, self.groups)
-
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - nn.Module's signature
-        self._krsc = None
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_krsc": None}
-
-    def _kernel_weight(self, weight: Tensor) -> Tensor:
-        """``weight`` channels_last: itself where it is so, else a copy kept until the weight changes."""
-        if weight.is_contiguous(memory_format=torch.channels_last):
-            return weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
-        if self._krsc is None or self._krsc[0] != key:
-            self._krsc = (key, weight.detach().contiguous(memory_format=torch.channels_last))
-        return self._krsc[1]
-
-    @torch.jit.unused
-    def _op_weight(self, weight: Tensor) -> Tensor:
-        """The weight for the op: the kept channels_last copy where nothing records a gradient or a graph."""
-        if (
-            type(weight) not in (Tensor, nn.Parameter)
-            or (torch.is_grad_enabled() and weight.requires_grad)
-            or torch.compiler.is_compiling()
-            or torch.jit.is_tracing()
-        ):
-            return weight
-        return self._kernel_weight(weight)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", relu=True" if self.relu else "")
@@ -121,17 +92,14 @@ class Conv2d(nn.Conv2d):
         bias = self._parameters.get("bias", self.__dict__.get("bias"))
         if type(weight) not in (Tensor, nn.Parameter) or ("bias" not in self._parameters and type(bias) is not Tensor):
             return None  # a parametrization computes it: the op's path asks for it
-        if (
-            torch.is_grad_enabled()
-            and (
-                input.requires_grad
-                or weight.requires_grad
-                or (bias is not None and bias.requires_grad)
-                or (residual is not None and residual.requires_grad)
-            )
-        ) or dispatch.fast_mode(input) is None:
+        if torch.is_grad_enabled() and (
+            input.requires_grad
+            or weight.requires_grad
+            or (bias is not None and bias.requires_grad)
+            or (residual is not None and residual.requires_grad)
+        ):
             return None
-        return dispatch.fast_conv2d(input, self._kernel_weight(weight), bias, residual, self._fast_conv, self.relu)
+        return dispatch.fast_conv2d(input, weight, bias, residual, self._fast_conv, self.relu)
 
     def _op_input(self, input: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The input as the op takes it (padded here where the op cannot pad) and the op's padding."""
@@ -148,8 +116,6 @@ class Conv2d(nn.Conv2d):
         x, padding = self._op_input(input)
         if residual is not None:
             residual = residual.contiguous(memory_format=torch.channels_last)
-        if not torch.jit.is_scripting():
-            weight = self._op_weight(weight)
         return torch.ops.cutlass_resnet.conv2d_fprop(
             x.contiguous(memory_format=torch.channels_last),
             weight.contiguous(memory_format=torch.channels_last),

@@ -156,8 +156,10 @@ def test_bad_input_is_a_clear_error(resnet18_pair, x, error, match):
         resnet18_pair[0](x)
 
 
-def test_channels_last_weights_survive_copies():
-    model = copy.deepcopy(cutlass_resnet.resnet18()).to(torch.bfloat16)
+def test_weights_are_laid_out_as_torchvision_s_and_channels_last_survives_copies():
+    convs = [m for m in cutlass_resnet.resnet18().modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.weight.is_contiguous() for m in convs)  # as torchvision's: its utilities flatten them with view
+    model = copy.deepcopy(cutlass_resnet.resnet18().to(memory_format=CL)).to(torch.bfloat16)
     assert all(m.weight.is_contiguous(memory_format=CL) for m in model.modules() if isinstance(m, nn.Conv2d))
 
 

@@ -123,15 +123,16 @@ def test_pruning_and_parametrizations_apply_as_to_torchvision(name, fused):
 
 
 def test_a_pruned_conv_on_the_gpu_path_reads_the_masked_weight_as_it_changes(emulated_gpu, monkeypatch):
-    """On the kernels' path (here the emulated GPU), the first call chooses a kernel and later ones run from C++
-    with the weight made channels_last once per change: a pruned weight, then one changed in place, each reach
-    the kernel (against float64 F.conv2d of the masked weight)."""
+    """On the kernels' path (here the emulated GPU), the first call chooses a kernel and later ones run from C++:
+    a pruned weight, then one changed in place, each reach the kernel (against float64 F.conv2d of the masked
+    weight)."""
     fast = []
     fast_conv2d = dispatch.fast_conv2d
     monkeypatch.setattr(dispatch, "fast_conv2d", lambda *a: fast.append(fast_conv2d(*a)) or fast[-1])
     torch.manual_seed(0)
     conv = Conv2d(32, 64, 3, padding=1, relu=True).half()
     prune.l1_unstructured(conv, "weight", 0.5)
+    conv.to(memory_format=CL)  # weight_orig and the mask as the kernels read them: their product is too
     x = torch.randn(4, 32, 12, 12).half().contiguous(memory_format=CL)
     with torch.no_grad(), dispatch.emulate((8, 0)):
         for step in range(3):

@@ -68,7 +68,12 @@ def test_fused_models_on_the_emulated_gpu_match_torchvision(zoo_model, capabilit
     # A few SMs for half the runs, so that unsplit kernels win where the full GPU would split K.
     sm_count = 8 if dtype == torch.float16 else None
     with torch.no_grad(), dispatch.emulate(capability, sm_count):
+        torch_layout = ours(x.to(dtype))  # torchvision's filter layout: copied for the kernels on each call
+    launches.clear()
+    ours = ours.to(memory_format=CL)  # the kernels' layout: read as it is, from C++ after each first call
+    with torch.no_grad(), dispatch.emulate(capability, sm_count):
         y = ours(x.to(dtype))  # strict: no conv falls back to aten's convolution
+        assert torch.equal(y, torch_layout)
         distinct = torch.ops.cutlass_resnet_C.remembered_choices()
         assert len(launches) == distinct and distinct < convs  # chosen once per problem, the rest from C++
         again = ours(x.to(dtype))
