@@ -217,6 +217,12 @@ def test_bench_without_a_gpu_exits_4():
     assert proc.returncode == 4 and "needs a CUDA GPU and none is visible; nothing was measured" in proc.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_predict_on_cuda_without_a_gpu_exits_4_as_bench_does():
+    proc = cli("predict", "--device", "cuda")
+    assert proc.returncode == 4 and "--device cuda: no CUDA GPU is visible" in proc.stderr
+
+
 def test_bench_rejects_bad_values():
     proc = cli("bench", "--device", "cpu", "--batch-size", "0")
     assert proc.returncode == 2 and "--batch-size, --image-size and --iters must be >= 1" in proc.stderr
