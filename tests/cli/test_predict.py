@@ -39,7 +39,7 @@ def test_a_folder_gives_a_line_per_image_and_one_for_the_corrupt_file(one_proces
     lines = [json.loads(line) for line in (out / "out.jsonl").read_text().splitlines()]
     assert len(lines) == 41 and [line["path"] for line in lines] == expand_paths([image_folder])
     (broken,) = [line for line in lines if "error" in line]
-    assert broken["path"] == str(image_folder / "broken.jpg") and set(broken) == {"path", "error"}
+    assert broken["path"] == str(image_folder / "broken.jpg") and set(broken) == {"version", "path", "error"}
     assert f"skipped {image_folder / 'broken.jpg'}: " in stderr and "Traceback" not in stderr
     assert "41 images (1 could not be read)" in stderr and "images/s; model " in stderr and "decode " in stderr
     for line in lines:
