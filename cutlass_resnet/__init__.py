@@ -36,7 +36,7 @@ try:
     from ._version import __version__
     from .models import *  # noqa: F403
     from .models import __all__ as _models_all
-    from .nn import cuda_graph, fuse_bn, plan
+    from .nn import convert, cuda_graph, fuse_bn, plan
     from .pretrained import (
         CorruptWeightsError,
         StateDictMismatchError,
@@ -59,6 +59,7 @@ __all__ = [
     "predict",
     "plan",
     "fuse_bn",
+    "convert",
     "cuda_graph",
     "load_torchvision_state_dict",
     "from_pretrained",
