@@ -39,10 +39,19 @@ class Conversion:
 
 
 class _Tracer(fx.Tracer):
-    """torch's tracer with torchvision's frozen BatchNorm kept as one call."""
+    """torch's tracer with every BatchNorm kept as one call: torchvision's frozen one, and timm's BatchNormAct2d
+    (a BatchNorm2d followed by its own dropout and activation)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, FrozenBatchNorm2d) or super().is_leaf_module(m, qualname)
+        return isinstance(m, _NORMS) or super().is_leaf_module(m, qualname)
+
+
+def _norm_act(m: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(dropout, activation) of a norm that applies them after itself (timm's ``BatchNormAct2d``), or None."""
+    if type(m).forward in (nn.BatchNorm2d.forward, FrozenBatchNorm2d.forward):
+        return None
+    drop, act = getattr(m, "drop", None), getattr(m, "act", None)
+    return (drop, act) if isinstance(drop, nn.Module) and isinstance(act, nn.Module) else None
 
 
 def _is_torch_conv(m: nn.Module) -> bool:
@@ -56,8 +65,11 @@ def _is_torch_conv(m: nn.Module) -> bool:
 
 
 def _foldable(m: nn.Module) -> bool:
-    """A norm whose running statistics can be folded into the conv before it."""
-    return isinstance(m, _NORMS) and getattr(m, "running_mean", None) is not None
+    """A norm whose running statistics can be folded into the conv before it (a subclass with its own forward
+    only where it is known to apply them, then a dropout and an activation)."""
+    if not isinstance(m, _NORMS) or getattr(m, "running_mean", None) is None:
+        return False
+    return type(m).forward in (nn.BatchNorm2d.forward, FrozenBatchNorm2d.forward) or _norm_act(m) is not None
 
 
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -171,6 +183,8 @@ def convert(
     Returns:
         The converted model, its ``conversion`` attribute saying what was done (:class:`Conversion`).
     """
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise ValueError(f"convert: {type(model).__name__} has no nn.Conv2d: there is nothing to put on the kernels")
     if fuse_bn and model.training:
         raise ValueError("convert(fuse_bn=True) folds running statistics: call model.eval() first, or fuse_bn=False")
     if not inplace:
@@ -200,11 +214,15 @@ def convert(
             continue
         norm, drop, relu = fused[name]
         if norm is not None:
-            w, b = fold_bn(conv.weight, conv.bias, *_norm_stats(norm, model.get_submodule(norm)))
+            module = model.get_submodule(norm)
+            w, b = fold_bn(conv.weight, conv.bias, *_norm_stats(norm, module))
             target, requires_grad = dtype or conv.weight.dtype, conv.weight.requires_grad
             conv.weight = nn.Parameter(w.to(target), requires_grad=requires_grad)
             conv.bias = nn.Parameter(b.to(target), requires_grad=requires_grad)
-            _replace(model, norm, nn.Identity())
+            after = _norm_act(module)
+            if after is not None and type(after[1]) is nn.ReLU and not relu:  # timm's conv-BN-ReLU
+                relu, after = True, (after[0],)
+            _replace(model, norm, nn.Identity() if after is None else nn.Sequential(*after))
             report.folded.append((name, norm))
         if relu:
             conv.relu = True

@@ -149,3 +149,60 @@ def test_detection_and_segmentation_models_convert():
     with torch.no_grad():
         expected, y = segmenter(x)["out"], ours(x)["out"]
     assert (y - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+# timm name -> (norms folded, ReLUs in an epilogue)
+TIMM = {
+    "resnet50d": (55, 19),  # its blocks put a DropBlock (Identity here) between BatchNorm and ReLU: kept
+    "seresnext26d_32x4d": (31, 11),  # SE convs have no norm
+    "regnety_008": (47, 29),  # timm's BatchNormAct2d: folded, its ReLU into the epilogue
+}
+
+
+@pytest.mark.parametrize("name", TIMM)
+def test_timm_models_convert(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    theirs = with_statistics(timm.create_model(name, pretrained=False))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = theirs.double()(x.double())
+    theirs.float()
+    ours = cutlass_resnet.convert(theirs)
+    assert (len(ours.conversion.folded), len(ours.conversion.relu)) == TIMM[name]
+    with torch.no_grad():
+        y = ours(x)
+    assert (y.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+class Residual(nn.Module):
+    """A hand-written CNN: conv-BN-ReLU, a block with a residual add, a circular-padded conv, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.circular = nn.Conv2d(16, 8, 3, padding=1, padding_mode="circular")
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = torch.relu(self.bn2(self.conv(x)) + x)
+        return self.fc(self.circular(x).mean((2, 3)))
+
+
+def test_a_hand_written_residual_cnn_and_bad_input():
+    torch.manual_seed(0)
+    theirs = with_statistics(Residual())
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        expected = theirs.double()(x.double())
+        theirs.float()
+        ours = cutlass_resnet.convert(theirs)
+        assert ours.conversion.folded == [("stem", "bn"), ("conv", "bn2")] and ours.conversion.relu == ["stem"]
+        assert isinstance(ours.circular, Conv2d) and ours.circular.padding_mode == "circular"
+        assert (ours(x).double() - expected).abs().max() <= 1e-5 * expected.abs().max()
+    with pytest.raises(ValueError, match="Linear has no nn.Conv2d: there is nothing to put on the kernels"):
+        cutlass_resnet.convert(nn.Linear(3, 4))
