@@ -43,7 +43,6 @@ __all__ = [
     "fall_back",
     "fallback_conv2d_fprop",
     "fast_conv2d",
-    "fast_mode",
     "forget_choices",
 ]
 
@@ -219,21 +218,18 @@ def fast_conv2d(
     """The op's result from C++ alone, for inference (the caller checks that nothing needs a gradient), or None
     where the op's path must run: a problem seen for the first time, an operand the remembered choice cannot take
     as it is, aten's convolution. ``conv``: stride, padding, dilation (two each) and groups."""
-    mode = fast_mode(x)
-    if mode is None:
-        return None
-    out = _conv2d_op()(x, weight, bias, residual, (*conv, relu, mode))
-    return out[0] if out else None
-
-
-def fast_mode(x: Tensor) -> int | None:
-    """How :func:`fast_conv2d` would run a conv of input ``x`` (launch, dry run, emulation), or None: it cannot."""
-    if _conv2d_op() is None or x.dtype not in KERNEL_DTYPES:
+    op = _conv2d_op()
+    if op is None or x.dtype not in KERNEL_DTYPES:
         return None
     target = _target
     if x.is_cuda:
-        return DRY_RUN if target is not None and target.mode == DRY_RUN else LAUNCH
-    return None if target is None else target.mode
+        mode = DRY_RUN if target is not None and target.mode == DRY_RUN else LAUNCH
+    elif target is None:
+        return None
+    else:
+        mode = target.mode
+    out = op(x, weight, bias, residual, (*conv, relu, mode))
+    return out[0] if out else None
 
 
 _conv2d: list = []
