@@ -3,14 +3,20 @@ unconverted torchvision model."""
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import pytest
 import torch
 import torchvision
-from torch import nn
+from conftest import assert_within_twice_aten
+from torch import fx, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import cutlass_resnet
 from cutlass_resnet.nn import Conv2d
+from cutlass_resnet.ops import dispatch
 
 
 def with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -26,21 +32,21 @@ def with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-# name -> (kwargs, folded norms, ReLUs in an epilogue): the counts follow from each architecture
+# name -> (kwargs, folded norms, ReLUs in an epilogue, residual adds in an epilogue): from each architecture
 MODELS = {
-    "resnet50": ({}, 53, 33),  # the ReLU after each block's add stays (a ReLU shared within the block)
-    "resnext50_32x4d": ({}, 53, 33),
-    "regnet_y_400mf": ({}, 53, 49),  # SE blocks' convs have no norm
-    "vgg11_bn": ({}, 8, 8),
-    "densenet121": ({}, 59, 59),  # a norm before its conv (norm1 -> relu1 -> conv1) is never folded
-    "mobilenet_v2": ({}, 52, 0),  # ReLU6 stays a module; depthwise convs run on the reference
-    "googlenet": ({"aux_logits": False, "init_weights": True}, 57, 57),
+    "resnet50": ({}, 53, 49, 16),
+    "resnext50_32x4d": ({}, 53, 49, 16),
+    "regnet_y_400mf": ({}, 53, 65, 16),  # SE blocks' convs have no norm: their ReLU is fused all the same
+    "vgg11_bn": ({}, 8, 8, 0),
+    "densenet121": ({}, 59, 59, 0),  # a norm before its conv (norm1 -> relu1 -> conv1) is never folded
+    "mobilenet_v2": ({}, 52, 0, 10),  # ReLU6 stays a module; depthwise convs run on the reference
+    "googlenet": ({"aux_logits": False, "init_weights": True}, 57, 57, 0),
 }
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_converted_models_compute_as_torchvision_s(name):
-    kwargs, folded, relus = MODELS[name]
+    kwargs, folded, relus, residuals = MODELS[name]
     torch.manual_seed(0)
     theirs = with_statistics(getattr(torchvision.models, name)(**kwargs))
     x = torch.randn(2, 3, 64, 64)
@@ -57,7 +63,8 @@ def test_converted_models_compute_as_torchvision_s(name):
 
     fused = cutlass_resnet.convert(theirs)
     report = fused.conversion
-    assert (len(report.folded), len(report.relu), report.left, report.found_by) == (folded, relus, {}, "torch.fx")
+    assert (len(report.folded), len(report.relu), len(report.residual)) == (folded, relus, residuals)
+    assert (report.left, report.found_by) == ({}, "torch.fx")
     assert (
         sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
         == sum(isinstance(m, nn.BatchNorm2d) for m in theirs.modules()) - folded
@@ -151,11 +158,11 @@ def test_detection_and_segmentation_models_convert():
     assert (y - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
-# timm name -> (norms folded, ReLUs in an epilogue)
+# timm name -> (norms folded, ReLUs in an epilogue, residual adds in an epilogue)
 TIMM = {
-    "resnet50d": (55, 19),  # its blocks put a DropBlock (Identity here) between BatchNorm and ReLU: kept
-    "seresnext26d_32x4d": (31, 11),  # SE convs have no norm
-    "regnety_008": (47, 29),  # timm's BatchNormAct2d: folded, its ReLU into the epilogue
+    "resnet50d": (55, 51, 16),  # the DropBlock between BatchNorm and ReLU returns its input in eval mode
+    "seresnext26d_32x4d": (31, 31, 4),  # SE convs have no norm; SE between conv and add: the shortcut conv's add
+    "regnety_008": (47, 57, 14),  # timm's BatchNormAct2d: folded, its ReLU into the epilogue
 }
 
 
@@ -169,7 +176,8 @@ def test_timm_models_convert(name):
         expected = theirs.double()(x.double())
     theirs.float()
     ours = cutlass_resnet.convert(theirs)
-    assert (len(ours.conversion.folded), len(ours.conversion.relu)) == TIMM[name]
+    report = ours.conversion
+    assert (len(report.folded), len(report.relu), len(report.residual)) == TIMM[name]
     with torch.no_grad():
         y = ours(x)
     assert (y.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
@@ -201,8 +209,148 @@ def test_a_hand_written_residual_cnn_and_bad_input():
         expected = theirs.double()(x.double())
         theirs.float()
         ours = cutlass_resnet.convert(theirs)
-        assert ours.conversion.folded == [("stem", "bn"), ("conv", "bn2")] and ours.conversion.relu == ["stem"]
+        report = ours.conversion
+        assert report.folded == [("stem", "bn"), ("conv", "bn2")] and report.relu == ["stem", "conv"]
+        assert report.residual == ["conv"] and report.unfused == {"circular": "followed by mean"}
+        assert isinstance(ours, fx.GraphModule) and type(ours).__name__ == "Residual"  # its forward does the add
         assert isinstance(ours.circular, Conv2d) and ours.circular.padding_mode == "circular"
         assert (ours(x).double() - expected).abs().max() <= 1e-5 * expected.abs().max()
+        same = cutlass_resnet.convert(copy.deepcopy(theirs), inplace=True)  # the model stays what it was
+        assert type(same) is Residual and same.conversion.residual == []
+        assert same.conversion.unfused["conv"] == (
+            "not given the residual add after it: the add is in the model's own forward: "
+            "convert(inplace=False) fuses it"
+        )
+        assert (same(x).double() - expected).abs().max() <= 1e-5 * expected.abs().max()
     with pytest.raises(ValueError, match="Linear has no nn.Conv2d: there is nothing to put on the kernels"):
         cutlass_resnet.convert(nn.Linear(3, 4))
+
+
+class OpCounter(TorchDispatchMode):
+    """How many times each op runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        self.ops[name] = self.ops.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def resnet50d():
+    return pytest.importorskip("timm").create_model("resnet50d", pretrained=False)
+
+
+@pytest.mark.parametrize("build", [torchvision.models.resnet50, resnet50d], ids=["resnet50", "timm:resnet50d"])
+def test_every_conv_bn_relu_and_conv_bn_add_relu_is_one_conv_call(build):
+    """Nothing but the op runs between the stem and the pooling: no norm, add or ReLU of its own."""
+    torch.manual_seed(0)
+    theirs = with_statistics(build())
+    ours = cutlass_resnet.convert(theirs)
+    convs = sum(isinstance(m, nn.Conv2d) for m in theirs.modules())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad(), OpCounter() as counter:
+        ours(x)
+    assert counter.ops["cutlass_resnet.conv2d_fprop"] == convs
+    elementwise = {op for op in counter.ops if any(k in op for k in ("relu", "add", "norm"))}
+    assert elementwise == {"aten.addmm"}  # the classifier's Linear
+    assert len(ours.conversion.residual) == 16 and not ours.conversion.unfused
+    block = ours.layer1[0]
+    assert isinstance(block, fx.GraphModule) and type(block).__name__ == "Bottleneck"
+    assert block.conv3.relu and "conv3" in block.code and "residual" not in block.code
+
+
+def test_what_is_not_fused_is_said_conv_by_conv():
+    torch.manual_seed(0)
+    theirs = with_statistics(torchvision.models.densenet121())
+    ours = cutlass_resnet.convert(theirs)
+    unfused = ours.conversion.unfused
+    assert unfused["features.denseblock1.denselayer1.conv2"] == "its output has several users"  # every later cat
+    assert unfused["features.denseblock4.denselayer16.conv2"] == "followed by cat"
+    assert unfused["features.transition1.conv"] == "followed by AvgPool2d 'features.transition1.pool'"
+    convs = sum(isinstance(m, nn.Conv2d) for m in theirs.modules())
+    assert len(unfused) == convs - len(ours.conversion.folded)  # all but the stem: their norm comes first
+
+
+def test_a_converted_model_works_with_torch_s_tools(tmp_path):
+    """torch.compile, torch.export, a plain ONNX export (standard operators, on ONNX Runtime), FX feature
+    extraction, pickling and state dicts to and from a fresh conversion, all on a fused model with fused blocks."""
+    onnx, onnxruntime = pytest.importorskip("onnx"), pytest.importorskip("onnxruntime")
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    theirs = with_statistics(torchvision.models.resnet18(num_classes=10))
+    ours = cutlass_resnet.convert(theirs)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = theirs.double()(x.double())
+        theirs.float()
+        y = ours(x)
+        assert (y.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+        torch._dynamo.reset()
+        assert torch.equal(torch.compile(ours, fullgraph=True, backend="aot_eager")(x), y)
+
+        program = torch.export.export(ours, (x,))
+        targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+        assert targets.count("cutlass_resnet.conv2d_fprop.default") == 20
+        assert not [t for t in targets if "batch_norm" in t or "relu" in t or t.startswith("aten.add")]
+        assert torch.equal(program.module()(x), y)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's
+            torch.onnx.export(ours, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+        nodes = onnx.load(str(tmp_path / "m.onnx")).graph.node
+        assert {n.domain for n in nodes} <= {"", "ai.onnx"} and {"Conv", "Add", "Relu"} <= {n.op_type for n in nodes}
+        session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+        (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        assert abs(logits - expected.numpy()).max() <= 1e-4 * expected.abs().max().item()
+
+        features = create_feature_extractor(ours, {"layer3": "c4", "layer4": "c5"})(x)
+        reference = create_feature_extractor(theirs, {"layer3": "c4", "layer4": "c5"})(x)
+        for key in reference:
+            assert (features[key] - reference[key]).abs().max() <= 1e-5 * reference[key].abs().max(), key
+
+        torch.save(ours, tmp_path / "model.pt")
+        assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=False)(x), y)
+        fresh = cutlass_resnet.convert(with_statistics(torchvision.models.resnet18(num_classes=10), seed=1))
+        assert fresh.state_dict().keys() == ours.state_dict().keys()
+        assert not torch.equal(fresh(x), y)
+        fresh.load_state_dict(ours.state_dict())
+        assert torch.equal(fresh(x), y)
+
+
+@pytest.mark.parametrize(
+    "build,capability,dtype",
+    [(torchvision.models.resnet50, "8.0", torch.float16), (resnet50d, "9.0", torch.bfloat16)],
+    ids=["resnet50-8.0-f16", "timm:resnet50d-9.0-bf16"],
+)
+def test_converted_models_on_the_emulated_gpu(extension, monkeypatch, build, capability, dtype):
+    """Every conv of the converted model on a kernel (strict: none falls back), each launch computed by CUTLASS's
+    host reference; within twice aten's error at the same precision, against float64."""
+    torch.manual_seed(0)
+    theirs = with_statistics(build())
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        expected = copy.deepcopy(theirs).double()(x.double())
+        aten = copy.deepcopy(theirs).to(dtype)(x.to(dtype))
+    ours = cutlass_resnet.convert(theirs, dtype=dtype).to(memory_format=torch.channels_last)
+    kernels: list[str] = []
+    launch = dispatch._launch
+
+    def recorded(x, weight, bias, residual, conv, choice):
+        kernels.append(choice.kernel)
+        return launch(x, weight, bias, residual, conv, choice)
+
+    monkeypatch.setattr(dispatch, "_launch", recorded)
+    monkeypatch.setattr(dispatch, "STRICT", True)
+    dispatch.forget_choices()
+    try:
+        with torch.no_grad(), dispatch.emulate(capability):
+            y = ours(x.to(dtype))
+    finally:
+        dispatch.forget_choices()
+    assert_within_twice_aten(y, aten, expected)
+    assert any(k.startswith("sm90") for k in kernels) == (capability == "9.0") and any("stem" in k for k in kernels)
