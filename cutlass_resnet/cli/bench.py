@@ -35,9 +35,8 @@ from .._io import output_path, write_text
 from ..models import get_model, list_models
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
 from ..ops import build, dispatch, library
-from ..ops.select import capability_of
 from ..pretrained import load_torchvision_state_dict
-from .common import DTYPES, EXIT_OK, DeprecatedAlias, NoGPUError, check_output_file
+from .common import DTYPES, EXIT_OK, DeprecatedAlias, NoGPUError, check_output_file, gpu_capability
 
 __all__ = ["add_arguments", "bench", "host_path", "percentiles", "plot", "run"]
 
@@ -225,15 +224,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="write a chart of images/s against batch here (needs matplotlib)")
 
 
-def _capability(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return torch.cuda.get_device_capability() if torch.cuda.is_available() else (8, 0)
-    try:
-        return capability_of(text)
-    except ValueError:
-        raise ValueError(f"--gpu-arch takes a compute capability such as 8.0 or 9.0, got {text!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     """Validate, measure, report. Raises NoGPUError for a GPU run without a GPU, ValueError for bad values."""
     if isinstance(args.json, str):  # the old form: the file to write
@@ -288,7 +278,7 @@ def _report(args: argparse.Namespace, document: dict) -> None:
 
 
 def _run_dry(args: argparse.Namespace, meta: dict) -> int:
-    capability = _capability(args.gpu_arch)
+    capability = gpu_capability(args.gpu_arch)
     dtypes = args.dtype or ["fp16"]
     if "fp32" in dtypes:
         raise ValueError("--dry-run: the kernels are fp16 and bf16 (--dtype fp16 bf16)")

@@ -1,4 +1,5 @@
-"""The ``cutlass-resnet`` command (also ``python -m cutlass_resnet``): predict, bench, selftest, info, export, build.
+"""The ``cutlass-resnet`` command (also ``python -m cutlass_resnet``): predict, bench, selftest, plan, info, export,
+build.
 
 Errors print one line (``--verbose`` adds the traceback). Exit codes: 0 success; 1 a check
 failed, or an unexpected error; 2 bad arguments or an unreadable input file; 3 weights that
@@ -14,7 +15,7 @@ import traceback
 
 from .._version import __version__
 from ..pretrained import CorruptWeightsError, WeightsUnavailableError
-from . import bench, build, export, info, predict, selftest
+from . import bench, build, export, info, plan, predict, selftest
 from .common import EXIT_FAILED, EXIT_NO_GPU, EXIT_USAGE, EXIT_WEIGHTS, NoGPUError, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -23,6 +24,7 @@ COMMANDS = {
     "predict": (predict, "top-k ImageNet classes of images (default: a cat photo)"),
     "bench": (bench, "images/s against torchvision eager and torch.compile"),
     "selftest": (selftest, "parity with torchvision; on a GPU, every kernel too"),
+    "plan": (plan, "the kernel each conv of a model would run on a GPU, from no weights"),
     "info": (info, "versions, GPU, kernel and weight caches"),
     "export": (export, "torchvision weights to safetensors with model cards"),
     "build": (build, "compile the CUTLASS kernels ahead of time (needs nvcc, no GPU)"),

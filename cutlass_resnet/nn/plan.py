@@ -61,6 +61,12 @@ class Plan(list):
         return None if any(t is None for t in times) else sum(times)
 
     @property
+    def kernel_share(self) -> float:
+        """The share of the convs' FLOPs that CUTLASS kernels would compute (the rest: aten's convolution)."""
+        total = sum(e.problem.flops for e in self)
+        return sum(e.problem.flops for e in self if e.choice.kernel is not None) / total if total else 0.0
+
+    @property
     def roofline_us(self) -> float:
         """The per-layer roofline together: no kernel could run the convs faster."""
         return sum(e.roofline_us or 0.0 for e in self)

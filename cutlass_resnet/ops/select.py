@@ -87,6 +87,11 @@ class Problem:
     def q(self) -> int:
         return output_size(self.w, self.s, self.stride[1], self.padding[1], self.dilation[1])
 
+    @property
+    def flops(self) -> int:
+        """Its floating-point operations: two per multiply-add."""
+        return 2 * self.n * self.p * self.q * self.k * self.r * self.s * self.c // self.groups
+
     def as_list(self, split_k: int = 1) -> list[int]:
         """The conv record the binding takes (:data:`.kernels.CONV_RECORD`, by field; split_k last, when not 1)."""
         fields = {
@@ -330,9 +335,7 @@ def estimate_us(
 def roofline_us(problem: Problem, capability: tuple[int, int], residual: bool = False) -> float:
     """The per-layer roofline of ``problem``: its multiply-adds at the GPU's peak or x, w, y and the residual at
     its bandwidth, whichever takes longer."""
-    pr = problem
-    flops = 2 * pr.n * pr.p * pr.q * pr.k * pr.r * pr.s * pr.c // pr.groups
-    return cost.roofline_us(flops, _bytes(problem, residual), capability)
+    return cost.roofline_us(problem.flops, _bytes(problem, residual), capability)
 
 
 def _options(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 
 import cutlass_resnet
 from cutlass_resnet.testing import ARCHS
@@ -127,3 +128,35 @@ def test_the_gpu_is_named_capability_and_arch_is_a_deprecated_alias(extension):
         old = cutlass_resnet.plan(model, (1, 3, 64, 64), torch.float16, arch="9.0")
     assert [e.choice.kernel for e in new] == [e.choice.kernel for e in old]
     assert any(k.startswith("sm90") for k in (e.choice.kernel for e in new))
+
+
+def _converted(build) -> torch.nn.Module:
+    with torch.device("meta"):
+        return cutlass_resnet.convert(build().eval())
+
+
+def _timm_resnet50d() -> torch.nn.Module:
+    return pytest.importorskip("timm").create_model("resnet50d", pretrained=False)
+
+
+@pytest.mark.parametrize("build", [torchvision.models.resnet50, _timm_resnet50d], ids=["resnet50", "timm:resnet50d"])
+def test_converted_models_put_their_conv_flops_on_kernels(extension, build):
+    """torchvision's and timm's ResNet-50 converted: over 95% of the conv FLOPs on CUTLASS kernels at 8.0 and 9.0
+    (every conv, in fact), each residual add in its conv's epilogue."""
+    model = _converted(build)
+    for gpu in ((8, 0), (9, 0)):
+        entries = cutlass_resnet.plan(model, (8, 3, 224, 224), torch.float16, gpu)
+        assert len(entries) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        assert entries.kernel_share > 0.95 and sum(e.residual for e in entries) == 16
+        assert all(e.choice.kernel for e in entries), [str(e) for e in entries if not e.choice.kernel]
+
+
+def test_the_kernel_share_weighs_convs_by_their_flops(extension):
+    """A conv of 26 channels (no kernel takes it: 16-byte loads) and a dense one: the share is the dense conv's
+    FLOPs over both."""
+    model = torch.nn.Sequential(cutlass_resnet.nn.Conv2d(26, 64, 3, padding=1), cutlass_resnet.nn.Conv2d(64, 128, 1))
+    entries = cutlass_resnet.plan(model, (1, 26, 56, 56), torch.float16, (8, 0))
+    odd, dense = entries
+    assert odd.choice.kernel is None and odd.choice.reason and dense.choice.kernel is not None
+    assert odd.problem.flops == 2 * 56 * 56 * 64 * 26 * 9 and dense.problem.flops == 2 * 56 * 56 * 128 * 64
+    assert entries.kernel_share == pytest.approx(dense.problem.flops / (dense.problem.flops + odd.problem.flops))
