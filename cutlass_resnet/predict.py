@@ -25,9 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from ._io import open_output, output_path, write_text
-from .models import ResNet
 from .nn import cuda_graph
-from .pretrained.preprocess import eval_transform, labels_of
+from .pretrained.preprocess import eval_transform, labels_of, num_classes_of
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -148,20 +147,28 @@ def _collate(items: list[tuple[int, Tensor | None, str | None, float]]) -> tuple
 
 
 class _Head(nn.Module):
-    """(pooled features, logits) of a model in one forward, for one CUDA graph."""
+    """(pooled features, logits) of a model in one forward, for one CUDA graph: the classifier's input where the
+    model has timm's ``forward_features``/``forward_head`` (this package's and timm's), else the logits twice."""
 
-    def __init__(self, model: ResNet) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.pools = callable(getattr(model, "forward_features", None)) and callable(
+            getattr(model, "forward_head", None)
+        )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.pools:
+            logits = self.model(x)
+            return logits, logits
         pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        return pooled, self.model.fc(pooled)
+        classifier = self.model.get_classifier() if hasattr(self.model, "get_classifier") else self.model.fc
+        return pooled, classifier(pooled)
 
 
 def classify(
     paths: Iterable[str | os.PathLike[str]],
-    model: ResNet,
+    model: nn.Module,
     *,
     topk: int = 5,
     batch_size: int = 32,
@@ -187,8 +194,9 @@ def classify(
     device, dtype = parameter.device, parameter.dtype
     transform = transform or eval_transform(model)
     labels = labels or labels_of(model)
-    if not 1 <= topk <= model.fc.out_features:
-        raise ValueError(f"topk must be between 1 and {model.fc.out_features} (the model's classes), got {topk}")
+    classes = num_classes_of(model)
+    if not 1 <= topk <= classes:
+        raise ValueError(f"topk must be between 1 and {classes} (the model's classes), got {topk}")
     loader = torch.utils.data.DataLoader(
         _Images(paths, transform),
         batch_size=batch_size,
@@ -196,7 +204,12 @@ def classify(
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
     )
-    head: Callable[[Tensor], tuple[Tensor, Tensor]] = _Head(model).eval()
+    head = _Head(model).eval()
+    if features and not head.pools:
+        raise ValueError(
+            f"features: {type(model).__name__} has no forward_features/forward_head (cutlass_resnet's and timm's "
+            "models have them) to take the pooled features from"
+        )
     use_graphs = graphs and device.type == "cuda"
     graphed: dict[tuple, Callable] = {}
     stats = stats if stats is not None else {}

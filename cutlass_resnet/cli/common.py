@@ -8,11 +8,14 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .._io import output_target
-from ..models import ResNet, get_model, model_name_of
+from ..models import get_model, list_models, model_name_of
+from ..ops.select import capability_of
 from ..pretrained import from_pretrained
 from ..pretrained.load import HUB_PREFIXES
+from ..pretrained.zoo import create_model
 
 __all__ = [
     "check_output_file",
@@ -24,6 +27,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "EXIT_WEIGHTS",
+    "gpu_capability",
     "NoGPUError",
     "UsageError",
 ]
@@ -50,6 +54,16 @@ class DeprecatedAlias(argparse.Action):
         command = parser.prog.split()[-1]
         warnings.warn(f"`{command} {option_string}` is deprecated: use {self.new}", FutureWarning, stacklevel=2)
         setattr(namespace, self.dest, values)
+
+
+def gpu_capability(text: str | None) -> tuple[int, int]:
+    """``--gpu-arch``'s compute capability: 8.0, 9.0, 9.0a or sm_90 (default: the visible GPU's, or 8.0)."""
+    if text is None:
+        return torch.cuda.get_device_capability() if torch.cuda.is_available() else (8, 0)
+    try:
+        return capability_of(text)
+    except ValueError:
+        raise ValueError(f"--gpu-arch takes a compute capability such as 8.0 or 9.0, got {text!r}") from None
 
 
 class NoGPUError(RuntimeError):
@@ -94,9 +108,18 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     return path
 
 
-def load_model(weights: str, arch: str | None, fuse: bool, dtype: torch.dtype) -> tuple[ResNet, str]:
+def load_model(weights: str, arch: str | None, fuse: bool, dtype: torch.dtype) -> tuple[nn.Module, str]:
     """The model ``--weights`` names (DEFAULT or a torchvision weights name, a file or folder, or a hub repo
-    ``hf:OWNER/NAME[@REV]``), in eval mode, and its architecture (``--arch``, else what the weights say)."""
+    ``hf:OWNER/NAME[@REV]``), in eval mode, and its architecture (``--arch``, else what the weights say). An
+    ``--arch`` from torchvision's classification models or timm's (``timm:NAME``) is converted onto the op."""
+    if arch is not None and arch not in list_models():
+        if weights.startswith(HUB_PREFIXES):
+            raise UsageError(
+                f"--weights {weights}: this package's hub repos hold its ResNets; timm's: --arch timm:hf-hub:REPO"
+            )
+        if ("/" in weights or "." in weights) and not Path(weights).is_file():
+            raise UsageError(f"no such weights file: {weights}")
+        return create_model(arch, weights, fuse_bn=fuse, dtype=dtype).to(dtype=dtype), arch
     if weights.startswith(HUB_PREFIXES) or Path(weights).exists():
         model = from_pretrained(weights, arch=arch, fuse_bn=fuse, dtype=dtype)
     elif "/" in weights or weights.endswith((".safetensors", ".pth", ".pt")):

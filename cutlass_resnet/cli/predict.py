@@ -34,6 +34,7 @@ from ..predict import (
     read_results,
     save_features,
 )
+from ..pretrained.preprocess import num_classes_of
 from .common import DTYPES, EXIT_OK, NoGPUError, UsageError, check_output_file, load_model
 
 __all__ = ["add_arguments", "run", "sample_image"]
@@ -101,10 +102,9 @@ def run(args: argparse.Namespace) -> int:
         model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
         record = run_record(args, model, arch) if args.output is not None else None
         model = model.to(device=device, memory_format=torch.channels_last)  # filters as the kernels read them
-        if not 1 <= args.topk <= model.fc.out_features:
-            raise UsageError(
-                f"--topk must be between 1 and {model.fc.out_features} (the model's class count), got {args.topk}"
-            )
+        classes = num_classes_of(model)
+        if not 1 <= args.topk <= classes:
+            raise UsageError(f"--topk must be between 1 and {classes} (the model's class count), got {args.topk}")
         if args.output is not None:
             return _to_file(args, model, paths, distributed, record)
         results = list(classify(paths, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers))
@@ -122,12 +122,18 @@ def _print(args, model, arch, device, dtype, results) -> None:
         kernel_path = "CUTLASS kernels"
     else:
         kernel_path = f"aten's convolution: CUTLASS kernels unavailable ({library.load_error()})"
-    info = dict(arch=arch, weights=model.pretrained_source, device=str(device), dtype=str(dtype)[6:], fused=model.fused)
+    info = dict(
+        arch=arch,
+        weights=getattr(model, "pretrained_source", None),
+        device=str(device),
+        dtype=str(dtype)[6:],
+        fused=getattr(model, "fused", False),
+    )
     predictions = [{k: v for k, v in r.to_json().items() if k != "version"} for r in results]
     if args.json:
         print(json.dumps(dict(version=OUTPUT_VERSION, model=info, predictions=predictions), indent=1))
         return
-    form = f"{'fused ' if model.fused else ''}{info['dtype']}"
+    form = f"{'fused ' if info['fused'] else ''}{info['dtype']}"
     print(f"{arch} ({info['weights']}), {form} on {device}, {kernel_path}")
     for result in predictions:
         print(result["path"])  # one that could not be read was said on stderr
@@ -172,10 +178,10 @@ def run_record(args: argparse.Namespace, model, arch: str) -> dict[str, Any]:
     return {
         "version": RUN_RECORD_VERSION,
         "arch": arch,
-        "weights": model.pretrained_source,
+        "weights": getattr(model, "pretrained_source", None),
         "weights_sha256": digest.hexdigest(),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "fused": model.fused,
+        "fused": getattr(model, "fused", False),
         "topk": args.topk,
         "features": Path(args.features).name if args.features is not None else None,
     }
@@ -293,7 +299,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="images, folders (recursive), @list.txt files (a path a line) or globs (default: the sample photo)",
     )
-    p.add_argument("--arch", choices=list_models(), help="default: resnet50, or what the weights file says")
+    p.add_argument(
+        "--arch",
+        help=f"{', '.join(list_models())} (default: resnet50, or what the weights file says); or any torchvision "
+        "classification model, or timm:NAME (needs timm), converted onto the kernels",
+    )
     p.add_argument(
         "--weights",
         default="DEFAULT",

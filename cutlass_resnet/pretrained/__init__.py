@@ -10,6 +10,7 @@ from .export import export, export_onnx
 from .load import from_pretrained
 from .loading import StateDictMismatchError, load_torchvision_state_dict
 from .save import push_to_hub, save_pretrained
+from .zoo import create_model
 
 register_weights_loader(load_weights)
 
@@ -17,6 +18,7 @@ __all__ = [
     "CorruptWeightsError",
     "StateDictMismatchError",
     "WeightsUnavailableError",
+    "create_model",
     "export",
     "export_onnx",
     "from_pretrained",

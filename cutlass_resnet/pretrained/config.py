@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import torchvision
 from torchvision.models import WeightsEnum
 from torchvision.transforms import InterpolationMode
 
@@ -42,8 +43,14 @@ TIMM_TAGS = {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k"}
 def torchvision_weights_of(model: ResNet) -> WeightsEnum | None:
     """The torchvision weights a model's weights come from, when its ``pretrained_source`` says
     (``ResNet50_Weights.IMAGENET1K_V2``, or a timm repo such as ``hf:timm/resnet50.tv2_in1k@main``)."""
-    source = model.pretrained_source or ""
-    enum = get_model_weights(model_name_of(model))
+    source = getattr(model, "pretrained_source", None) or ""
+    try:
+        enum = get_model_weights(model_name_of(model))
+    except ValueError:  # not one of ours: a converted torchvision model names its weights in full
+        try:
+            return torchvision.models.get_weight(source) if "_Weights." in source else None
+        except (KeyError, ValueError):
+            return None
     if source.startswith(f"{enum.__name__}."):
         return enum.__members__.get(source.split(".", 1)[1])
     tag = source.split("@")[0].rsplit(".", 1)[-1]

@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from ..models import ResNet, get_model_weights
 from .config import IMAGENET_MEAN, IMAGENET_STD, torchvision_weights_of
 
-__all__ = ["eval_transform", "labels_of"]
+__all__ = ["eval_transform", "labels_of", "num_classes_of"]
 
 
 def _from_pretrained_cfg(cfg: dict) -> Callable[..., Tensor]:
@@ -31,6 +31,17 @@ def _from_pretrained_cfg(cfg: dict) -> Callable[..., Tensor]:
     return ImageClassification(crop_size=size, resize_size=resize, mean=mean, std=std, interpolation=interpolation)
 
 
+def num_classes_of(model: nn.Module) -> int:
+    """The classes a classifier predicts: its ``num_classes`` (timm's), else its last ``nn.Linear``'s outputs."""
+    classes = getattr(model, "num_classes", None)
+    if isinstance(classes, int) and classes > 0:
+        return classes
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier: it is not an image classifier")
+    return linear[-1].out_features
+
+
 def eval_transform(model: ResNet) -> Callable[..., Tensor]:
     """What an image goes through before ``model``: its weights' file's ``pretrained_cfg`` (timm's repos, our
     saves), else its torchvision weights' transforms, else torchvision's V1 preprocessing."""
@@ -43,7 +54,7 @@ def eval_transform(model: ResNet) -> Callable[..., Tensor]:
 def labels_of(model: ResNet) -> list[str] | None:
     """The class names: the file's ``label_names``, its torchvision weights' categories, or ImageNet's when the
     model has 1000 classes; None otherwise."""
-    classes = model.fc.out_features
+    classes = num_classes_of(model)
     names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
     if names and len(names) == classes:
         return list(names)

@@ -163,8 +163,14 @@ def test_predict_errors_are_one_line_with_an_exit_code(hub_resnet18, args, code,
 
 
 def test_bad_option_gets_argparse_usage():
-    proc = cli("predict", "--arch", "vgg16")
-    assert proc.returncode == 2 and "invalid choice: 'vgg16'" in proc.stderr
+    proc = cli("predict", "--device", "tpu")
+    assert proc.returncode == 2 and "invalid choice: 'tpu'" in proc.stderr
+
+
+def test_an_unknown_model_is_a_usage_error_naming_what_is_known():
+    proc = cli("predict", "--arch", "vgg17")
+    assert proc.returncode == 2 and "unknown model 'vgg17': cutlass_resnet's (resnet101" in proc.stderr
+    assert "torchvision's classification models" in proc.stderr and "timm:NAME" in proc.stderr
 
 
 def test_verbose_shows_the_traceback(hub):
@@ -416,9 +422,10 @@ def test_every_command_speaks_one_vocabulary():
         for option, action in options.items():
             assert action.help, f"{name} {option} has no help"
         assert "--batch" not in options, name
-        assert "--gpu-arch" not in options or name in ("bench", "build"), name
+        assert "--gpu-arch" not in options or name in ("bench", "build", "plan"), name
         if "--arch" in options:
-            assert set(options["--arch"].choices) <= models, name
+            choices = options["--arch"].choices
+            assert set(choices) <= models if choices else "model" in options["--arch"].help, name
         if "--gpu-arch" in options:
             assert "GPU" in options["--gpu-arch"].help or "nvcc" in options["--gpu-arch"].help, name
         if "--json" in options:
@@ -428,6 +435,7 @@ def test_every_command_speaks_one_vocabulary():
         "bench",
         "selftest",
         "export",
+        "plan",
     }
 
 

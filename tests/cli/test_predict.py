@@ -199,3 +199,31 @@ def test_nothing_to_classify_is_a_usage_error(source, message, tmp_path):
     (tmp_path / "empty").mkdir()
     proc = predict(source, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_any_torchvision_classification_model_by_name(tmp_path, image_folder):
+    """--arch mobilenet_v2 with a weights file: converted onto the op, the same classes and probabilities as
+    torchvision's own model on torchvision's V1 preprocessing; timm's names offline: exit 3, saying why."""
+    from torchvision.transforms._presets import ImageClassification
+
+    from cutlass_resnet.predict import read_image
+    from cutlass_resnet.testing import torchvision_model_with_statistics
+
+    reference = torchvision_model_with_statistics("mobilenet_v2", seed=4, num_classes=10)
+    torch.save(reference.state_dict(), tmp_path / "mobilenet.pth")
+    images = [p for p in expand_paths([image_folder]) if "broken" not in p][:3]
+    proc = predict(*images, "--arch", "mobilenet_v2", "--weights", tmp_path / "mobilenet.pth", "--json")
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["model"]["arch"] == "mobilenet_v2" and document["model"]["fused"]
+    for path, result in zip(images, document["predictions"], strict=True):
+        with torch.no_grad():
+            x = ImageClassification(crop_size=224)(read_image(path))[None]
+            expected = torch.softmax(reference.double()(x.double()), dim=1)[0]
+        top = expected.topk(5)
+        assert [t["index"] for t in result["top"]] == top.indices.tolist()
+        assert np.allclose([t["probability"] for t in result["top"]], top.values.numpy(), atol=1e-4)
+    pytest.importorskip("timm")
+    offline = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    proc = predict(images[0], "--arch", "timm:resnet18", env=offline)
+    assert proc.returncode == 3 and "timm could not fetch the weights of resnet18" in proc.stderr

@@ -73,6 +73,9 @@ def test_converted_models_compute_as_torchvision_s(name):
         for model in (plain, fused):
             y = model(x)
             assert (y.double() - expected).abs().max() <= 1e-5 * expected.abs().max(), name
+        # bf16 on the reference (what a kernel computes: one rounding), within twice aten's own bf16 error
+        aten = copy.deepcopy(theirs).bfloat16()(x.bfloat16())
+        assert_within_twice_aten(cutlass_resnet.convert(theirs, dtype=torch.bfloat16)(x.bfloat16()), aten, expected)
 
 
 def test_the_converted_model_loads_the_original_s_checkpoints_both_ways():
