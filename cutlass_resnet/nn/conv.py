@@ -47,6 +47,8 @@ class Conv2d(nn.Conv2d):
     def __init__(self, *args, relu: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.relu = relu
+        # set by convert() on a conv it gave an add's other operand: that may broadcast, which the epilogue cannot
+        self.residual_may_broadcast = False
         # Explicit padding the op cannot express (a non-zero padding mode, or the asymmetric
         # halves of padding="same" with an even kernel extent) is applied with F.pad first.
         pads = self._reversed_padding_repeated_twice
@@ -60,6 +62,9 @@ class Conv2d(nn.Conv2d):
         return super().extra_repr() + (", relu=True" if self.relu else "")
 
     def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
+        if residual is not None and self.residual_may_broadcast and residual.shape != self._output_shape(input):
+            y = self._conv_forward(input, self.weight, self.bias, None, relu=False) + residual
+            return torch.relu(y) if self.relu else y
         if not torch.jit.is_scripting():
             if _ATEN_FORWARD:
                 return self._aten_forward(input, residual)
@@ -110,8 +115,24 @@ class Conv2d(nn.Conv2d):
             return input, tuple(self._reversed_padding_repeated_twice[2::-2])
         return input, tuple(self.padding)
 
+    @torch.jit.unused
+    def _output_shape(self, input: Tensor) -> tuple[int, int, int, int]:
+        """(N, K, P, Q) of the conv of ``input``, without computing it."""
+        pads = self._reversed_padding_repeated_twice  # (left, right, top, bottom)
+        extents = [
+            (size + pads[2 * i] + pads[2 * i + 1] - self.dilation[d] * (self.kernel_size[d] - 1) - 1) // self.stride[d]
+            + 1
+            for d, (i, size) in enumerate(((1, input.shape[-2]), (0, input.shape[-1])))
+        ]
+        return (input.shape[0], self.out_channels, *extents)
+
     def _conv_forward(
-        self, input: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None
+        self,
+        input: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        residual: Tensor | None = None,
+        relu: bool | None = None,
     ) -> Tensor:
         x, padding = self._op_input(input)
         if residual is not None:
@@ -125,5 +146,5 @@ class Conv2d(nn.Conv2d):
             padding,
             self.dilation,
             self.groups,
-            self.relu,
+            self.relu if relu is None else relu,
         )

@@ -280,6 +280,7 @@ def _rewrite(graph: fx.Graph, modules: dict[str, nn.Module], places: dict[int, i
         end.replace_all_uses_with(call)
         for dead in reversed([node, *dropped]):
             graph.erase_node(dead)
+        modules[node.target].residual_may_broadcast = True
         if end is not add:
             modules[node.target].relu = True
         fused.append(node.target)

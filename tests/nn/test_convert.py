@@ -357,3 +357,29 @@ def test_converted_models_on_the_emulated_gpu(extension, monkeypatch, build, cap
         dispatch.forget_choices()
     assert_within_twice_aten(y, aten, expected)
     assert any(k.startswith("sm90") for k in kernels) == (capability == "9.0") and any("stem" in k for k in kernels)
+
+
+class GlobalContext(nn.Module):
+    """GCNet's add: a conv of the pooled input (N, C, 1, 1) added to the input, broadcast over its pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Conv2d(8, 8, 1)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return torch.relu(x + self.bn(self.fc(x.mean((2, 3), keepdim=True))))
+
+
+def test_an_add_that_broadcasts_is_computed_after_the_conv():
+    """The epilogue adds a residual of the output's shape: a broadcast one is added after the conv instead."""
+    torch.manual_seed(0)
+    theirs = with_statistics(GlobalContext())
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        expected = theirs.double()(x.double())
+        ours = cutlass_resnet.convert(theirs.float())
+        assert ours.conversion.residual == ["fc"] and ours.fc.relu
+        assert (ours(x).double() - expected).abs().max() <= 1e-5 * expected.abs().max()
