@@ -10,6 +10,7 @@ line by line (so a killed run keeps its finished lines, and ``resume`` skips the
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import glob
 import io
@@ -23,8 +24,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.transforms._presets import ImageClassification
 
 from ._io import open_output, output_path, write_text
+from .images import Loader, normalize, read_image
 from .nn import cuda_graph
 from .pretrained.preprocess import eval_transform, labels_of, num_classes_of
 
@@ -98,34 +101,12 @@ def _entry(top: dict[str, Any]) -> dict[str, Any]:
     return {"index": int(top["index"]), "label": top["label"], "probability": float(probability)}
 
 
-def read_image(path: str | os.PathLike[str]) -> Any:
-    """The image at ``path`` as an 8-bit RGB PIL image, turned upright by its EXIF orientation (as
-    ``torchvision.io.decode_image(apply_exif_orientation=True)`` and PIL's ``ImageOps.exif_transpose`` do); 16-bit
-    images scaled by their value range, not clipped. Only a regular file is read: a FIFO or a device raises
-    instead of blocking."""
-    import stat
-
-    from PIL import Image, ImageOps
-
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        what = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        raise OSError(f"{os.fspath(path)} is {what}: only regular files are read as images")
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit (or 32-bit integer) grayscale
-            import numpy as np
-
-            top = 65535.0 if image.mode.startswith("I;16") or np.asarray(image).max() <= 65535 else 2.0**31 - 1
-            image = Image.fromarray(np.round(np.asarray(image, dtype=np.float64) * (255.0 / top)).astype(np.uint8))
-        return image.convert("RGB")
-
-
 class _Images(torch.utils.data.Dataset):
-    """The images of ``paths`` decoded to RGB and transformed, in a worker; a failure is returned, not raised."""
+    """The images of ``paths`` decoded and transformed by ``load``, in a worker; a failure is returned, not
+    raised."""
 
-    def __init__(self, paths: list[str], transform: Callable[[Any], Tensor]) -> None:
-        self.paths, self.transform = paths, transform
+    def __init__(self, paths: list[str], load: Callable[[str], Tensor]) -> None:
+        self.paths, self.load = paths, load
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -133,16 +114,20 @@ class _Images(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, Tensor | None, str | None, float]:
         start = time.perf_counter()
         try:
-            return index, self.transform(read_image(self.paths[index])), None, time.perf_counter() - start
+            return index, self.load(self.paths[index]), None, time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - any unreadable image is a result, not the end of the run
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return index, None, error, time.perf_counter() - start
 
 
 def _collate(items: list[tuple[int, Tensor | None, str | None, float]]) -> tuple:
+    """(indices, the batch of the readable images, errors by index, decode seconds): uint8 batches NHWC in
+    memory (channels_last), as the model reads them."""
     good = [(i, t) for i, t, _, _ in items if t is not None]
     errors = {i: e for i, t, e, _ in items if t is None}
     batch = torch.stack([t for _, t in good]) if good else None
+    if batch is not None and batch.dtype == torch.uint8:
+        batch = batch.contiguous(memory_format=torch.channels_last)
     return [i for i, _ in good], batch, errors, sum(s for *_, s in items)
 
 
@@ -166,6 +151,37 @@ class _Head(nn.Module):
         return pooled, classifier(pooled)
 
 
+class _Graphs:
+    """``head`` replayed from a CUDA graph per batch shape, a short batch (the last, or one with unreadable images
+    dropped) padded to the full batch first: one graph and one memory pool for the whole run."""
+
+    def __init__(self, head: nn.Module, batch_size: int) -> None:
+        self.head, self.batch_size = head, batch_size
+        self.graphs: dict[tuple[int, ...], Callable[[Tensor], tuple[Tensor, Tensor]]] = {}
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        n = x.shape[0]
+        if n < self.batch_size:
+            pad = x.new_zeros((self.batch_size - n, *x.shape[1:]))
+            x = torch.cat([x, pad]).contiguous(memory_format=torch.channels_last)
+        key = tuple(x.shape)
+        if key not in self.graphs:
+            self.graphs[key] = cuda_graph(self.head, x)
+        pooled, logits = self.graphs[key](x)
+        return pooled[:n], logits[:n]
+
+
+@dataclass
+class _Launched:
+    """A batch whose model run (and the copy of its results back) is queued on the GPU."""
+
+    indices: list[int]
+    errors: dict[int, str]
+    probabilities: Tensor | None = None
+    pooled: Tensor | None = None
+    done: Any = None  #: the CUDA event recorded after the copy back, or None on the CPU
+
+
 def classify(
     paths: Iterable[str | os.PathLike[str]],
     model: nn.Module,
@@ -177,6 +193,7 @@ def classify(
     transform: Callable[[Any], Tensor] | None = None,
     labels: list[str] | None = None,
     graphs: bool = True,
+    decoder: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     stats: dict[str, float] | None = None,
 ) -> Iterator[Result]:
@@ -184,25 +201,30 @@ def classify(
     per path in input order: the ``topk`` classes, or the error that kept the image from being read.
 
     ``transform`` and ``labels`` default to the model's own (:func:`cutlass_resnet.pretrained.preprocess.
-    eval_transform`, ``labels_of``); ``workers`` decode in that many processes; on a GPU the model is replayed
-    from CUDA graphs (one per batch shape, ``graphs=False`` for eager); ``features`` adds each image's pooled
-    features (the classifier's input). ``on_batch(n)`` is called after each batch of ``n`` paths; ``stats``
-    accumulates ``images``, ``errors``, ``decode_s`` (seconds decoding and transforming, summed over workers),
-    ``wait_s`` (seconds this process waited for decoded batches) and ``model_s`` (in the model, synchronized)."""
+    eval_transform`, ``labels_of``); ``decoder`` is ``"torchvision"`` (torchvision.io and v2 on uint8 tensors,
+    normalised on the model's device; the default for the model's own transform) or ``"pil"`` (PIL and the
+    transform on the CPU; the only one for a transform of your own); ``workers`` decode in that many processes.
+    On a GPU each batch is copied from pinned memory on a side stream while the one before runs, and its results
+    come back while the next is decoded; the model is replayed from one CUDA graph (``graphs=False`` for eager),
+    short batches padded to its shape. ``features`` adds each image's pooled features (the classifier's input).
+    ``on_batch(n)`` is called after each batch of ``n`` paths; ``stats`` accumulates ``images``, ``errors``,
+    ``decode_s`` (seconds decoding and transforming, summed over workers), ``wait_s`` (seconds this process
+    waited for decoded batches), ``transfer_s`` (copying batches to the device and normalising them) and
+    ``model_s`` (running the model and waiting for its results)."""
     paths = [os.fspath(p) for p in paths]
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
     transform = transform or eval_transform(model)
+    if decoder is None:
+        decoder = "torchvision" if isinstance(transform, ImageClassification) else "pil"
+    load = Loader(decoder, transform)
     labels = labels or labels_of(model)
     classes = num_classes_of(model)
     if not 1 <= topk <= classes:
         raise ValueError(f"topk must be between 1 and {classes} (the model's classes), got {topk}")
+    cuda = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
-        _Images(paths, transform),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
+        _Images(paths, load), batch_size=batch_size, num_workers=workers, collate_fn=_collate, pin_memory=cuda
     )
     head = _Head(model).eval()
     if features and not head.pools:
@@ -210,44 +232,90 @@ def classify(
             f"features: {type(model).__name__} has no forward_features/forward_head (cutlass_resnet's and timm's "
             "models have them) to take the pooled features from"
         )
-    use_graphs = graphs and device.type == "cuda"
-    graphed: dict[tuple, Callable] = {}
+    run = _Graphs(head, batch_size) if graphs and cuda else head
+    copy_stream = torch.cuda.Stream(device) if cuda else None
+    scale = [torch.tensor(v, device=device) for v in (transform.mean, transform.std)] if load.normalizes else []
     stats = stats if stats is not None else {}
-    for key in ("images", "errors", "decode_s", "wait_s", "model_s"):
+    for key in ("images", "errors", "decode_s", "wait_s", "transfer_s", "model_s"):
         stats.setdefault(key, 0)
-    batches = iter(loader)
-    while True:
-        start = time.perf_counter()
-        item = next(batches, None)
-        stats["wait_s"] += time.perf_counter() - start
-        if item is None:
-            break
+
+    def stage(item: tuple) -> tuple[tuple, Tensor | None, Any]:
+        """The batch on the device, ready for the model: copied (and normalised) on the side stream on a GPU."""
         indices, batch, errors, decode_s = item
         stats["decode_s"] += decode_s
         stats["images"] += len(indices)
         stats["errors"] += len(errors)
-        results = {index: Result(paths[index], error=error) for index, error in errors.items()}
-        if batch is not None:
-            start = time.perf_counter()
-            x = batch.to(device=device, dtype=dtype, non_blocking=True)
-            with torch.inference_mode():
-                if use_graphs:
-                    key = tuple(x.shape)
-                    if key not in graphed:
-                        graphed[key] = cuda_graph(head, x)
-                    pooled, logits = graphed[key](x)
-                else:
-                    pooled, logits = head(x)
-                probabilities = torch.softmax(logits.float(), dim=1).cpu()
-                pooled = pooled.float().cpu()
-            stats["model_s"] += time.perf_counter() - start
-            top = probabilities.topk(topk, dim=1)
-            for row, index in enumerate(indices):
-                classes = [
-                    {"index": i, "label": labels[i] if labels else f"class {i}", "probability": p}
-                    for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
-                ]
-                results[index] = Result(paths[index], classes, features=pooled[row] if features else None)
+        if batch is None:
+            return item, None, None
+        start = time.perf_counter()
+        with torch.cuda.stream(copy_stream) if cuda else contextlib.nullcontext():
+            x = batch.to(device=device, non_blocking=True)
+            x = normalize(x, *scale, dtype) if load.normalizes else x.to(dtype)
+            ready = torch.cuda.Event() if cuda else None
+            if ready is not None:
+                ready.record(copy_stream)
+        stats["transfer_s"] += time.perf_counter() - start
+        return item, x, ready
+
+    def launch(item: tuple, x: Tensor | None, ready: Any) -> _Launched:
+        """The model queued on the batch, its results' copy back queued after it."""
+        indices, _, errors, _ = item
+        launched = _Launched(indices, errors)
+        if x is None:
+            return launched
+        start = time.perf_counter()
+        if ready is not None:
+            torch.cuda.current_stream(device).wait_event(ready)
+            x.record_stream(torch.cuda.current_stream(device))
+        with torch.inference_mode():
+            pooled, logits = run(x)
+            probabilities = torch.softmax(logits.float(), dim=1)
+            pooled = pooled.float() if features else None
+        if cuda:
+            launched.probabilities = torch.empty(probabilities.shape, pin_memory=True)
+            launched.probabilities.copy_(probabilities, non_blocking=True)
+            if pooled is not None:
+                launched.pooled = torch.empty(pooled.shape, pin_memory=True)
+                launched.pooled.copy_(pooled, non_blocking=True)
+            launched.done = torch.cuda.Event()
+            launched.done.record()
+        else:
+            launched.probabilities, launched.pooled = probabilities, pooled
+        stats["model_s"] += time.perf_counter() - start
+        return launched
+
+    def finish(launched: _Launched) -> dict[int, Result]:
+        results = {index: Result(paths[index], error=error) for index, error in launched.errors.items()}
+        if launched.probabilities is None:
+            return results
+        start = time.perf_counter()
+        if launched.done is not None:
+            launched.done.synchronize()
+        stats["model_s"] += time.perf_counter() - start
+        top = launched.probabilities.topk(topk, dim=1)
+        for row, index in enumerate(launched.indices):
+            classes = [
+                {"index": i, "label": labels[i] if labels else f"class {i}", "probability": p}
+                for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+            ]
+            pooled = launched.pooled[row] if launched.pooled is not None else None
+            results[index] = Result(paths[index], classes, features=pooled)
+        return results
+
+    def fetch(batches: Iterator[tuple]) -> tuple | None:
+        start = time.perf_counter()
+        item = next(batches, None)
+        stats["wait_s"] += time.perf_counter() - start
+        return item
+
+    batches = iter(loader)
+    item = fetch(batches)
+    staged = stage(item) if item is not None else None
+    while staged is not None:
+        launched = launch(*staged)  # the GPU runs this batch while the next is decoded and copied
+        item = fetch(batches)
+        staged = stage(item) if item is not None else None
+        results = finish(launched)
         for index in sorted(results):
             yield results[index]
         if on_batch is not None:

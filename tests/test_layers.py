@@ -22,6 +22,8 @@ LAYERS = {
     "cutlass_resnet.pretrained": 4,
     "cutlass_resnet": 5,  # the root __init__: the public API, over every layer but the command line
     "cutlass_resnet.predict": 5,  # many images through a model: the command line's engine
+    "cutlass_resnet.images": 5,  # image files to model inputs, for predict and the benchmark
+    "cutlass_resnet.ray_data": 5,  # predict's job on Ray Data
     "cutlass_resnet.cli": 6,
     "cutlass_resnet.__main__": 6,
 }

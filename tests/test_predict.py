@@ -42,7 +42,9 @@ def test_classify_in_batches_matches_torchvision_image_by_image(ten_classes, ima
     model = cutlass_resnet.from_pretrained(folder)
     paths = expand_paths([image_folder])
     seen = []
-    results = list(classify(paths, model, topk=10, batch_size=8, workers=2, features=True, on_batch=seen.append))
+    results = list(
+        classify(paths, model, topk=10, batch_size=8, workers=2, features=True, decoder="pil", on_batch=seen.append)
+    )
     assert [r.path for r in results] == paths and len(paths) == 41 and sum(seen) == 41
     (broken,) = [r for r in results if r.error is not None]
     assert broken.path.endswith("broken.jpg") and broken.top == [] and broken.features is None
@@ -55,6 +57,68 @@ def test_classify_in_batches_matches_torchvision_image_by_image(ten_classes, ima
         torch.testing.assert_close(ours, probabilities.sort(descending=True).values, atol=1e-5, rtol=1e-4)
         assert result.top[0]["label"] == f"class {result.top[0]['index']}"
         torch.testing.assert_close(result.features, pooled, atol=1e-4, rtol=1e-4)
+
+
+def odd_images(folder):
+    """A grayscale, a CMYK and an EXIF-rotated JPEG, a 16-bit PNG, a BMP and an animated GIF of the shipped photo."""
+    import numpy as np
+    from PIL import Image
+
+    from cutlass_resnet.cli.predict import sample_image
+
+    folder.mkdir()
+    with Image.open(sample_image()) as photo:
+        base = photo.convert("RGB")
+    base.convert("L").save(folder / "gray.jpg")
+    base.convert("CMYK").save(folder / "cmyk.jpg")
+    exif = base.getexif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees to view
+    base.save(folder / "exif.jpg", exif=exif)
+    Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257).save(folder / "gray16.png")
+    base.save(folder / "photo.bmp")
+    base.save(folder / "animated.gif", save_all=True, append_images=[base.rotate(90)])
+    return sorted(folder.iterdir())
+
+
+def test_the_torchvision_decoder_predicts_as_the_pil_one(ten_classes, image_folder, tmp_path):
+    """torchvision.io and v2 on uint8 (normalised where the model runs) against 0.1.0's PIL path, on the test
+    folder and on grayscale, CMYK, EXIF-rotated, 16-bit, BMP and GIF files: the same top-1, the top-5
+    probabilities within 1e-3 (the resize rounds each pixel by itself: at most one level apart), the same
+    errors."""
+    model = cutlass_resnet.from_pretrained(ten_classes[1])
+    paths = [*expand_paths([image_folder]), *map(str, odd_images(tmp_path / "odd"))]
+    pil, ours = (list(classify(paths, model, batch_size=8, decoder=d)) for d in ("pil", "torchvision"))
+    for a, b in zip(pil, ours, strict=True):
+        assert a.path == b.path and (a.error is None) == (b.error is None), a.path
+        if a.error is None:
+            assert a.top[0]["index"] == b.top[0]["index"], a.path
+            for x, y in zip(a.top, b.top, strict=True):
+                assert abs(x["probability"] - y["probability"]) <= 1e-3, a.path
+    assert sum(r.error is not None for r in ours) == 1  # broken.jpg
+
+
+def test_a_short_batch_reuses_the_full_batch_s_graph(monkeypatch):
+    """The last batch (or one with unreadable images dropped) is padded to the full batch: one capture, one
+    memory pool, for any number of short batches; its results are its own rows."""
+    import cutlass_resnet.predict as predict
+
+    captured = []
+
+    def capture(head, x):
+        captured.append(tuple(x.shape))
+        return head
+
+    monkeypatch.setattr(predict, "cuda_graph", capture)
+    head = predict._Head(cutlass_resnet.resnet18(num_classes=10).eval())
+    graphs = predict._Graphs(head, batch_size=4)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        graphs(x)
+        pooled, logits = graphs(x[:3])
+        graphs(x[:1])
+        expected = head(x[:3])[1]
+    assert captured == [(4, 3, 32, 32)] and pooled.shape == (3, 512) and logits.shape == (3, 10)
+    torch.testing.assert_close(logits, expected)
 
 
 def test_classify_checks_topk(ten_classes, image_folder):
