@@ -11,8 +11,12 @@ On the CPU (``--device cpu``) it times the reference path, which says nothing ab
 model calls it, doing everything but the kernel launch (``cutlass_resnet.ops.dispatch.dry_run``), in
 microseconds per conv (``host_us_per_conv`` in the JSON).
 
+``--input FOLDER`` measures the input pipeline alone, on any machine: each decoder's images per second per
+decoding worker (one process, one thread), side by side (``decoders`` in the JSON).
+
     cutlass-resnet bench --arch resnet50 --batch 1 8 32 128 256 --dtype fp16 bf16 --json bench.json
     cutlass-resnet bench --dry-run --json host.json
+    cutlass-resnet bench --input photos/ --json
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,11 +37,13 @@ import torch
 import torchvision
 
 from .._io import output_path, write_text
-from ..models import get_model, list_models
+from ..images import DECODERS, Loader
+from ..models import get_model, get_model_weights, list_models
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
 from ..ops import build, dispatch, library
+from ..predict import expand_paths
 from ..pretrained import load_torchvision_state_dict
-from .common import DTYPES, EXIT_OK, DeprecatedAlias, NoGPUError, check_output_file, gpu_capability
+from .common import DTYPES, EXIT_OK, DeprecatedAlias, NoGPUError, UsageError, check_output_file, gpu_capability
 
 __all__ = ["add_arguments", "bench", "host_path", "percentiles", "plot", "run"]
 
@@ -211,6 +218,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="time the host path per conv instead (no kernel launched; on the CPU too)",
     )
+    p.add_argument(
+        "--input",
+        metavar="FOLDER",
+        help="measure the input pipeline alone: each decoder's images/s per decoding worker on these images",
+    )
     p.add_argument("--gpu-arch", help="--dry-run: the GPU to plan for, e.g. 9.0 (default: the visible one, or 8.0)")
     p.add_argument(
         "--json",
@@ -249,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         return _run_dry(args, meta)
+    if args.input is not None:
+        return _run_input(args, meta)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise NoGPUError("bench needs a CUDA GPU and none is visible; nothing was measured (--device cpu: the CPU)")
     args.dtype = args.dtype or (["fp16", "bf16"] if args.device == "cuda" else ["fp32"])
@@ -275,6 +289,56 @@ def _report(args: argparse.Namespace, document: dict) -> None:
         write_text(args.output, text)
     if args.json:
         sys.stdout.write(text)
+
+
+def decode_rates(paths: list[str], transform, decoders: list[str], rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Images per second of one decoding worker (this process, one thread) for each decoder, from file to the
+    model's input (uint8 for ``torchvision``, normalised fp32 for ``pil``): the best of ``rounds`` passes over
+    ``paths``, the decoders taking turns within each round so that they share the machine's moments."""
+    loads = {name: Loader(name, transform) for name in decoders}
+    readable = []
+    for path in paths:
+        try:
+            loads[decoders[0]](path)
+            readable.append(path)
+        except Exception:  # noqa: BLE001 - an unreadable file is not part of a decoder's rate
+            continue
+    if not readable:
+        raise UsageError("--input: no readable images there")
+    best = dict.fromkeys(decoders, float("inf"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(rounds):
+            for name, load in loads.items():
+                start = time.perf_counter()
+                for path in readable:
+                    load(path)
+                best[name] = min(best[name], time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        name: {"images_per_s": len(readable) / seconds, "ms_per_image": seconds / len(readable) * 1000}
+        for name, seconds in best.items()
+    } | {"images": len(readable)}
+
+
+def _run_input(args: argparse.Namespace, meta: dict) -> int:
+    """The input pipeline alone: each decoder's images per second per decoding worker, side by side."""
+    paths = expand_paths([args.input])
+    if not paths:
+        raise UsageError(f"--input {args.input}: no images there (folders are searched for image extensions)")
+    transform = get_model_weights(args.arch[0]).DEFAULT.transforms()
+    rates = decode_rates(paths, transform, list(DECODERS))
+    images = rates.pop("images")
+    _log(args, f"decoding {images} images of {args.input} to {args.arch[0]}'s input, one worker, one thread:")
+    for name, rate in rates.items():
+        _log(args, f"  {name:<12} {rate['images_per_s']:>8.1f} images/s  {rate['ms_per_image']:>6.2f} ms/image")
+    speedup = rates["torchvision"]["images_per_s"] / rates["pil"]["images_per_s"]
+    _log(args, f"  torchvision decodes {speedup:.2f}x the images per second of pil")
+    meta["device"] = f"CPU, one decoding worker ({os.cpu_count()} cores visible)"
+    _report(args, dict(meta=meta, input=str(args.input), images=images, decoders=rates))
+    return EXIT_OK
 
 
 def _run_dry(args: argparse.Namespace, meta: dict) -> int:

@@ -178,6 +178,21 @@ def test_verbose_shows_the_traceback(hub):
     assert proc.returncode == 3 and "Traceback" in proc.stderr and "RepositoryNotFoundError" in proc.stderr
 
 
+def test_bench_input_measures_each_decoder_side_by_side(image_folder, tmp_path):
+    """No GPU needed: images/s of one decoding worker per decoder, in the JSON as {"decoders": {name: ...}}; the
+    corrupt file is left out of the rates."""
+    proc = cli("bench", "--input", str(image_folder), "--json", "--output", str(tmp_path / "input.json"))
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document == json.loads((tmp_path / "input.json").read_text()) and document["images"] == 40
+    assert set(document["decoders"]) == {"torchvision", "pil"}
+    for rate in document["decoders"].values():
+        assert rate["images_per_s"] > 0 and abs(rate["ms_per_image"] * rate["images_per_s"] - 1000) < 1e-6
+    assert "torchvision decodes" in proc.stderr and "x the images per second of pil" in proc.stderr
+    proc = cli("bench", "--input", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "--input" in proc.stderr
+
+
 def test_bench_on_the_cpu_writes_table_json_and_plot(tmp_path):
     proc = cli("bench", "--device", "cpu", "--arch", "resnet18", "--batch-size", "1", "2", "--image-size", "32",
                "--warmup", "0", "--iters", "1", "--no-compile", "--output", str(tmp_path / "b.json"),
