@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,19 @@ def _open_images(paths: list[Path]) -> list[Any]:
     return images
 
 
+#: --decode's choices: the decoders of :mod:`cutlass_resnet.images` by their command-line names.
+DECODE = {"cpu": "torchvision", "pil": "pil"}
+
+
+def default_workers(images: int, batch_size: int) -> int:
+    """Decoding processes for a run: none for a single batch (a process costs more to start than it saves),
+    else one per CPU core this process may use but one (the one that feeds the model), up to 8."""
+    if images <= batch_size:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores - 1, 8))
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,10 +87,12 @@ def _device(name: str) -> torch.device:
 
 def run(args: argparse.Namespace) -> int:
     """Classify the images: a table or JSON on stdout, or with --output, JSON Lines or CSV streamed into a file."""
-    if args.batch_size < 1 or args.workers < 0:
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
-    if args.output is None and (args.features or args.resume):
-        raise UsageError("--features and --resume go with --output")
+    if args.output is None and (args.features or args.resume or args.ray is not None):
+        raise UsageError("--features, --resume and --ray go with --output")
+    if args.ray is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--ray runs the job on a Ray cluster: start it once, not under torchrun")
     for option, path in (("--output", args.output), ("--features", args.features)):
         if path is not None:
             check_output_file(path, option)
@@ -97,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"no images found in {' '.join(args.images)} (folders are searched for {', '.join(IMAGE_EXTENSIONS)})"
             )
+        if args.workers is None:
+            args.workers = default_workers(len(paths), args.batch_size)
         if args.output is None:
             _open_images([Path(p) for p in paths])  # a bad path fails fast, before any weights are fetched
         model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
@@ -107,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--topk must be between 1 and {classes} (the model's class count), got {args.topk}")
         if args.output is not None:
             return _to_file(args, model, paths, distributed, record)
-        results = list(classify(paths, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers))
+        results = list(classify(paths, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
+                                decoder=DECODE[args.decode]))  # fmt: skip
         _print(args, model, arch, device, dtype, results)
         return EXIT_OK
     finally:
@@ -170,7 +190,7 @@ RUN_RECORD_VERSION = 1
 
 def run_record(args: argparse.Namespace, model, arch: str) -> dict[str, Any]:
     """What a run is, as ``--resume`` must find it again: the model, its weights (the sha256 of every tensor the
-    model holds, in its dtype), the dtype, top-k and the features file."""
+    model holds, in its dtype), the dtype, top-k, the decoder and the features file."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
@@ -183,6 +203,7 @@ def run_record(args: argparse.Namespace, model, arch: str) -> dict[str, Any]:
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "fused": getattr(model, "fused", False),
         "topk": args.topk,
+        "decode": args.decode,
         "features": Path(args.features).name if args.features is not None else None,
     }
 
@@ -217,6 +238,26 @@ def _check_resume(output: Path, record: dict[str, Any]) -> None:
         )
 
 
+def _on_ray(args: argparse.Namespace, arch: str, todo: list[str], features: bool, dtype: str, on_image) -> Iterator:
+    """The results of ``todo`` from Predictor actors on the Ray cluster ``--ray`` names (``auto``, an address, or
+    a local instance when none is given), in input order."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs Ray Data: pip install 'ray[data]'") from None
+    from ..ray_data import classify_on_ray
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if not ray.is_initialized():
+        ray.init(address=None if args.ray == "local" else args.ray, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for result in classify_on_ray(todo, arch, args.weights, topk=args.topk, batch_size=args.batch_size,
+                                  features=features, device=args.device, dtype=getattr(torch, dtype),
+                                  fuse_bn=args.fuse, decoder=DECODE[args.decode]):  # fmt: skip
+        on_image(1)
+        yield result
+
+
 def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: bool, record: dict[str, Any]) -> int:
     """Stream results into --output (this rank's part file under torchrun, merged by rank 0 at the end), skipping
     with --resume what the output already holds; an unreadable image is an error line and a line on stderr. What
@@ -248,8 +289,13 @@ def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: boo
         stack.enter_context(bar)
         writer = stack.enter_context(Writer(target, args.topk, append=args.resume))
         log = stack.enter_context(FeatureLog(_log(features, rank, world))) if features else None
-        for result in classify(todo, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
-                               features=features is not None, on_batch=bar.update, stats=stats):  # fmt: skip
+        if args.ray is not None:
+            results = _on_ray(args, record["arch"], todo, features is not None, record["dtype"], bar.update)
+        else:
+            results = classify(todo, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
+                               features=features is not None, decoder=DECODE[args.decode], on_batch=bar.update,
+                               stats=stats)  # fmt: skip
+        for result in results:
             if log is not None and result.error is None:
                 log.write(result.path, result.features)  # before its line: a kept line has its features kept
             if result.path not in held:  # (else redone only for its features)
@@ -260,7 +306,8 @@ def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: boo
     where = f"{args.workers} worker{'s' if args.workers > 1 else ''}" if args.workers else "this process"
     print(
         f"cutlass-resnet predict: {count} images ({stats.get('errors', 0)} could not be read) in {seconds:.1f} s, "
-        f"{count / max(seconds, 1e-9):.1f} images/s; model {stats.get('model_s', 0):.1f} s, decode "
+        f"{count / max(seconds, 1e-9):.1f} images/s; model {stats.get('model_s', 0):.1f} s, transfer "
+        f"{stats.get('transfer_s', 0):.1f} s, decode "
         f"{stats.get('decode_s', 0):.1f} s in {where}, waiting for decoded images {stats.get('wait_s', 0):.1f} s"
         + (f" [rank {rank} of {world}]" if distributed else ""),
         file=sys.stderr,
@@ -320,6 +367,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--output", help="stream results into this file: JSON Lines, or CSV for a .csv (unreadable images too)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward (default 32)")
-    p.add_argument("--workers", type=int, default=0, help="processes that decode images (default 0: this one)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes that decode images (default: one per CPU core but one, up to 8, when there is more than a "
+        "batch; else 0, this process)",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on a Ray cluster (auto, or ADDRESS; a local instance when none is given), into --output",
+    )
+    p.add_argument(
+        "--decode",
+        choices=list(DECODE),
+        default="cpu",
+        help="cpu (default): torchvision.io, resized as uint8 and normalised where the model runs; pil: 0.1.0's",
+    )
     p.add_argument("--features", help="also write each image's pooled features here (.safetensors or .npy)")
     p.add_argument("--resume", action="store_true", help="skip the paths --output already holds, and append")

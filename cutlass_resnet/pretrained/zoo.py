@@ -17,7 +17,7 @@ from torch import nn
 from ..models import get_model, list_models, verify_weights
 from ..nn import convert
 from .download import CorruptWeightsError, WeightsUnavailableError, _load, load_weights
-from .load import from_pretrained
+from .load import HUB_PREFIXES, from_pretrained
 from .loading import _unwrap
 
 __all__ = ["TIMM_PREFIX", "create_model", "torchvision_models"]
@@ -100,12 +100,13 @@ def create_model(
             or timm's as ``timm:NAME`` (``timm:resnet50d``, ``timm:resnet50.a1_in1k``, ``timm:hf-hub:REPO``;
             needs timm).
         weights: None for random weights; ``DEFAULT`` (or a torchvision weights name) for the model's pretrained
-            weights; or a weights file (``.safetensors``, ``.pth``).
+            weights; or a weights file (``.safetensors``, ``.pth``); for this package's models also a folder or a
+            hub repo (``hf:OWNER/NAME``), as :func:`~cutlass_resnet.from_pretrained` reads them.
         fuse_bn: fold BatchNorm into the convs, and ReLU and residual adds into their epilogues.
         dtype: the model's dtype (folded weights rounded once to it).
     """
     if arch in list_models():
-        if weights is not None and Path(weights).is_file():
+        if weights is not None and (str(weights).startswith(HUB_PREFIXES) or Path(weights).exists()):
             return from_pretrained(weights, arch=arch, fuse_bn=fuse_bn, dtype=dtype)
         model = get_model(arch, weights=None if weights is None else str(weights), fuse_bn=fuse_bn, dtype=dtype)
         return model.eval()

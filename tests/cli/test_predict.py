@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import torchvision_alone
 
-from cutlass_resnet.predict import expand_paths, load_features
+from cutlass_resnet.predict import expand_paths, load_features, read_results
 
 PREDICT = [sys.executable, "-m", "cutlass_resnet", "predict"]
 
@@ -48,7 +48,8 @@ def test_a_folder_gives_a_line_per_image_and_one_for_the_corrupt_file(one_proces
         probabilities, _ = torchvision_alone(ten_classes[0], line["path"])
         assert [t["index"] for t in line["top"]] == probabilities.argsort(descending=True).tolist()
         ours = torch.tensor([t["probability"] for t in line["top"]])
-        torch.testing.assert_close(ours, probabilities.sort(descending=True).values, atol=1e-5, rtol=1e-4)
+        # torchvision.io and a uint8 resize against PIL's: each pixel at most one level apart
+        torch.testing.assert_close(ours, probabilities.sort(descending=True).values, atol=1e-3, rtol=0)
 
 
 def test_features_rows_are_the_pooled_features(one_process, ten_classes, image_folder):
@@ -57,7 +58,7 @@ def test_features_rows_are_the_pooled_features(one_process, ten_classes, image_f
     for path, row in rows.items():
         _, pooled = torchvision_alone(ten_classes[0], path)
         assert row.shape == (512,)
-        torch.testing.assert_close(row, pooled, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(row, pooled, atol=2e-3, rtol=1e-3)  # the decoders' one level, as above
 
 
 def test_csv_output(ten_classes, image_folder, tmp_path):
@@ -72,7 +73,7 @@ def test_csv_output(ten_classes, image_folder, tmp_path):
     for row in rows[1:4]:
         probabilities, _ = torchvision_alone(ten_classes[0], row["path"])
         assert int(row["index_1"]) == int(probabilities.argmax()) and row["label_1"] == f"class {row['index_1']}"
-        assert abs(float(row["probability_1"]) - float(probabilities.max())) < 1e-5
+        assert abs(float(row["probability_1"]) - float(probabilities.max())) < 1e-3  # decoders: one level apart
 
 
 def test_torchrun_on_two_processes_writes_what_one_process_writes(one_process, ten_classes, image_folder, tmp_path):
@@ -128,7 +129,7 @@ def test_a_killed_run_resumes_without_duplicates(one_process, ten_classes, image
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--features", "f.safetensors"], "--features and --resume go with --output"),
+        (["--features", "f.safetensors"], "--features, --resume and --ray go with --output"),
         (["--output", "o.jsonl", "--features", "f.pt"], "the file is a .safetensors or a .npy"),
         (["--output", "o.jsonl", "--batch-size", "0"], "--batch-size must be >= 1"),
     ],
@@ -222,8 +223,32 @@ def test_any_torchvision_classification_model_by_name(tmp_path, image_folder):
             expected = torch.softmax(reference.double()(x.double()), dim=1)[0]
         top = expected.topk(5)
         assert [t["index"] for t in result["top"]] == top.indices.tolist()
-        assert np.allclose([t["probability"] for t in result["top"]], top.values.numpy(), atol=1e-4)
+        assert np.allclose([t["probability"] for t in result["top"]], top.values.numpy(), atol=1e-3, rtol=0)
     pytest.importorskip("timm")
     offline = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     proc = predict(images[0], "--arch", "timm:resnet18", env=offline)
     assert proc.returncode == 3 and "timm could not fetch the weights of resnet18" in proc.stderr
+
+
+def test_ray_data_writes_what_one_process_writes(one_process, ten_classes, image_folder, tmp_path):
+    """--ray on a local Ray instance (this machine's CPUs): the same lines, in the same order, as the
+    single-process run, the corrupt file an error line; features too."""
+    pytest.importorskip("ray")
+    out = tmp_path / "ray.jsonl"
+    proc = predict(image_folder, "--weights", ten_classes[1], "--topk", 10, "--batch-size", 8, "--output", out,
+                   "--features", tmp_path / "features.safetensors", "--ray", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    single = read_results(one_process[0] / "out.jsonl")
+    ours = read_results(out)
+    assert [r.path for r in ours] == [r.path for r in single] and len(ours) == 41
+    for a, b in zip(single, ours, strict=True):
+        assert a.error == b.error or (a.error and b.error)
+        assert [t["index"] for t in a.top] == [t["index"] for t in b.top], a.path
+        assert np.allclose([t["probability"] for t in a.top], [t["probability"] for t in b.top], atol=1e-6)
+    expected, features = (
+        load_features(one_process[0] / "features.safetensors"),
+        load_features(tmp_path / "features.safetensors"),
+    )
+    assert features.keys() == expected.keys()
+    for path, row in expected.items():
+        torch.testing.assert_close(features[path], row, atol=1e-5, rtol=1e-5)
