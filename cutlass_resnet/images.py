@@ -5,24 +5,36 @@ kept as ``decoder="pil"``."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import v2
 from torchvision.transforms._presets import ImageClassification
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["DECODERS", "Loader", "decode", "normalize", "read_image", "uint8_transform"]
+__all__ = ["DECODERS", "BatchDecoder", "Loader", "decode", "normalize", "read_bytes", "read_image", "uint8_transform"]
 
-#: The CPU decoders by name: ``torchvision`` (torchvision.io and v2 on uint8 tensors) and ``pil`` (0.1.0's).
-DECODERS = ("torchvision", "pil")
+#: The decoders by name: ``torchvision`` (torchvision.io and v2 on uint8 tensors, on the CPU), ``pil`` (0.1.0's)
+#: and ``nvjpeg`` (JPEGs decoded, resized and cropped on the model's GPU, batched; the rest on the CPU).
+DECODERS = ("torchvision", "pil", "nvjpeg")
+_JPEG = b"\xff\xd8"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torchvision.io's decoders without the warning of torchvision 0.29, which deprecates them in favour of
+    TorchCodec: they are what this pipeline is measured with."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+        yield
 
 
 def _regular_file(path: str | os.PathLike[str]) -> None:
@@ -59,13 +71,12 @@ def decode(source: str | os.PathLike[str] | bytes) -> Tensor:
     regular file is read."""
     if not isinstance(source, bytes):
         _regular_file(source)
-    with warnings.catch_warnings():  # deprecated by torchvision 0.29 in favour of TorchCodec; measured here
-        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+    with _quiet():
         if isinstance(source, bytes):
             data = torch.frombuffer(bytearray(source), dtype=torch.uint8)
         else:
             data = read_file(os.fspath(source))
-        if not bytes(data[:8].tolist()).startswith((b"\xff\xd8", b"\x89PNG", b"RIFF", b"GIF8")):
+        if not bytes(data[:8].tolist()).startswith((_JPEG, b"\x89PNG", b"RIFF", b"GIF8")):
             return F.pil_to_tensor(read_image(io.BytesIO(source) if isinstance(source, bytes) else source))
         image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     if image.dtype == torch.uint16:
@@ -96,6 +107,59 @@ def normalize(
     return x.to(dtype).contiguous(memory_format=torch.channels_last)
 
 
+def read_bytes(source: str | os.PathLike[str] | bytes) -> Tensor:
+    """An image file's bytes as a uint8 tensor (for decoding elsewhere). Only a regular file is read."""
+    if not isinstance(source, bytes):
+        _regular_file(source)
+        with open(source, "rb") as f:
+            source = f.read()
+    return torch.frombuffer(bytearray(source), dtype=torch.uint8)
+
+
+class BatchDecoder:
+    """Images' bytes to one uint8 batch on ``device``: the JPEGs decoded together by ``torchvision.io.decode_jpeg``
+    there (nvJPEG on a GPU), each resized and cropped there; any other file, or a batch the device's decoder
+    refuses, decoded on the CPU as :func:`decode` does, with one warning per reason."""
+
+    def __init__(self, transform: ImageClassification, device: torch.device) -> None:
+        self.resize_crop, self.device = uint8_transform(transform), device
+        self.warned: set[str] = set()
+
+    def _warn(self, reason: str) -> None:
+        if reason not in self.warned:
+            self.warned.add(reason)
+            warnings.warn(f"cutlass_resnet: decoding on the CPU instead of {self.device}: {reason}", stacklevel=3)
+
+    def _on_cpu(self, data: Tensor) -> Tensor:
+        return self.resize_crop(decode(bytes(data.cpu().numpy().tobytes()))).to(self.device, non_blocking=True)
+
+    def __call__(self, items: list[Tensor]) -> tuple[list[int], Tensor | None, dict[int, str]]:
+        """(the items decoded, their batch, why each other one could not be)."""
+        images: dict[int, Tensor] = {}
+        errors: dict[int, str] = {}
+        jpegs = [i for i, data in enumerate(items) if bytes(data[:2].tolist()) == _JPEG]
+        if jpegs:
+            try:
+                with _quiet():
+                    decoded = decode_jpeg([items[i] for i in jpegs], mode=ImageReadMode.RGB, device=self.device,
+                                          apply_exif_orientation=True)  # fmt: skip
+                images.update({i: self.resize_crop(image) for i, image in zip(jpegs, decoded, strict=True)})
+            except RuntimeError as exc:  # a file the device's decoder refuses fails the batch: each on the CPU
+                self._warn(f"{self.device}'s JPEG decoder refused a batch ({exc})")
+        for i, data in enumerate(items):
+            if i in images:
+                continue
+            if i not in jpegs:
+                self._warn("not a JPEG")
+            try:
+                images[i] = self._on_cpu(data)
+            except Exception as exc:  # noqa: BLE001 - an unreadable image is a result, not the end of the run
+                errors[i] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        good = sorted(images)
+        batch = torch.stack([images[i] for i in good]) if good else None
+        return good, batch, errors
+
+
 class Loader:
     """One path (or an image's bytes) to one model input, in a worker: decoded and transformed by ``decoder``
     (uint8 from ``torchvision``, normalised fp32 from ``pil``)."""
@@ -103,17 +167,19 @@ class Loader:
     def __init__(self, decoder: str, transform: Callable[[Any], Tensor]) -> None:
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}: {', '.join(DECODERS)}")
-        if decoder == "torchvision" and not isinstance(transform, ImageClassification):
-            raise ValueError("decoder='torchvision' takes the model's own transform (ImageClassification)")
+        if decoder != "pil" and not isinstance(transform, ImageClassification):
+            raise ValueError(f"decoder={decoder!r} takes the model's own transform (ImageClassification)")
         self.decoder, self.transform = decoder, transform
         self.resize_crop = uint8_transform(transform) if decoder == "torchvision" else None
 
     @property
     def normalizes(self) -> bool:
         """Whether its output still needs :func:`normalize` (uint8 out)."""
-        return self.resize_crop is not None
+        return self.decoder != "pil"
 
     def __call__(self, source: str | bytes) -> Tensor:
+        if self.decoder == "nvjpeg":
+            return read_bytes(source)  # decoded by a BatchDecoder where the model runs
         if self.resize_crop is None:
             return self.transform(read_image(io.BytesIO(source) if isinstance(source, bytes) else source))
         return self.resize_crop(decode(source))

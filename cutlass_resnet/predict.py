@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchvision.transforms._presets import ImageClassification
 
 from ._io import open_output, output_path, write_text
-from .images import Loader, normalize, read_image
+from .images import BatchDecoder, Loader, normalize, read_image
 from .nn import cuda_graph
 from .pretrained.preprocess import eval_transform, labels_of, num_classes_of
 
@@ -125,6 +125,8 @@ def _collate(items: list[tuple[int, Tensor | None, str | None, float]]) -> tuple
     memory (channels_last), as the model reads them."""
     good = [(i, t) for i, t, _, _ in items if t is not None]
     errors = {i: e for i, t, e, _ in items if t is None}
+    if good and good[0][1].dim() == 1:  # files' bytes, for a BatchDecoder
+        return [i for i, _ in good], [t for _, t in good], errors, sum(s for *_, s in items)
     batch = torch.stack([t for _, t in good]) if good else None
     if batch is not None and batch.dtype == torch.uint8:
         batch = batch.contiguous(memory_format=torch.channels_last)
@@ -202,8 +204,10 @@ def classify(
 
     ``transform`` and ``labels`` default to the model's own (:func:`cutlass_resnet.pretrained.preprocess.
     eval_transform`, ``labels_of``); ``decoder`` is ``"torchvision"`` (torchvision.io and v2 on uint8 tensors,
-    normalised on the model's device; the default for the model's own transform) or ``"pil"`` (PIL and the
-    transform on the CPU; the only one for a transform of your own); ``workers`` decode in that many processes.
+    normalised on the model's device; the default for the model's own transform), ``"nvjpeg"`` (the workers
+    read the files, JPEGs are decoded in batches, resized and cropped on the model's device:
+    :class:`~cutlass_resnet.images.BatchDecoder`) or ``"pil"`` (PIL and the transform on the CPU; the only one
+    for a transform of your own); ``workers`` decode (or read) in that many processes.
     On a GPU each batch is copied from pinned memory on a side stream while the one before runs, and its results
     come back while the next is decoded; the model is replayed from one CUDA graph (``graphs=False`` for eager),
     short batches padded to its shape. ``features`` adds each image's pooled features (the classifier's input).
@@ -235,6 +239,7 @@ def classify(
     run = _Graphs(head, batch_size) if graphs and cuda else head
     copy_stream = torch.cuda.Stream(device) if cuda else None
     scale = [torch.tensor(v, device=device) for v in (transform.mean, transform.std)] if load.normalizes else []
+    batch_decoder = BatchDecoder(transform, device) if decoder == "nvjpeg" else None
     stats = stats if stats is not None else {}
     for key in ("images", "errors", "decode_s", "wait_s", "transfer_s", "model_s"):
         stats.setdefault(key, 0)
@@ -243,17 +248,25 @@ def classify(
         """The batch on the device, ready for the model: copied (and normalised) on the side stream on a GPU."""
         indices, batch, errors, decode_s = item
         stats["decode_s"] += decode_s
-        stats["images"] += len(indices)
-        stats["errors"] += len(errors)
         if batch is None:
+            stats["errors"] += len(errors)
             return item, None, None
         start = time.perf_counter()
         with torch.cuda.stream(copy_stream) if cuda else contextlib.nullcontext():
-            x = batch.to(device=device, non_blocking=True)
-            x = normalize(x, *scale, dtype) if load.normalizes else x.to(dtype)
+            if isinstance(batch, list):  # files' bytes: decoded where the model runs
+                good, x, failed = batch_decoder(batch)  # decode_jpeg reads bytes from host memory
+                errors = {**errors, **{indices[i]: why for i, why in failed.items()}}
+                indices = [indices[i] for i in good]
+                item = (indices, batch, errors, decode_s)
+            else:
+                x = batch.to(device=device, non_blocking=True)
+            if x is not None:
+                x = normalize(x, *scale, dtype) if load.normalizes else x.to(dtype)
             ready = torch.cuda.Event() if cuda else None
             if ready is not None:
                 ready.record(copy_stream)
+        stats["images"] += len(indices)
+        stats["errors"] += len(errors)
         stats["transfer_s"] += time.perf_counter() - start
         return item, x, ready
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .images import Loader, normalize
+from .images import BatchDecoder, Loader, normalize
 from .predict import Result, _Head
 from .pretrained.preprocess import eval_transform, labels_of
 from .pretrained.zoo import create_model
@@ -44,7 +44,7 @@ class Predictor:
         device: ``auto`` (the actor's GPU when Ray gave it one, else the CPU), ``cuda`` or ``cpu``.
         dtype: the model's dtype (default: fp16 on a GPU, fp32 on the CPU).
         fuse_bn: fold BatchNorm into the convs.
-        decoder: ``torchvision`` or ``pil`` (:mod:`cutlass_resnet.images`).
+        decoder: ``torchvision``, ``nvjpeg`` or ``pil`` (:mod:`cutlass_resnet.images`).
     """
 
     def __init__(
@@ -68,6 +68,7 @@ class Predictor:
         self.dtype, self.topk, self.features = dtype, topk, features
         transform = eval_transform(model)
         self.load = Loader(decoder, transform)
+        self.batch_decoder = BatchDecoder(transform, self.device) if decoder == "nvjpeg" else None
         self.scale = [torch.tensor(v, device=self.device) for v in (transform.mean, transform.std)]
         self.labels = labels_of(model)
         self.head = _Head(self.model).eval()
@@ -82,7 +83,15 @@ class Predictor:
                 errors[i] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if not tensors:
             return good, None, errors
-        batch = torch.stack(tensors).to(self.device)
+        if self.batch_decoder is not None:  # files' bytes: decoded on the model's device
+            decoded, batch, failed = self.batch_decoder(tensors)
+            errors.update({good[i]: why for i, why in failed.items()})
+            good = [good[i] for i in decoded]
+            if batch is None:
+                return good, None, errors
+        else:
+            batch = torch.stack(tensors)
+        batch = batch.to(self.device)
         x = normalize(batch, *self.scale, self.dtype) if self.load.normalizes else batch.to(self.dtype)
         return good, x, errors
 

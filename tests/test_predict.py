@@ -97,6 +97,19 @@ def test_the_torchvision_decoder_predicts_as_the_pil_one(ten_classes, image_fold
     assert sum(r.error is not None for r in ours) == 1  # broken.jpg
 
 
+def test_batched_decoding_where_the_model_runs_gives_what_the_workers_give(ten_classes, image_folder, tmp_path):
+    """decoder="nvjpeg" (on a GPU, nvJPEG) run on the CPU: the workers read bytes, the JPEGs of a batch are
+    decoded together by decode_jpeg on the model's device, the others on the CPU with one warning; the same
+    results as the torchvision decoder, errors included."""
+    model = cutlass_resnet.from_pretrained(ten_classes[1])
+    paths = [*expand_paths([image_folder]), *map(str, odd_images(tmp_path / "odd"))]
+    expected = list(classify(paths, model, batch_size=8, decoder="torchvision"))
+    with pytest.warns(UserWarning, match="decoding on the CPU instead of cpu: not a JPEG") as caught:
+        ours = list(classify(paths, model, batch_size=8, workers=2, decoder="nvjpeg"))
+    assert len([w for w in caught if "not a JPEG" in str(w.message)]) == 1
+    assert [(r.path, r.error is None, r.top) for r in ours] == [(r.path, r.error is None, r.top) for r in expected]
+
+
 def test_a_short_batch_reuses_the_full_batch_s_graph(monkeypatch):
     """The last batch (or one with unreadable images dropped) is padded to the full batch: one capture, one
     memory pool, for any number of short batches; its results are its own rows."""

@@ -64,8 +64,9 @@ def _open_images(paths: list[Path]) -> list[Any]:
     return images
 
 
-#: --decode's choices: the decoders of :mod:`cutlass_resnet.images` by their command-line names.
-DECODE = {"cpu": "torchvision", "pil": "pil"}
+#: --decode's choices: the decoders of :mod:`cutlass_resnet.images` by their command-line names (auto: gpu where
+#: the model runs on a GPU, else cpu).
+DECODE = {"auto": None, "cpu": "torchvision", "gpu": "nvjpeg", "pil": "pil"}
 
 
 def default_workers(images: int, batch_size: int) -> int:
@@ -105,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
         device = _device(args.device)
+        if args.decode == "gpu" and device.type != "cuda":
+            raise NoGPUError("--decode gpu decodes on the GPU the model runs on, and none is used (--decode cpu)")
+        args.decoder = DECODE[args.decode] or ("nvjpeg" if device.type == "cuda" else "torchvision")
         dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
         try:
             paths = expand_paths(args.images) if args.images else [str(sample_image())]
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output is not None:
             return _to_file(args, model, paths, distributed, record)
         results = list(classify(paths, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
-                                decoder=DECODE[args.decode]))  # fmt: skip
+                                decoder=args.decoder))  # fmt: skip
         _print(args, model, arch, device, dtype, results)
         return EXIT_OK
     finally:
@@ -203,7 +207,7 @@ def run_record(args: argparse.Namespace, model, arch: str) -> dict[str, Any]:
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "fused": getattr(model, "fused", False),
         "topk": args.topk,
-        "decode": args.decode,
+        "decoder": args.decoder,
         "features": Path(args.features).name if args.features is not None else None,
     }
 
@@ -253,7 +257,7 @@ def _on_ray(args: argparse.Namespace, arch: str, todo: list[str], features: bool
     ray.data.DataContext.get_current().enable_progress_bars = False
     for result in classify_on_ray(todo, arch, args.weights, topk=args.topk, batch_size=args.batch_size,
                                   features=features, device=args.device, dtype=getattr(torch, dtype),
-                                  fuse_bn=args.fuse, decoder=DECODE[args.decode]):  # fmt: skip
+                                  fuse_bn=args.fuse, decoder=args.decoder):  # fmt: skip
         on_image(1)
         yield result
 
@@ -293,7 +297,7 @@ def _to_file(args: argparse.Namespace, model, paths: list[str], distributed: boo
             results = _on_ray(args, record["arch"], todo, features is not None, record["dtype"], bar.update)
         else:
             results = classify(todo, model, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
-                               features=features is not None, decoder=DECODE[args.decode], on_batch=bar.update,
+                               features=features is not None, decoder=args.decoder, on_batch=bar.update,
                                stats=stats)  # fmt: skip
         for result in results:
             if log is not None and result.error is None:
@@ -383,8 +387,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decode",
         choices=list(DECODE),
-        default="cpu",
-        help="cpu (default): torchvision.io, resized as uint8 and normalised where the model runs; pil: 0.1.0's",
+        default="auto",
+        help="gpu: JPEGs batched through nvJPEG on the model's GPU; cpu: torchvision.io in the workers, normalised "
+        "where the model runs; pil: 0.1.0's; auto (default): gpu on a GPU, else cpu",
     )
     p.add_argument("--features", help="also write each image's pooled features here (.safetensors or .npy)")
     p.add_argument("--resume", action="store_true", help="skip the paths --output already holds, and append")

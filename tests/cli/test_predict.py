@@ -252,3 +252,8 @@ def test_ray_data_writes_what_one_process_writes(one_process, ten_classes, image
     assert features.keys() == expected.keys()
     for path, row in expected.items():
         torch.testing.assert_close(features[path], row, atol=1e-5, rtol=1e-5)
+
+
+def test_gpu_decoding_without_a_gpu_is_exit_4(tmp_path):
+    proc = predict("--decode", "gpu", "--device", "cpu", "--weights", tmp_path / "none.safetensors")
+    assert proc.returncode == 4 and "--decode gpu decodes on the GPU the model runs on" in proc.stderr
