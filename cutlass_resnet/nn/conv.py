@@ -62,10 +62,9 @@ class Conv2d(nn.Conv2d):
         return super().extra_repr() + (", relu=True" if self.relu else "")
 
     def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
-        if residual is not None and self.residual_may_broadcast and residual.shape != self._output_shape(input):
-            y = self._conv_forward(input, self.weight, self.bias, None, relu=False) + residual
-            return torch.relu(y) if self.relu else y
         if not torch.jit.is_scripting():
+            if residual is not None and self.residual_may_broadcast and self._broadcasts(input, residual):
+                return self._add_after(input, residual)
             if _ATEN_FORWARD:
                 return self._aten_forward(input, residual)
             y = self._fast_forward(input, residual)
@@ -116,24 +115,31 @@ class Conv2d(nn.Conv2d):
         return input, tuple(self.padding)
 
     @torch.jit.unused
-    def _output_shape(self, input: Tensor) -> tuple[int, int, int, int]:
-        """(N, K, P, Q) of the conv of ``input``, without computing it."""
+    def _broadcasts(self, input: Tensor, residual: Tensor) -> bool:
+        """Whether ``residual`` is not of the output's shape (so it must broadcast); never while tracing, where
+        shapes are symbols."""
+        if not isinstance(input, Tensor) or not isinstance(residual, Tensor):
+            return False
         pads = self._reversed_padding_repeated_twice  # (left, right, top, bottom)
         extents = [
             (size + pads[2 * i] + pads[2 * i + 1] - self.dilation[d] * (self.kernel_size[d] - 1) - 1) // self.stride[d]
             + 1
             for d, (i, size) in enumerate(((1, input.shape[-2]), (0, input.shape[-1])))
         ]
-        return (input.shape[0], self.out_channels, *extents)
+        return tuple(residual.shape) != (input.shape[0], self.out_channels, *extents)
+
+    @torch.jit.unused
+    def _add_after(self, input: Tensor, residual: Tensor) -> Tensor:
+        """The conv, then the residual added (broadcast) and the ReLU applied, as separate ops."""
+        y = self._op(input, self.weight, self.bias, None, False) + residual
+        return torch.relu(y) if self.relu else y
 
     def _conv_forward(
-        self,
-        input: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        residual: Tensor | None = None,
-        relu: bool | None = None,
+        self, input: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None
     ) -> Tensor:
+        return self._op(input, weight, bias, residual, self.relu)
+
+    def _op(self, input: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, relu: bool) -> Tensor:
         x, padding = self._op_input(input)
         if residual is not None:
             residual = residual.contiguous(memory_format=torch.channels_last)
@@ -146,5 +152,5 @@ class Conv2d(nn.Conv2d):
             padding,
             self.dilation,
             self.groups,
-            self.relu if relu is None else relu,
+            relu,
         )
