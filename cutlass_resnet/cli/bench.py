@@ -350,8 +350,8 @@ def _run_input(args: argparse.Namespace, meta: dict) -> int:
     images = rates.pop("images")
     if torch.cuda.is_available():
         rates["nvjpeg"] = gpu_decode_rate(paths, transform, torch.device("cuda"))
-    _log(args, f"decoding {images} images of {args.input} to {args.arch[0]}'s input, one worker, one thread "
-         "(nvjpeg: batches of 32 on the GPU):")  # fmt: skip
+    gpu = " (nvjpeg: batches of 32 on the GPU)" if "nvjpeg" in rates else ""
+    _log(args, f"decoding {images} images of {args.input} to {args.arch[0]}'s input, one worker, one thread{gpu}:")
     for name, rate in rates.items():
         _log(args, f"  {name:<12} {rate['images_per_s']:>8.1f} images/s  {rate['ms_per_image']:>6.2f} ms/image")
     speedup = rates["torchvision"]["images_per_s"] / rates["pil"]["images_per_s"]
