@@ -129,7 +129,7 @@ def test_predict_with_a_local_folder_matches_torchvision(tmp_path):
     with Image.open(sample_image()) as image, torch.no_grad():
         expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0]
     assert top[0]["index"] == int(expected.argmax())
-    assert abs(top[0]["probability"] - float(expected.max())) < 1e-5
+    assert abs(top[0]["probability"] - float(expected.max())) < 1e-3  # torchvision.io's decode against PIL's
 
 
 @pytest.mark.parametrize(
@@ -289,7 +289,7 @@ def test_predict_with_a_checkpoint_of_any_name_reads_its_architecture(tmp_path, 
     transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
     with Image.open(sample_image()) as image, torch.no_grad():
         expected = torch.softmax(model(transform(image.convert("RGB"))[None]), dim=1)[0]
-    assert top["index"] == int(expected.argmax()) and abs(top["probability"] - float(expected.max())) < 1e-4
+    assert top["index"] == int(expected.argmax()) and abs(top["probability"] - float(expected.max())) < 1e-3
     proc = cli("predict", "--weights", str(tmp_path / name), "--arch", "resnet34")
     assert proc.returncode == 2 and "missing key" in proc.stderr and "Traceback" not in proc.stderr
 
