@@ -131,6 +131,25 @@ class EmulatedGPU:
 
 
 @pytest.fixture
+def launches(extension, monkeypatch):
+    """The kernels of every conv that goes through the binding's path from Python (its first call)."""
+    names: list[str] = []
+    from cutlass_resnet.ops import dispatch
+
+    launch = dispatch._launch
+
+    def recorded(x, weight, bias, residual, conv, choice):
+        names.append(choice.kernel)
+        return launch(x, weight, bias, residual, conv, choice)
+
+    monkeypatch.setattr(dispatch, "_launch", recorded)
+    monkeypatch.setattr(dispatch, "STRICT", True)  # a conv that falls back to aten's convolution raises
+    dispatch.forget_choices()
+    yield names
+    dispatch.forget_choices()
+
+
+@pytest.fixture
 def emulated_gpu(monkeypatch, extension, tmp_path):
     """Kernel launches emulated on the CPU, on an sm_80 GPU that is not there; verdicts kept under tmp_path."""
     from cutlass_resnet.ops import dispatch, select, selfcheck

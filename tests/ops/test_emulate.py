@@ -27,23 +27,6 @@ MODELS = {  # name: (torchvision builder, keyword arguments); the dilated one is
 }
 
 
-@pytest.fixture
-def launches(extension, monkeypatch):
-    """The kernels of every conv that goes through the binding's path from Python (its first call)."""
-    names: list[str] = []
-    launch = dispatch._launch
-
-    def recorded(x, weight, bias, residual, conv, choice):
-        names.append(choice.kernel)
-        return launch(x, weight, bias, residual, conv, choice)
-
-    monkeypatch.setattr(dispatch, "_launch", recorded)
-    monkeypatch.setattr(dispatch, "STRICT", True)  # a conv that falls back to aten's convolution raises
-    dispatch.forget_choices()
-    yield names
-    dispatch.forget_choices()
-
-
 @pytest.fixture(scope="module", params=list(MODELS))
 def zoo_model(request):
     """(name, torchvision model, input, its float64 logits) at 2x3x40x40."""
