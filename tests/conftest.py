@@ -292,3 +292,50 @@ def ten_classes(tmp_path_factory) -> tuple[nn.Module, Path]:
     ours = resnet18(num_classes=10)
     load_torchvision_state_dict(ours, reference.state_dict())
     return reference, save_pretrained(ours, tmp_path_factory.mktemp("weights") / "ten")
+
+
+@dataclass
+class Digits:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, upsampled to 32x32 RGB and normalised, split into
+    train / calibration / test, and a ResNet-18 of our builder trained on the train split (fp32, unfused)."""
+
+    images: Tensor
+    labels: Tensor
+    train: Tensor
+    calibration: Tensor
+    test: Tensor
+    model: nn.Module
+
+    def accuracy(self, model: nn.Module, split: Tensor | None = None) -> float:
+        split = self.test if split is None else split
+        with torch.no_grad():
+            predicted = torch.cat([model(self.images[b]).argmax(1) for b in split.split(200)])
+        return (predicted == self.labels[split]).double().mean().item()
+
+
+@pytest.fixture(scope="session")
+def digits() -> Digits:
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    from cutlass_resnet import resnet18
+
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16
+    images = F.interpolate(images, size=32, mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+    images = ((images - 0.5) / 0.5).contiguous()
+    labels = torch.tensor(data.target)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(labels), generator=g)
+    train, calibration, test = order[:1197], order[1197:1397], order[1397:]
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    for _ in range(4):
+        model.train()
+        for batch in train[torch.randperm(len(train), generator=g)].split(64):
+            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return Digits(images, labels, train, calibration, test, model.eval())

@@ -15,6 +15,7 @@ from ._api import (
 from ._api import (
     register_weights_loader as register_weights_loader,
 )
+from .quantize import is_quantized, quantize
 from .resnet import *  # noqa: F403
 from .resnet import __all__ as _resnet_all
 from .resnet import check_resnet as check_resnet
@@ -24,8 +25,10 @@ __all__ = [
     "get_model",
     "get_model_builder",
     "get_model_weights",
+    "is_quantized",
     "list_models",
     "model_name_of",
+    "quantize",
     "register_model",
     "verify_weights",
     *_resnet_all,

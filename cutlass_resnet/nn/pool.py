@@ -18,6 +18,11 @@ class MaxPool2d(nn.MaxPool2d):
     reads them."""
 
     def forward(self, input: Tensor) -> Tensor:
+        if input.dtype == torch.int8 and not self.return_indices:
+            # aten's int8 max-pool indexes in int8 (it refuses a map of more than 127 elements); int8 values are
+            # exact in fp16 and max commutes with the conversion
+            wide = torch.float16 if input.is_cuda else torch.float32
+            return self.forward(input.to(wide)).to(torch.int8)
         if not torch.jit.is_scripting():
             y = self._fast_forward(input)
             if y is not None:

@@ -1,0 +1,189 @@
+"""The INT8 op: ``cutlass_resnet::conv2d_fprop_int8``, int8 NHWC in, int8 NHWC out.
+
+``y = saturate(round(relu?(float(acc) * alpha[k] + beta[k] + float(residual) * gamma)))`` where ``acc`` is the
+exact integer sum of int8 x int8 products (what int32 tensor-core accumulation gives), and every step after it
+is one IEEE fp32 operation in that order, each rounded to nearest even, none fused (a kernel's epilogue uses
+``__fmul_rn``/``__fadd_rn``): ``float(acc)`` rounds the integer to fp32, ``round`` is to nearest even
+(``__float2int_rn``) and ``saturate`` clamps to [-128, 127].
+
+With per-tensor activation scales ``s_x`` (input), ``s_r`` (residual), ``s_y`` (output) and per-channel weight
+scales ``s_w[k]``: ``alpha = s_x * s_w / s_y``, ``beta = bias / s_y``, ``gamma = s_r / s_y``
+(:func:`epilogue_constants`, computed in float64 and rounded once to fp32), so that
+``y * s_y = relu(acc * s_x * s_w[k] + bias + s_r * residual)``, requantized with the next layer's scale.
+
+The reference below is registered for CPU and, until the CUTLASS int8 kernels run there, for CUDA (with a
+one-time warning): the sums are exact in float64 for any conv whose ``C/groups * R * S`` products fit the int32
+accumulator, which :func:`conv2d_fprop_int8` checks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .conv import _check_layout, _pair, output_size
+
+__all__ = [
+    "INT8_MAX_REDUCTION",
+    "conv2d_fprop_int8",
+    "dequantize",
+    "epilogue_constants",
+    "quantize_per_tensor",
+    "reference_conv2d_fprop_int8",
+]
+
+_CL = torch.channels_last
+#: the most products one output sums (``C/groups * R * S``): 128 * 128 * this stays below 2**31
+INT8_MAX_REDUCTION = (2**31 - 1) // (128 * 128)
+
+
+def quantize_per_tensor(x: Tensor, scale: float) -> Tensor:
+    """``saturate(round(x / scale))`` as int8 (symmetric, zero point 0; ONNX QuantizeLinear's rounding), in fp32
+    and in ``x``'s memory layout."""
+    q = torch.round(x.float() / torch.tensor(scale, dtype=torch.float32))
+    return q.clamp_(-128, 127).to(torch.int8)
+
+
+def dequantize(q: Tensor, scale: float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``q * scale`` in fp32, then cast to ``dtype`` (ONNX DequantizeLinear)."""
+    return (q.float() * torch.tensor(scale, dtype=torch.float32)).to(dtype)
+
+
+def epilogue_constants(
+    input_scale: float,
+    weight_scale: Tensor,
+    output_scale: float,
+    bias: Tensor | None,
+    residual_scale: float | None,
+) -> tuple[Tensor, Tensor, float]:
+    """The epilogue's ``alpha[k]``, ``beta[k]`` (fp32) and ``gamma`` from the scales, each computed in float64 and
+    rounded once; ``gamma`` is 0.0 without a residual."""
+    w = weight_scale.detach().to(torch.float64)
+    alpha = (input_scale * w / output_scale).float()
+    beta = torch.zeros_like(alpha) if bias is None else (bias.detach().to(torch.float64) / output_scale).float()
+    gamma = 0.0 if residual_scale is None else float(torch.tensor(residual_scale / output_scale).float())
+    return alpha.to(weight_scale.device), beta.to(weight_scale.device), gamma
+
+
+def _check_args(
+    x: Tensor,
+    weight: Tensor,
+    alpha: Tensor,
+    beta: Tensor,
+    residual: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> tuple[int, int, int, int]:
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError(
+            f"conv2d_fprop_int8: expected a 4-D input (N, C, H, W) and a 4-D weight (K, C/groups, R, S), "
+            f"got shapes {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    for name, t in (("x", x), ("weight", weight), ("residual", residual)):
+        if t is not None and t.dtype != torch.int8:
+            raise TypeError(
+                f"conv2d_fprop_int8: {name} must be int8, got {t.dtype}; quantize it first "
+                "(cutlass_resnet.ops.quantize_per_tensor, or cutlass_resnet.quantize for a whole model)"
+            )
+    k, c_per_group, r, s = weight.shape
+    for name, t in (("alpha", alpha), ("beta", beta)):
+        if t.dtype != torch.float32 or t.shape != (k,):
+            raise ValueError(
+                f"conv2d_fprop_int8: {name} must be float32 of shape ({k},) (one per output channel), "
+                f"got {t.dtype} {tuple(t.shape)}"
+            )
+    for name, t in (("weight", weight), ("alpha", alpha), ("beta", beta), ("residual", residual)):
+        if t is not None and t.device != x.device:
+            raise ValueError(
+                f"conv2d_fprop_int8: input is on {x.device} but {name} is on {t.device}; move both to one device"
+            )
+    _pair("stride", stride, 1)
+    _pair("padding", padding, 0)
+    _pair("dilation", dilation, 1)
+    n, c, h, w = x.shape
+    if groups < 1 or k % groups != 0 or c != c_per_group * groups:
+        raise ValueError(
+            f"conv2d_fprop_int8: input has {c} channels but weight {tuple(weight.shape)} with groups={groups} "
+            f"expects {c_per_group * groups} (and out channels {k} divisible by groups)"
+        )
+    if c_per_group * r * s > INT8_MAX_REDUCTION:
+        raise ValueError(
+            f"conv2d_fprop_int8: each output sums {c_per_group * r * s} products, more than an int32 accumulator "
+            f"holds for int8 operands ({INT8_MAX_REDUCTION}); split the conv's input channels"
+        )
+    p = output_size(h, r, stride[0], padding[0], dilation[0])
+    q = output_size(w, s, stride[1], padding[1], dilation[1])
+    if p < 1 or q < 1:
+        raise ValueError(
+            f"conv2d_fprop_int8: input of spatial size {h}x{w} is too small for a {r}x{s} kernel with "
+            f"padding {list(padding)} and dilation {list(dilation)}; the output would be {p}x{q}"
+        )
+    _check_layout("x", x)
+    _check_layout("weight", weight)
+    if residual is not None:
+        if residual.shape != (n, k, p, q):
+            raise ValueError(
+                f"conv2d_fprop_int8: residual has shape {tuple(residual.shape)} but the output is {(n, k, p, q)}"
+            )
+        _check_layout("residual", residual)
+    return n, k, p, q
+
+
+def reference_conv2d_fprop_int8(
+    x: Tensor,
+    weight: Tensor,
+    alpha: Tensor,
+    beta: Tensor,
+    residual: Tensor | None,
+    gamma: float,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    relu: bool,
+) -> Tensor:
+    """Reference implementation: exact integer sums (float64 convolution), then the fp32 epilogue step by step."""
+    shape = _check_args(x, weight, alpha, beta, residual, stride, padding, dilation, groups)
+    acc = torch.nn.functional.conv2d(x.double(), weight.double(), None, stride, padding, dilation, groups)
+    v = acc.float() * alpha.view(1, -1, 1, 1)
+    v = v + beta.view(1, -1, 1, 1)
+    if residual is not None:
+        v = v + residual.float() * torch.tensor(gamma, dtype=torch.float32)
+    if relu:
+        v = v.clamp_min(0)
+    out = torch.empty(shape, dtype=torch.int8, device=x.device, memory_format=_CL)
+    return out.copy_(torch.round(v).clamp_(-128, 127))
+
+
+conv2d_fprop_int8 = torch.library.custom_op(
+    "cutlass_resnet::conv2d_fprop_int8",
+    mutates_args=(),
+    device_types="cpu",
+    tags=(torch.Tag.needs_exact_strides,),
+)(reference_conv2d_fprop_int8)
+
+_warned_cuda = False
+
+
+@conv2d_fprop_int8.register_kernel("cuda")
+def _(x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu):
+    global _warned_cuda
+    if not _warned_cuda:
+        _warned_cuda = True
+        warnings.warn(
+            "cutlass_resnet: no CUTLASS int8 kernel is built yet; int8 convs run the reference (exact sums in "
+            "float64 with aten), which gives the kernels' numbers slowly",
+            stacklevel=2,
+        )
+    return reference_conv2d_fprop_int8(x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu)
+
+
+@conv2d_fprop_int8.register_fake
+def _(x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu):
+    shape = _check_args(x, weight, alpha, beta, residual, stride, padding, dilation, groups)
+    return torch.empty(shape, dtype=torch.int8, device=x.device, memory_format=_CL)
