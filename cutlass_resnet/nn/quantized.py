@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
 from ..ops import dequantize, epilogue_constants, quantize_per_tensor
+from . import conv as _conv
 from .conv import Conv2d
 
 __all__ = ["CALIBRATION_METHODS", "Calibrator", "Dequantize", "QuantizedConv2d", "quantize_weight", "quantized_scales"]
@@ -168,6 +169,15 @@ class QuantizedConv2d(nn.Module):
         self.beta.copy_(beta)
         return self
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202
+        """Moves between devices; a cast of the model (``model.half()``) leaves the scales and the epilogue's
+        constants fp32, as the kernels take them."""
+        for name, buffer in self._buffers.items():
+            if buffer is not None:
+                moved = fn(buffer)
+                self._buffers[name] = moved if moved.dtype == buffer.dtype else buffer.to(moved.device)
+        return self
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._refresh()
@@ -180,6 +190,8 @@ class QuantizedConv2d(nn.Module):
         )
 
     def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
+        if _conv._ATEN_FORWARD:
+            return self._qdq_forward(input, residual)
         if input.is_floating_point():
             input = quantize_per_tensor(input, float(self.input_scale))
         if residual is not None and not float(self.residual_scale):
@@ -198,6 +210,24 @@ class QuantizedConv2d(nn.Module):
             self.relu,
         )
 
+    def _qdq_forward(self, input: Tensor, residual: Tensor | None) -> Tensor:
+        """The same conv in float between quantize-dequantize pairs, what ONNX exporters write as
+        QuantizeLinear/DequantizeLinear around a float Conv (TensorRT's explicit quantization): on the input, the
+        weight (per channel) and the residual; the next layer's input pair requantizes the output."""
+        x = _fake_quantize(input.float(), self.input_scale)
+        zero_points = torch.zeros(self.out_channels, dtype=torch.int32, device=self.weight.device)
+        w = self.weight.float() * self.weight_scale.view(-1, 1, 1, 1)
+        w = torch.fake_quantize_per_channel_affine(w, self.weight_scale, zero_points, 0, -128, 127)
+        y = torch.nn.functional.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + _fake_quantize(residual.float(), self.residual_scale)
+        return torch.relu(y) if self.relu else y
+
+
+def _fake_quantize(x: Tensor, scale: Tensor) -> Tensor:
+    zero_point = torch.zeros((), dtype=torch.int32, device=scale.device)
+    return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero_point, -128, 127)
+
 
 class Dequantize(nn.Module):
     """int8 -> ``dtype`` with a per-tensor ``scale`` (ONNX DequantizeLinear), where the float layers resume."""
@@ -205,12 +235,25 @@ class Dequantize(nn.Module):
     def __init__(self, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.register_buffer("scale", torch.tensor(float(scale)))
-        self.dtype = dtype
+        self.register_buffer("_like", torch.empty(0, dtype=dtype), persistent=False)  # cast with the model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._like.dtype
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202
+        """The scale stays fp32 when the model is cast; the output dtype follows the cast."""
+        scale = self.scale
+        super()._apply(fn, recurse)
+        self.scale = scale.to(self._like.device)
+        return self
 
     def extra_repr(self) -> str:
         return f"scale={float(self.scale):.4g}, dtype={self.dtype}"
 
     def forward(self, input: Tensor) -> Tensor:
+        if _conv._ATEN_FORWARD:  # the last conv's output as a quantize-dequantize pair (see QuantizedConv2d)
+            return _fake_quantize(input.float(), self.scale).to(self.dtype)
         return dequantize(input, float(self.scale), self.dtype)
 
 

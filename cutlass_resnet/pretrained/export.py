@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .._io import output_path
-from ..models import ResNet, check_resnet, get_model, get_model_weights, model_name_of, verify_weights
+from ..models import ResNet, check_resnet, get_model, get_model_weights, is_quantized, model_name_of, verify_weights
 from ..nn import fuse_bn
 from ..nn.conv import aten_forward
 from .card import model_card
@@ -99,7 +99,18 @@ def export_onnx(
         dynamic_batch: whether N is dynamic (else the exported batch is 1).
         opset_version: the ONNX opset (default: the exporter's).
         dynamo: use torch.export's exporter instead of the TorchScript one.
+
+    A quantized model (:func:`cutlass_resnet.quantize`) is written with QuantizeLinear/DequantizeLinear pairs
+    carrying its scales (int8, zero point 0) on every conv's input and residual and per channel on its weights,
+    around float Conv, Add and Relu: the form TensorRT builds an INT8 engine from
+    (``trtexec --onnx=FILE --int8``), and ONNX Runtime runs. Its logits differ from the int8 model's by the
+    float accumulation's effect on rounding (a step here and there, compounding over the layers).
     """
+    if is_quantized(model) and dynamo:
+        raise ValueError(
+            "export_onnx: a quantized model is exported by the TorchScript-based exporter (dynamo=False), whose "
+            "fake-quantize translation writes QuantizeLinear/DequantizeLinear pairs"
+        )
     model = copy.deepcopy(check_resnet(model, "export_onnx")).float().cpu().eval()
     if not model.fused:
         fuse_bn(model)  # folded in float64, rounded once to fp32

@@ -97,3 +97,17 @@ def test_a_quantized_model_is_not_quantized_again():
     quantized = cr.quantize(cr.resnet18().eval(), torch.zeros(1, 3, 32, 32), "max")
     with pytest.raises(ValueError, match="already quantized"):
         cr.quantize(quantized, torch.zeros(1, 3, 32, 32), "max")
+
+
+def test_casting_a_quantized_model_keeps_its_scales_fp32_and_its_int8_numbers(digits):
+    quantized = cr.quantize(digits.model, digits.images[digits.calibration], "max")
+    x = digits.images[digits.test[:32]].half()
+    with torch.no_grad():
+        expected = quantized.forward_features(x.float())
+        half = quantized.half()
+        conv = half.layer1[0].conv1
+        assert conv.weight.dtype == torch.int8 and conv.alpha.dtype == conv.weight_scale.dtype == torch.float32
+        assert half.avgpool[0].scale.dtype == torch.float32 and half.avgpool[0].dtype == torch.float16
+        features = half.forward_features(x)
+        assert features.dtype == torch.int8 and torch.equal(features, expected)
+        assert half.forward_head(features, pre_logits=True).dtype == torch.float16

@@ -117,3 +117,37 @@ def test_onnx_export_from_the_command_line(tmp_path):
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert bad.returncode == 2 and "the folder /nonexistent does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile", "max"])
+def test_quantized_onnx_export_is_qdq_and_matches_the_int8_model_on_onnx_runtime(digits, tmp_path, method):
+    onnx, ort = _onnx()
+    quantized = cutlass_resnet.quantize(digits.model, digits.images[digits.calibration].split(50), method)
+    path = cutlass_resnet.export_onnx(quantized, tmp_path / "int8.onnx", image_size=32)
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    producers = {out: node for node in graph.graph.node for out in node.output}
+    convs = [node for node in graph.graph.node if node.op_type == "Conv"]
+    assert len(convs) == 20
+    for conv in convs:  # input and weight both dequantized: TensorRT's explicit-quantization form
+        assert [producers[name].op_type for name in conv.input[:2]] == ["DequantizeLinear"] * 2
+    x = digits.images[digits.test]
+    (logits,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        ours = quantized(x)
+    # one quantization step on every pooled feature moves a logit by at most sum|fc row| * the last scale
+    one_step = (quantized.fc.weight.abs().sum(1).max() * quantized.avgpool[0].scale).item()
+    assert (torch.from_numpy(logits) - ours).abs().max().item() <= one_step
+    flipped = (torch.from_numpy(logits).argmax(1) != ours.argmax(1)).nonzero().flatten()
+    if method == "entropy":
+        assert len(flipped) == 0
+    else:  # the float Conv's rounding may flip a near tie of the int8 model, nothing else
+        top2 = ours[flipped].topk(2, dim=1).values
+        assert len(flipped) <= 1 and ((top2[:, 0] - top2[:, 1]) < one_step).all()
+
+
+def test_quantized_models_export_with_the_torchscript_exporter_only(digits, tmp_path):
+    quantized = cutlass_resnet.quantize(digits.model, digits.images[digits.calibration[:20]], "max")
+    with pytest.raises(ValueError, match="dynamo=False"):
+        cutlass_resnet.export_onnx(quantized, tmp_path / "int8.onnx", dynamo=True)
+    assert not (tmp_path / "int8.onnx").exists()
