@@ -118,9 +118,9 @@ def _conv_shapes(named: Iterable[tuple[str, Tensor]]) -> dict[str, tuple[int, ..
 def model_name_of(weights: nn.Module | Mapping[str, Tensor]) -> str:
     """The registered name of the architecture of a model or state dict, found by its conv weights' shapes.
 
-    Fused and unfused forms have the same conv weights, so either is recognised.
+    Fused, unfused and int8 forms have the same conv weights, so any is recognised.
     """
-    ours = _conv_shapes(weights.named_parameters() if isinstance(weights, nn.Module) else weights.items())
+    ours = _conv_shapes((weights.state_dict() if isinstance(weights, nn.Module) else weights).items())
     for name in list_models():
         with torch.device("meta"):
             candidate = get_model(name)

@@ -8,6 +8,7 @@ dequantize.
 
 from __future__ import annotations
 
+import collections
 import copy
 from collections.abc import Iterable
 
@@ -18,7 +19,7 @@ from ..nn import Conv2d, fuse_bn
 from ..nn.quantized import CALIBRATION_METHODS, Calibrator, Dequantize, QuantizedConv2d
 from .resnet import Bottleneck, ResNet, check_resnet
 
-__all__ = ["is_quantized", "quantize"]
+__all__ = ["is_quantized", "quantize", "quantized_like"]
 
 
 def _batches(calibration_data: Tensor | Iterable) -> Iterable[Tensor]:
@@ -68,6 +69,32 @@ def _swap(owner: nn.Module, attr: str, name: str, scales: dict[str, float], x: f
     return scales[name]
 
 
+def _swap_convs(q: ResNet, scales: dict[str, float]) -> None:
+    """Every conv of the fused ``q`` by its int8 twin, each reading the scale its producer writes; the head
+    dequantizes the last block's output."""
+    with torch.no_grad():
+        s = _swap(q, "conv1", "conv1", scales, scales[""])
+        for layer_name in ("layer1", "layer2", "layer3", "layer4"):
+            for index, block in enumerate(getattr(q, layer_name)):
+                prefix = f"{layer_name}.{index}."
+                identity = s
+                if block.downsample is not None:
+                    identity = _swap(block.downsample, "0", prefix + "downsample.0", scales, s)
+                names = ("conv1", "conv2", "conv3") if isinstance(block, Bottleneck) else ("conv1", "conv2")
+                for attr in names:
+                    s = _swap(block, attr, prefix + attr, scales, s, identity if attr == names[-1] else None)
+        q.avgpool = nn.Sequential(Dequantize(s, q.fc.weight.dtype), q.avgpool)
+
+
+def quantized_like(model: ResNet, quantization: dict | None = None) -> ResNet:
+    """``model`` (fused here, in place) with the int8 convs of :func:`quantize` at placeholder scales: the
+    structure a quantized state dict loads into."""
+    fuse_bn(check_resnet(model, "quantized_like").eval())
+    _swap_convs(model, collections.defaultdict(lambda: 1.0))
+    model.quantization = dict(quantization or {})
+    return model
+
+
 def quantize(
     model: ResNet,
     calibration_data: Tensor | Iterable,
@@ -99,18 +126,7 @@ def quantize(
     q = copy.deepcopy(model).eval()
     fuse_bn(q)
     scales = _calibrate(q, calibration_data, method, percentile)
-    with torch.no_grad():
-        s = _swap(q, "conv1", "conv1", scales, scales[""])
-        for layer_name in ("layer1", "layer2", "layer3", "layer4"):
-            for index, block in enumerate(getattr(q, layer_name)):
-                prefix = f"{layer_name}.{index}."
-                identity = s
-                if block.downsample is not None:
-                    identity = _swap(block.downsample, "0", prefix + "downsample.0", scales, s)
-                names = ("conv1", "conv2", "conv3") if isinstance(block, Bottleneck) else ("conv1", "conv2")
-                for attr in names:
-                    s = _swap(block, attr, prefix + attr, scales, s, identity if attr == names[-1] else None)
-        q.avgpool = nn.Sequential(Dequantize(s, q.fc.weight.dtype), q.avgpool)
+    _swap_convs(q, scales)
     q.quantization = {"method": method, **({"percentile": percentile} if method == "percentile" else {})}
     return q
 

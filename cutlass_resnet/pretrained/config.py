@@ -122,6 +122,7 @@ _CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "architecture": (_of(str), "a model name"),
     "num_classes": _whole(1, 1_000_000),
     "fused": (_of(bool), "true or false"),
+    "quantization": (_of(dict), "an object (how the int8 model was calibrated)"),
     "dtype": (_of(str), "a dtype name"),
     "source": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "sha256": (_of(dict), "an object of file names and sha256 hex digests"),

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..models import ResNet, get_model, list_models, model_name_of
+from ..models.quantize import quantized_like
 from ..nn import fusion
 from .config import CHECKPOINT_SUFFIXES, CONFIG_NAME, PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, check_config
 from .download import CorruptWeightsError, WeightsUnavailableError, load_checkpoint, load_verified, offline
@@ -175,9 +176,13 @@ def from_pretrained(
             f"{name} holds a fused model (BatchNorm folded away); it cannot be unfused, load it with fuse_bn=None"
         )
     model = get_model(arch, num_classes=classes).eval()
-    if stored_fused:
-        fusion.fuse_bn(model)  # the structure only: the file holds the folded weights
-    load_torchvision_state_dict(model, state_dict)
+    if "conv1.input_scale" in state_dict:  # an int8 model (cutlass_resnet.quantize): its scales are buffers
+        quantized_like(model, config.get("quantization"))
+        model.load_state_dict(state_dict)
+    else:
+        if stored_fused:
+            fusion.fuse_bn(model)  # the structure only: the file holds the folded weights
+        load_torchvision_state_dict(model, state_dict)
     stored_dtype = state_dict["fc.weight"].dtype
     if fuse_bn and not stored_fused:
         fusion.fuse_bn(model, dtype or stored_dtype)  # folded in float64, rounded once

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from .._io import replace_folder, sha256_of
 from .._version import __version__
-from ..models import ResNet, check_resnet, model_name_of
+from ..models import ResNet, check_resnet, is_quantized, model_name_of
 from .card import model_card
 from .config import CONFIG_NAME, WEIGHTS_NAME, pretrained_cfg_of
 
@@ -56,6 +56,7 @@ def save_pretrained(
             "num_features": model.fc.in_features,
             "pretrained_cfg": pretrained_cfg_of(model),
             "fused": model.fused,
+            **({"quantization": model.quantization} if is_quantized(model) else {}),
             "dtype": str(model.fc.weight.dtype).removeprefix("torch."),
             "source": source or model.pretrained_source,
             "library_name": "cutlass_resnet",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -111,3 +113,16 @@ def test_casting_a_quantized_model_keeps_its_scales_fp32_and_its_int8_numbers(di
         features = half.forward_features(x)
         assert features.dtype == torch.int8 and torch.equal(features, expected)
         assert half.forward_head(features, pre_logits=True).dtype == torch.float16
+
+
+def test_a_quantized_model_saves_and_loads_with_its_scales(digits, tmp_path):
+    quantized = cr.quantize(digits.model, digits.images[digits.calibration], "percentile", percentile=99.9)
+    folder = cr.save_pretrained(quantized, tmp_path / "int8")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["quantization"] == {"method": "percentile", "percentile": 99.9} and config["fused"]
+    loaded = cr.from_pretrained(folder)
+    assert quantized_scales(loaded) == quantized_scales(quantized)
+    assert loaded.quantization == quantized.quantization
+    x = digits.images[digits.test[:64]]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), quantized(x))
