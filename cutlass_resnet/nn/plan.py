@@ -10,8 +10,9 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..ops import library
-from ..ops.select import Choice, Problem, capability_of, roofline_us, select
+from ..ops.select import Choice, Problem, capability_of, roofline_us, select, select_int8
 from .conv import Conv2d
+from .quantized import QuantizedConv2d
 
 __all__ = ["Plan", "PlanEntry", "plan"]
 
@@ -100,7 +101,9 @@ def plan(
     Args:
         model: the model, on any device (the meta device plans in no time).
         input_shape: ``(N, C, H, W)`` of its input.
-        dtype: the dtype it would run in (the kernels take fp16 and bf16).
+        dtype: the dtype it would run in (the kernels take fp16 and bf16); ``torch.int8`` (implied by a model from
+            :func:`cutlass_resnet.quantize`) estimates each conv on the int8 kernel design of
+            :func:`cutlass_resnet.ops.select.select_int8`: int8 bytes and peak, no kernel named (none is built yet).
         capability: the GPU's compute capability, ``(9, 0)``, ``"sm_90"``, ``"9.0"`` or ``"9.0a"``, or a CUDA
             ``torch.device`` or device index to plan for that GPU.
         sm_count: its SMs (default: the capability's usual GPU, e.g. 132 for an H100).
@@ -112,8 +115,10 @@ def plan(
     arch = capability_of(capability)
     problems: list[tuple[str, Problem, bool]] = []
 
-    def record(name: str, module: Conv2d, args: tuple, kwargs: dict) -> None:
-        x, padding = module._op_input(args[0])
+    int8 = dtype == torch.int8 or any(isinstance(m, QuantizedConv2d) for m in model.modules())
+
+    def record(name: str, module: Conv2d | QuantizedConv2d, args: tuple, kwargs: dict) -> None:
+        x, padding = (args[0], module.padding) if isinstance(module, QuantizedConv2d) else module._op_input(args[0])
         residual = len(args) > 1 and args[1] is not None or kwargs.get("residual") is not None
         problem = Problem.from_conv(
             x.shape, module.weight.shape, module.stride, padding, module.dilation, module.groups
@@ -123,7 +128,7 @@ def plan(
     hooks = [
         m.register_forward_pre_hook(lambda mod, a, kw, name=name: record(name, mod, a, kw), with_kwargs=True)
         for name, m in model.named_modules()
-        if isinstance(m, Conv2d)
+        if isinstance(m, (Conv2d, QuantizedConv2d))
     ]
     param = next(model.parameters())  # a model built on the meta device plans in no time
     try:
@@ -132,9 +137,11 @@ def plan(
     finally:
         for h in hooks:
             h.remove()
-    library.load_for(arch)
-    result = Plan(
-        PlanEntry(name, p, select(p, dtype, arch, sm_count, r), r, roofline_us(p, arch, r)) for name, p, r in problems
-    )
+    if int8:
+        entries = [(n, p, select_int8(p, arch, sm_count, r), r) for n, p, r in problems]
+    else:
+        library.load_for(arch)
+        entries = [(n, p, select(p, dtype, arch, sm_count, r), r) for n, p, r in problems]
+    result = Plan(PlanEntry(n, p, c, r, roofline_us(p, arch, r, int8)) for n, p, c, r in entries)
     result.batch = input_shape[0]
     return result

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
-from ..ops import dequantize, epilogue_constants, quantize_per_tensor
+from ..ops import epilogue_constants, quantize_per_tensor
 from . import conv as _conv
 from .conv import Conv2d
 
@@ -134,7 +134,7 @@ class QuantizedConv2d(nn.Module):
             self.register_buffer(name, torch.tensor(1.0 if name != "residual_scale" else 0.0))
         self.register_buffer("alpha", torch.ones(out_channels), persistent=False)
         self.register_buffer("beta", torch.zeros(out_channels), persistent=False)
-        self.gamma = 0.0
+        self.gamma, self._input_scale = 0.0, 1.0
 
     @classmethod
     def from_float(
@@ -162,8 +162,9 @@ class QuantizedConv2d(nn.Module):
 
     def _refresh(self) -> QuantizedConv2d:
         residual = float(self.residual_scale) or None
+        self._input_scale = float(self.input_scale)  # read on every call, without a device sync
         alpha, beta, self.gamma = epilogue_constants(
-            float(self.input_scale), self.weight_scale, float(self.output_scale), self.bias, residual
+            self._input_scale, self.weight_scale, float(self.output_scale), self.bias, residual
         )
         self.alpha.copy_(alpha)
         self.beta.copy_(beta)
@@ -193,8 +194,8 @@ class QuantizedConv2d(nn.Module):
         if _conv._ATEN_FORWARD:
             return self._qdq_forward(input, residual)
         if input.is_floating_point():
-            input = quantize_per_tensor(input, float(self.input_scale))
-        if residual is not None and not float(self.residual_scale):
+            input = quantize_per_tensor(input, self._input_scale)
+        if residual is not None and not self.gamma:
             raise ValueError("this int8 conv was calibrated without a residual; quantize the model again")
         return torch.ops.cutlass_resnet.conv2d_fprop_int8(
             input.contiguous(memory_format=_CL),
@@ -254,7 +255,7 @@ class Dequantize(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         if _conv._ATEN_FORWARD:  # the last conv's output as a quantize-dequantize pair (see QuantizedConv2d)
             return _fake_quantize(input.float(), self.scale).to(self.dtype)
-        return dequantize(input, float(self.scale), self.dtype)
+        return (input.float() * self.scale).to(self.dtype)  # ops.dequantize, without a device sync
 
 
 def quantized_scales(model: nn.Module) -> dict[str, dict[str, float | list[float] | None]]:

@@ -1,13 +1,13 @@
 """A time model of a kernel launch, host-only: what ``select`` ranks kernels by and ``plan`` reports.
 
 Every figure here is an estimate. The GPUs' peaks are their datasheets' dense fp16/bf16 tensor-core
-rates with fp32 accumulation and their memory bandwidths; the kernels' efficiencies are guesses, to be
-corrected by the first measurement on a GPU (``cutlass-resnet bench`` prints both side by side). The
-model: a launch's CTAs run in waves of ``SMs x CTAs per SM`` (shared memory and registers bound the latter), each
-CTA's multiply-adds at the kernel's share of the SM's peak; its bytes (inputs, output, split-K partial
-sums) move at 85% of the bandwidth, and no SM loads its CTAs' tiles faster than a few times its share of
-it (so a launch of few CTAs is bound by the few SMs that load); the slowest of these, plus a fixed cost
-per kernel launched.
+rates with fp32 accumulation (and int8 with int32 accumulation) and their memory bandwidths; the kernels'
+efficiencies are guesses, to be corrected by the first measurement on a GPU (``cutlass-resnet bench`` prints
+both side by side). The model: a launch's CTAs run in waves of ``SMs x CTAs per SM`` (shared memory and
+registers bound the latter), each CTA's multiply-adds at the kernel's share of the SM's peak; its bytes (inputs,
+output, split-K partial sums) move at 85% of the bandwidth, and no SM loads its CTAs' tiles faster than a few
+times its share of it (so a launch of few CTAs is bound by the few SMs that load); the slowest of these, plus a
+fixed cost per kernel launched.
 """
 
 from __future__ import annotations
@@ -35,16 +35,21 @@ class GPU:
     bandwidth_gbs: float
     shared_memory_kib: int  #: per SM, usable by CTAs
     mma_sync_share: float = 1.0  #: of ``tensor_tflops`` that mma.sync (the Sm80 kernels) can reach
+    int8_tops: float = 0.0  #: int8 tensor cores with int32 accumulation, dense (0: twice ``tensor_tflops``)
+
+    def peak(self, int8: bool = False) -> float:
+        """The dense tensor-core peak in operations a second: fp16/bf16, or int8."""
+        return (self.int8_tops or 2 * self.tensor_tflops) * 1e12 if int8 else self.tensor_tflops * 1e12
 
 
 GPUS = {
-    (8, 0): GPU("A100 SXM4", 108, 312.0, 2039.0, 164),
-    (8, 6): GPU("RTX A6000", 84, 154.8, 768.0, 100),
-    (8, 7): GPU("Jetson AGX Orin", 16, 42.5, 204.8, 164),
-    (8, 9): GPU("L40S", 142, 362.1, 864.0, 100),
-    (9, 0): GPU("H100 SXM5", 132, 989.4, 3350.0, 228, mma_sync_share=0.6),
-    (10, 0): GPU("B200", 148, 2250.0, 8000.0, 228, mma_sync_share=0.3),
-    (12, 0): GPU("RTX PRO 6000 Blackwell", 188, 503.8, 1792.0, 100, mma_sync_share=0.5),
+    (8, 0): GPU("A100 SXM4", 108, 312.0, 2039.0, 164, int8_tops=624.0),
+    (8, 6): GPU("RTX A6000", 84, 154.8, 768.0, 100, int8_tops=309.7),
+    (8, 7): GPU("Jetson AGX Orin", 16, 42.5, 204.8, 164, int8_tops=85.0),
+    (8, 9): GPU("L40S", 142, 362.1, 864.0, 100, int8_tops=733.0),
+    (9, 0): GPU("H100 SXM5", 132, 989.4, 3350.0, 228, mma_sync_share=0.6, int8_tops=1978.9),
+    (10, 0): GPU("B200", 148, 2250.0, 8000.0, 228, mma_sync_share=0.3, int8_tops=4500.0),
+    (12, 0): GPU("RTX PRO 6000 Blackwell", 188, 503.8, 1792.0, 100, mma_sync_share=0.5, int8_tops=1007.6),
 }
 
 # Share of the SM's peak a kernel family reaches with full tiles, by tile (M, N): mma.sync (CUTLASS 2.x) and
@@ -98,6 +103,7 @@ def estimate(
     sm_count: int | None = None,
     threads: int = 0,
     registers: int = 0,
+    int8: bool = False,
 ) -> Estimate:
     """The time of one launch: CTAs in waves at the kernel's share of the peak, or its bytes at the bandwidth
     (or the busiest SM's tiles at its bandwidth), whichever is slowest, plus its fixed cost."""
@@ -106,9 +112,10 @@ def estimate(
     per_sm = ctas_per_sm(shared_memory, threads, registers, capability)
     waves = ceil(ctas / (sms * per_sm))
     cta_flops = 2 * tile[0] * tile[1] * tile[2] * mainloop_iterations
-    sm_flops = gpu.tensor_tflops * 1e12 * kernel_efficiency(tile[0], tile[1], hopper, capability) / gpu.sms
+    sm_flops = gpu.peak(int8) * kernel_efficiency(tile[0], tile[1], hopper, capability) / gpu.sms
     compute_us = waves * per_sm * cta_flops / sm_flops * 1e6
-    cta_bytes = 2 * (tile[0] + tile[1]) * tile[2] * mainloop_iterations  # its A and B tiles, 2 bytes an element
+    element = 1 if int8 else 2
+    cta_bytes = element * (tile[0] + tile[1]) * tile[2] * mainloop_iterations  # its A and B tiles
     sm_bandwidth = gpu.bandwidth_gbs * 1e9 * SM_BANDWIDTH_SHARE / gpu.sms
     busiest_sm_us = ceil(ctas / sms) * cta_bytes / sm_bandwidth * 1e6
     memory = max(memory_us(bytes_moved, capability), busiest_sm_us)
@@ -120,7 +127,7 @@ def memory_us(bytes_moved: int, capability: tuple[int, int]) -> float:
     return bytes_moved / (gpu_spec(capability).bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY) * 1e6
 
 
-def roofline_us(flops: int, bytes_moved: int, capability: tuple[int, int]) -> float:
+def roofline_us(flops: int, bytes_moved: int, capability: tuple[int, int], int8: bool = False) -> float:
     """The fastest any kernel could be: the peak's time for the multiply-adds or the bandwidth's for the bytes."""
     gpu = gpu_spec(capability)
-    return max(flops / (gpu.tensor_tflops * 1e12), bytes_moved / (gpu.bandwidth_gbs * 1e9)) * 1e6
+    return max(flops / gpu.peak(int8), bytes_moved / (gpu.bandwidth_gbs * 1e9)) * 1e6

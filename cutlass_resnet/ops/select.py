@@ -295,11 +295,11 @@ def _batch_chunk(problem: Problem, itemsize: int) -> int:
     return max(1, (MAX_BYTES - 1) // per_image)
 
 
-def _bytes(problem: Problem, residual: bool) -> int:
-    """What a conv reads and writes at the least: x, w, y and the residual, 2 bytes an element."""
+def _bytes(problem: Problem, residual: bool, itemsize: int = 2) -> int:
+    """What a conv reads and writes at the least: x, w, y and the residual, ``itemsize`` bytes an element."""
     pr = problem
     x, w, y = pr.n * pr.h * pr.w * pr.c, pr.k * pr.r * pr.s * pr.c // pr.groups, pr.n * pr.p * pr.q * pr.k
-    return 2 * (x + w + y * (2 if residual else 1))
+    return itemsize * (x + w + y * (2 if residual else 1))
 
 
 def estimate_us(
@@ -332,10 +332,43 @@ def estimate_us(
     return main.us + cost.memory_us(partials + moved, capability) + cost.LAUNCH_US
 
 
-def roofline_us(problem: Problem, capability: tuple[int, int], residual: bool = False) -> float:
+def roofline_us(problem: Problem, capability: tuple[int, int], residual: bool = False, int8: bool = False) -> float:
     """The per-layer roofline of ``problem``: its multiply-adds at the GPU's peak or x, w, y and the residual at
-    its bandwidth, whichever takes longer."""
-    return cost.roofline_us(problem.flops, _bytes(problem, residual), capability)
+    its bandwidth, whichever takes longer (int8: one byte an element, the int8 peak)."""
+    return cost.roofline_us(problem.flops, _bytes(problem, residual, 1 if int8 else 2), capability, int8)
+
+
+#: The int8 kernels the time model assumes, by family: (tile M, N, K in elements, shared memory bytes, threads).
+#: Sm80: CUTLASS's conv2d_fprop_implicit_gemm_s8nhwc_s8nhwc_s32nhwc_tensor_op_s32_sm80 unit test (128x128x64,
+#: warps 64x64x64, 3 stages); Sm90: a CUTLASS 3.x int8 collective of 128x128x128 tiles, 4 stages.
+INT8_DESIGNS = {False: (128, 128, 64, 3 * 2 * 128 * 64, 128), True: (128, 128, 128, 4 * 2 * 128 * 128, 0)}
+
+
+def select_int8(
+    problem: Problem, capability: tuple[int, int], sm_count: int | None = None, residual: bool = False
+) -> Choice:
+    """The time model's estimate of ``problem`` in int8 on the int8 kernel design for ``capability``
+    (:data:`INT8_DESIGNS`); no int8 kernel is compiled yet, so the choice names none and the reference runs."""
+    hopper = capability[0] == 9 and capability[1] == 0
+    tile_m, tile_n, tile_k, shared, threads = INT8_DESIGNS[hopper]
+    k_per_group, crs = problem.k // problem.groups, problem.c // problem.groups * problem.r * problem.s
+    m = problem.n * problem.p * problem.q
+    ctas = -(-m // tile_m) * problem.groups * -(-k_per_group // tile_n)
+    us = cost.estimate(
+        tile=(tile_m, tile_n, tile_k),
+        hopper=hopper,
+        ctas=ctas,
+        mainloop_iterations=-(-crs // tile_k),
+        shared_memory=shared,
+        bytes_moved=_bytes(problem, residual, 1),
+        capability=capability,
+        sm_count=sm_count,
+        threads=threads,
+        int8=True,
+    ).us
+    family = "sm90" if hopper else "sm80"
+    reason = f"no CUTLASS int8 kernel is compiled yet (estimate: the {family} {tile_m}x{tile_n}x{tile_k} int8 design)"
+    return Choice(kernel=None, reason=reason, estimate_us=us)
 
 
 def _options(

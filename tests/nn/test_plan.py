@@ -160,3 +160,31 @@ def test_the_kernel_share_weighs_convs_by_their_flops(extension):
     assert odd.choice.kernel is None and odd.choice.reason and dense.choice.kernel is not None
     assert odd.problem.flops == 2 * 56 * 56 * 64 * 26 * 9 and dense.problem.flops == 2 * 56 * 56 * 128 * 64
     assert entries.kernel_share == pytest.approx(dense.problem.flops / (dense.problem.flops + odd.problem.flops))
+
+
+def test_int8_plans_use_int8_bytes_and_peaks_and_name_no_kernel(fused_models):
+    from cutlass_resnet.ops import cost
+    from cutlass_resnet.ops.select import Problem, roofline_us
+
+    entries = cutlass_resnet.plan(fused_models["resnet50"], (256, 3, 224, 224), torch.int8, (9, 0))
+    assert len(entries) == 53 and entries.kernel_share == 0.0
+    assert all(e.choice.kernel is None and "no CUTLASS int8 kernel" in e.choice.reason for e in entries)
+    assert entries.images_per_s is not None and entries.estimate_us >= entries.roofline_us
+    h100 = cost.GPUS[(9, 0)]
+    # memory-bound: a 1x1 conv on a large map moves half the bytes; compute-bound: the int8 peak (datasheets)
+    wide = Problem.from_conv((256, 256, 56, 56), (64, 256, 1, 1), (1, 1), (0, 0), (1, 1), 1)
+    x, w, y = 256 * 56 * 56 * 256, 64 * 256, 256 * 56 * 56 * 64
+    assert roofline_us(wide, (9, 0), int8=True) == pytest.approx((x + w + y) / 3350e9 * 1e6)
+    deep = Problem.from_conv((256, 512, 7, 7), (512, 512, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+    assert roofline_us(deep, (9, 0), int8=True) == pytest.approx(deep.flops / 1978.9e12 * 1e6)
+    assert h100.peak(int8=True) == 1978.9e12 and h100.peak() == 989.4e12
+
+
+def test_a_quantized_model_plans_as_its_float_model_in_int8():
+    torch.manual_seed(0)
+    model = cutlass_resnet.resnet18(num_classes=10).eval()
+    quantized = cutlass_resnet.quantize(model, torch.randn(2, 3, 32, 32), "max")
+    as_int8 = cutlass_resnet.plan(quantized, (8, 3, 224, 224), capability=(8, 0))
+    expected = cutlass_resnet.plan(cutlass_resnet.fuse_bn(model), (8, 3, 224, 224), torch.int8, (8, 0))
+    assert [(e.module, e.problem, e.residual) for e in as_int8] == [(e.module, e.problem, e.residual) for e in expected]
+    assert as_int8.estimate_us == expected.estimate_us
