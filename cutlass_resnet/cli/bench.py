@@ -38,7 +38,7 @@ import torchvision
 
 from .._io import output_path, write_text
 from ..images import BatchDecoder, Loader, read_bytes
-from ..models import get_model, get_model_weights, list_models
+from ..models import get_model, get_model_weights, list_models, quantize
 from ..nn import Conv2d, cuda_graph, fuse_bn, plan
 from ..ops import build, dispatch, library
 from ..predict import expand_paths
@@ -96,25 +96,32 @@ def bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[
     for arch in args.arch:
         reference = getattr(torchvision.models, arch)().eval()
         for name in args.dtype:
-            dtype = DTYPES[name]
+            int8 = name == "int8"  # against torchvision in fp16 on a GPU (fp32 on the CPU)
+            dtype = (torch.float16 if device.type == "cuda" else torch.float32) if int8 else DTYPES[name]
             ours = fuse_bn(get_model(arch).eval())
             load_torchvision_state_dict(ours, reference.state_dict())
-            ours = ours.to(device=device, dtype=dtype, memory_format=torch.channels_last)  # as the kernels read filters
+            if int8:  # calibrated on noise: the scales change the numbers, not the time
+                noise = torch.randn(8, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(0))
+                ours = quantize(ours, noise, "max")
+            # as the kernels read filters
+            ours = ours.to(device=device, dtype=torch.float32 if int8 else dtype, memory_format=torch.channels_last)
             theirs = reference.to(device=device, dtype=dtype, memory_format=torch.channels_last)
             compiled = None if args.no_compile else torch.compile(theirs, mode="max-autotune")
             for batch in args.batch_size:
                 x = torch.randn(batch, 3, args.image_size, args.image_size, device=device, dtype=dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
+                x_ours = x.float() if int8 else x
                 graphs = device.type == "cuda" and not args.no_graphs
                 impls = {
-                    "cutlass-resnet": cuda_graph(ours, x, clone_output=False) if graphs else ours,
+                    "cutlass-resnet": cuda_graph(ours, x_ours, clone_output=False) if graphs else ours,
                     "torchvision": cuda_graph(theirs, x, clone_output=False) if graphs else theirs,
                 }
                 if compiled is not None:
                     impls["torch.compile"] = compiled
-                estimate = _estimate_ms(ours, batch, args.image_size, dtype, device)
+                estimate = _estimate_ms(ours, batch, args.image_size, torch.int8 if int8 else dtype, device)
                 for impl, fn in impls.items():
-                    times = percentiles(time_ms(partial(fn, x), args.warmup, args.iters, device))
+                    inputs = x_ours if impl == "cutlass-resnet" else x
+                    times = percentiles(time_ms(partial(fn, inputs), args.warmup, args.iters, device))
                     row = dict(arch=arch, dtype=name, batch=batch, impl=impl, **times)
                     row["images_per_s"] = batch * 1000 / row["p50_ms"]
                     row["graph"] = graphs and impl != "torch.compile"
@@ -204,7 +211,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-size", nargs="+", type=int, metavar="N", help="batch sizes (default: 1 8 32 128 256; --dry-run: 1)"
     )
     p.add_argument("--batch", nargs="+", type=int, action=DeprecatedAlias, dest="batch_size", new="--batch-size")
-    p.add_argument("--dtype", nargs="+", choices=list(DTYPES), help="default: fp16 bf16 on a GPU, fp32 on the CPU")
+    p.add_argument(
+        "--dtype",
+        nargs="+",
+        choices=[*DTYPES, "int8"],
+        help="default: fp16 bf16 on a GPU, fp32 on the CPU; int8: ours quantized, against torchvision in fp16 (fp32 "
+        "on the CPU)",
+    )
     p.add_argument(
         "--device", choices=["cuda", "cpu"], default="cuda", help="cuda (default), or cpu: the reference path only"
     )
@@ -260,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
         torchvision=torchvision.__version__,
     )
     if args.dry_run:
+        if "int8" in (args.dtype or []):
+            raise UsageError("--dry-run times the fp16/bf16 kernels' host path; no int8 kernel is compiled yet")
         return _run_dry(args, meta)
     if args.input is not None:
         return _run_input(args, meta)

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("name one model: plan ARCH or plan --arch ARCH")
     args.arch = args.arch or args.model
     capability = gpu_capability(args.gpu_arch)
-    dtype = DTYPES[args.dtype]
-    model = _shapes_only(args.arch, dtype)
+    dtype = torch.int8 if args.dtype == "int8" else DTYPES[args.dtype]
+    model = _shapes_only(args.arch, torch.float16 if dtype == torch.int8 else dtype)
     entries = plan(model, (args.batch_size, 3, args.image_size, args.image_size), dtype, capability)
     on_kernels = sum(e.choice.kernel is not None for e in entries)
     summary = {
@@ -85,5 +85,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-arch", help="the GPU to plan for, e.g. 8.0 or 9.0 (default: the visible one, or 8.0)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward (default 1)")
     p.add_argument("--image-size", type=int, default=224, help="input height and width (default 224)")
-    p.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="the kernels' dtype (default fp16)")
+    p.add_argument(
+        "--dtype",
+        choices=["fp16", "bf16", "int8"],
+        default="fp16",
+        help="the kernels' dtype (default fp16); int8: the int8 kernel design's estimate (none is compiled yet)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

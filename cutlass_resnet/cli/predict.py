@@ -20,7 +20,8 @@ import torch.distributed
 from torch import Tensor
 
 from .._io import output_path, write_text
-from ..models import list_models
+from ..models import ResNet, is_quantized, list_models, quantize
+from ..nn.quantized import CALIBRATION_METHODS
 from ..ops import library
 from ..predict import (
     IMAGE_EXTENSIONS,
@@ -36,7 +37,7 @@ from ..predict import (
     read_results,
     save_features,
 )
-from ..pretrained.preprocess import num_classes_of
+from ..pretrained.preprocess import eval_transform, num_classes_of
 from .common import DTYPES, EXIT_OK, NoGPUError, UsageError, check_output_file, load_model
 
 __all__ = ["add_arguments", "run", "sample_image"]
@@ -92,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
     if args.output is None and (args.features or args.resume or args.ray is not None):
         raise UsageError("--features, --resume and --ray go with --output")
+    if (args.dtype == "int8") != (args.calibrate is not None):
+        raise UsageError(
+            "--dtype int8 goes with --calibrate FOLDER (a few hundred images of the task's data set the int8 scales)"
+        )
+    if args.dtype == "int8" and args.ray is not None:
+        raise UsageError("--ray runs fp32, fp16 or bf16 models: its workers load the weights, not a calibration")
     if args.ray is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--ray runs the job on a Ray cluster: start it once, not under torchrun")
     for option, path in (("--output", args.output), ("--features", args.features)):
@@ -109,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
         if args.decode == "gpu" and device.type != "cuda":
             raise NoGPUError("--decode gpu decodes on the GPU the model runs on, and none is used (--decode cpu)")
         args.decoder = DECODE[args.decode] or ("nvjpeg" if device.type == "cuda" else "torchvision")
-        dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+        int8 = args.dtype == "int8"
+        dtype = (
+            torch.float32
+            if int8
+            else DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+        )
         try:
             paths = expand_paths(args.images) if args.images else [str(sample_image())]
         except FileNotFoundError as exc:  # an @list file that is not there
@@ -123,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         if args.output is None:
             _open_images([Path(p) for p in paths])  # a bad path fails fast, before any weights are fetched
         model, arch = load_model(args.weights, args.arch, args.fuse, dtype)
+        if int8:
+            model, dtype = _quantized(model, args, device), torch.int8
         record = run_record(args, model, arch) if args.output is not None else None
         model = model.to(device=device, memory_format=torch.channels_last)  # filters as the kernels read them
         classes = num_classes_of(model)
@@ -137,6 +151,25 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
+
+
+def _quantized(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """``model`` quantized to int8 from the images under ``--calibrate`` (the model's own preprocessing)."""
+    if not isinstance(model, ResNet):
+        raise UsageError(f"--dtype int8 quantizes this package's ResNets ({', '.join(list_models())}), not {args.arch}")
+    paths = expand_paths([args.calibrate])
+    if not paths:
+        raise UsageError(f"--calibrate {args.calibrate}: no images found (a folder of the task's images)")
+    transform = eval_transform(model)
+    try:
+        images = [transform(read_image(p)) for p in paths]
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--calibrate {args.calibrate}: cannot read an image: {exc}") from None
+    batches = [torch.stack(images[i : i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
+    try:
+        return quantize(model.to(device), batches, args.calibration_method)
+    except ImportError as exc:  # the histogram calibrators' library is an extra
+        raise UsageError(str(exc)) from None
 
 
 def _print(args, model, arch, device, dtype, results) -> None:
@@ -204,7 +237,7 @@ def run_record(args: argparse.Namespace, model, arch: str) -> dict[str, Any]:
         "arch": arch,
         "weights": getattr(model, "pretrained_source", None),
         "weights_sha256": digest.hexdigest(),
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "dtype": "int8" if is_quantized(model) else str(next(model.parameters()).dtype).removeprefix("torch."),
         "fused": getattr(model, "fused", False),
         "topk": args.topk,
         "decoder": args.decoder,
@@ -363,7 +396,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): the GPU if one is visible"
     )
-    p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: fp16 on a GPU, fp32 on the CPU")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES, "int8"],
+        default="auto",
+        help="auto: fp16 on a GPU, fp32 on the CPU; int8 (with --calibrate): our ResNets quantized",
+    )
+    p.add_argument("--calibrate", metavar="FOLDER", help="images that set the int8 scales (a few hundred)")
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default="entropy",
+        help="how --calibrate sets each activation's range: entropy (default, TensorRT's), percentile or max",
+    )
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True, help="fold BatchNorm (default)")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -465,3 +465,13 @@ def test_docs_cli_synopses_are_the_parsers_options():
         documented = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", synopsis))
         documented |= {f"--no-{o[2:]}" for o in re.findall(r"(--[a-z-]+)/--no-", synopsis)}
         assert documented == set(_visible_options(parser)), name
+
+
+def test_bench_int8_on_the_cpu_runs_the_quantized_model():
+    proc = cli("bench", "--device", "cpu", "--arch", "resnet18", "--batch-size", "2", "--image-size", "32",
+               "--dtype", "int8", "--warmup", "0", "--iters", "1", "--no-compile", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["results"]
+    assert {(r["dtype"], r["impl"]) for r in rows} == {("int8", "cutlass-resnet"), ("int8", "torchvision")}
+    proc = cli("bench", "--dry-run", "--dtype", "int8")
+    assert proc.returncode == 2 and "no int8 kernel is compiled yet" in proc.stderr

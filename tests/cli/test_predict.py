@@ -257,3 +257,35 @@ def test_ray_data_writes_what_one_process_writes(one_process, ten_classes, image
 def test_gpu_decoding_without_a_gpu_is_exit_4(tmp_path):
     proc = predict("--decode", "gpu", "--device", "cpu", "--weights", tmp_path / "none.safetensors")
     assert proc.returncode == 4 and "--decode gpu decodes on the GPU the model runs on" in proc.stderr
+
+
+def test_int8_predictions_from_a_calibration_folder(ten_classes, image_folder, tmp_path):
+    from conftest import make_image_folder
+
+    calibration = tmp_path / "calibration"
+    make_image_folder(calibration, 12)
+    (calibration / "broken.jpg").unlink()
+    (calibration / "notes.txt").unlink()
+    images = [p for p in expand_paths([image_folder]) if "broken" not in p][:6]
+    fp32 = predict(*images, "--weights", ten_classes[1], "--json", "--topk", 3)
+    int8 = predict(*images, "--weights", ten_classes[1], "--json", "--topk", 3, "--dtype", "int8",
+                   "--calibrate", calibration, "--calibration-method", "max")  # fmt: skip
+    assert fp32.returncode == 0 and int8.returncode == 0, int8.stderr
+    expected, document = json.loads(fp32.stdout), json.loads(int8.stdout)
+    assert document["model"]["dtype"] == "int8" and document["model"]["fused"]
+    for a, b in zip(expected["predictions"], document["predictions"], strict=True):
+        assert a["top"][0]["index"] == b["top"][0]["index"]
+        assert abs(a["top"][0]["probability"] - b["top"][0]["probability"]) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dtype", "int8"], "--dtype int8 goes with --calibrate"),
+        (["--calibrate", "."], "--dtype int8 goes with --calibrate"),
+        (["--dtype", "int8", "--calibrate", ".", "--ray", "--output", "x.jsonl"], "--ray runs fp32"),
+    ],
+)
+def test_int8_options_go_together(args, message, tmp_path):
+    proc = predict(*args, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
