@@ -53,6 +53,8 @@ def _calibrate(model: ResNet, calibration_data: Tensor | Iterable, method: str, 
     try:
         with torch.no_grad():
             for batch in _batches(calibration_data):
+                if batch.is_floating_point() and not torch.isfinite(batch).all():
+                    raise ValueError("quantize: a calibration batch holds NaN or infinite values; pass real images")
                 model(batch.to(device=parameter.device, dtype=parameter.dtype))
                 seen += batch.shape[0]
     finally:

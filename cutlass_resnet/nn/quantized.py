@@ -96,7 +96,7 @@ class Calibrator:
                 # every 4th of the 2048 bins as a candidate range: a quarter of the KL evaluations (seconds
                 # for ResNet-50) for ranges 0.2% apart
                 amax = self._observer.compute_amax("entropy", stride=4)
-        return float(amax)
+        return 0.0 if amax is None else float(amax)  # None: nothing but zeros seen
 
     def scale(self) -> float:
         return float(_scale(torch.tensor(self.amax())))

@@ -88,6 +88,7 @@ def test_a_quantized_state_dict_loads_into_another_quantized_model(digits):
         (lambda: cr.resnet18(), torch.zeros(1, 3, 32, 32), {"method": "mse"}, ValueError, "one of entropy"),
         (lambda: cr.resnet18(), [], {"method": "max"}, ValueError, "gave no images"),
         (lambda: cr.resnet18(), ["a"], {"method": "max"}, TypeError, "image tensors"),
+        (lambda: cr.resnet18(), torch.full((1, 3, 32, 32), float("nan")), {"method": "max"}, ValueError, "NaN"),
     ],
 )
 def test_bad_arguments_say_what_to_do(model, data, kwargs, error, message):
