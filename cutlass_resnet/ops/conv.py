@@ -10,7 +10,7 @@ the implementation in dispatch.py runs the kernels (or aten's convolution where 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -29,17 +29,71 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
 INT_MAX = 2**31 - 1  #: the largest extent, stride, padding or dilation a conv takes (the kernels' int indices)
 
 
-def _pair(name: str, value: Sequence[int], minimum: int) -> None:
+def _pair(name: str, value: Sequence[int], minimum: int, op: str = "conv2d_fprop") -> None:
     if len(value) != 2 or any(v < minimum or v > INT_MAX for v in value):
-        raise ValueError(f"conv2d_fprop: {name} must be two integers from {minimum} to 2**31 - 1, got {list(value)}")
+        raise ValueError(f"{op}: {name} must be two integers from {minimum} to 2**31 - 1, got {list(value)}")
 
 
-def _check_layout(name: str, t: Tensor) -> None:
+def _check_layout(name: str, t: Tensor, op: str = "conv2d_fprop") -> None:
     if not t.is_contiguous(memory_format=_CL):
         raise ValueError(
-            f"conv2d_fprop: {name} must be NHWC in memory (channels_last); "
+            f"{op}: {name} must be NHWC in memory (channels_last); "
             f"call {name}.contiguous(memory_format=torch.channels_last)"
         )
+
+
+def _check_dims(x: Tensor, weight: Tensor, op: str = "conv2d_fprop") -> None:
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError(
+            f"{op}: expected a 4-D input (N, C, H, W) and a 4-D weight (K, C/groups, R, S), "
+            f"got shapes {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+
+
+def check_geometry(
+    x: Tensor,
+    weight: Tensor,
+    residual: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    op: str = "conv2d_fprop",
+    between: Callable[[], None] | None = None,
+) -> tuple[int, int, int, int]:
+    """The checks every conv op makes of its shapes, strides and layouts; the output shape (N, K, P, Q).
+    ``between`` (an op's own checks) runs after the input's and weight's and before the residual's."""
+    _pair("stride", stride, 1, op)
+    _pair("padding", padding, 0, op)
+    _pair("dilation", dilation, 1, op)
+    n, c, h, w = x.shape
+    k, c_per_group, r, s = weight.shape
+    if groups < 1 or k % groups != 0 or c != c_per_group * groups:
+        raise ValueError(
+            f"{op}: input has {c} channels but weight {tuple(weight.shape)} with groups={groups} "
+            f"expects {c_per_group * groups} (and out channels {k} divisible by groups)"
+        )
+    if h + 2 * padding[0] > INT_MAX or w + 2 * padding[1] > INT_MAX:
+        raise ValueError(
+            f"{op}: padding {list(padding)} makes the padded input {h + 2 * padding[0]}x{w + 2 * padding[1]}, "
+            "more than a conv takes (2**31 - 1 a side)"
+        )
+    p = output_size(h, r, stride[0], padding[0], dilation[0])
+    q = output_size(w, s, stride[1], padding[1], dilation[1])
+    if p < 1 or q < 1:
+        raise ValueError(
+            f"{op}: input of spatial size {h}x{w} is too small for a {r}x{s} kernel with "
+            f"padding {list(padding)} and dilation {list(dilation)}; the output would be {p}x{q}"
+        )
+    _check_layout("x", x, op)
+    _check_layout("weight", weight, op)
+    if between is not None:
+        between()
+    if residual is not None:
+        if residual.shape != (n, k, p, q):
+            raise ValueError(f"{op}: residual has shape {tuple(residual.shape)} but the output is {(n, k, p, q)}")
+        _check_layout("residual", residual, op)
+    return n, k, p, q
 
 
 def _check_args(
@@ -53,11 +107,7 @@ def _check_args(
     groups: int,
 ) -> tuple[int, int, int, int]:
     """Validate the arguments like the kernels' binding will; return the output shape."""
-    if x.dim() != 4 or weight.dim() != 4:
-        raise ValueError(
-            f"conv2d_fprop: expected a 4-D input (N, C, H, W) and a 4-D weight (K, C/groups, R, S), "
-            f"got shapes {tuple(x.shape)} and {tuple(weight.shape)}"
-        )
+    _check_dims(x, weight)
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(
             f"conv2d_fprop: unsupported dtype {x.dtype}; use one of "
@@ -76,43 +126,20 @@ def _check_args(
                 f"conv2d_fprop: input is on {x.device} but {name} is on {t.device}; "
                 f"move both to one device (e.g. model.to(x.device))"
             )
-    _pair("stride", stride, 1)
-    _pair("padding", padding, 0)
-    _pair("dilation", dilation, 1)
-    n, c, h, w = x.shape
-    k, c_per_group, r, s = weight.shape
-    if groups < 1 or k % groups != 0 or c != c_per_group * groups:
-        raise ValueError(
-            f"conv2d_fprop: input has {c} channels but weight {tuple(weight.shape)} with groups={groups} "
-            f"expects {c_per_group * groups} (and out channels {k} divisible by groups)"
-        )
-    if h + 2 * padding[0] > INT_MAX or w + 2 * padding[1] > INT_MAX:
-        raise ValueError(
-            f"conv2d_fprop: padding {list(padding)} makes the padded input {h + 2 * padding[0]}x{w + 2 * padding[1]}, "
-            "more than a conv takes (2**31 - 1 a side)"
-        )
-    p = output_size(h, r, stride[0], padding[0], dilation[0])
-    q = output_size(w, s, stride[1], padding[1], dilation[1])
-    if p < 1 or q < 1:
-        raise ValueError(
-            f"conv2d_fprop: input of spatial size {h}x{w} is too small for a {r}x{s} kernel with "
-            f"padding {list(padding)} and dilation {list(dilation)}; the output would be {p}x{q}"
-        )
-    _check_layout("x", x)
-    _check_layout("weight", weight)
-    if bias is not None and bias.shape != (k,):
-        raise ValueError(f"conv2d_fprop: bias must have shape ({k},) (one per output channel), got {tuple(bias.shape)}")
-    if bias is not None and not bias.is_contiguous():
-        raise ValueError(
-            f"conv2d_fprop: bias is not contiguous (stride {bias.stride()[0]}, a strided view); pass bias.contiguous()"
-        )
-    if residual is not None:
-        if residual.shape != (n, k, p, q):
+    k = weight.shape[0]
+
+    def check_bias() -> None:
+        if bias is not None and bias.shape != (k,):
             raise ValueError(
-                f"conv2d_fprop: residual has shape {tuple(residual.shape)} but the output is {(n, k, p, q)}"
+                f"conv2d_fprop: bias must have shape ({k},) (one per output channel), got {tuple(bias.shape)}"
             )
-        _check_layout("residual", residual)
-    return n, k, p, q
+        if bias is not None and not bias.is_contiguous():
+            raise ValueError(
+                f"conv2d_fprop: bias is not contiguous (stride {bias.stride()[0]}, a strided view); "
+                "pass bias.contiguous()"
+            )
+
+    return check_geometry(x, weight, residual, stride, padding, dilation, groups, between=check_bias)
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .conv import _check_layout, _pair, output_size
+from .conv import _check_dims, check_geometry
 
 __all__ = [
     "INT8_MAX_REDUCTION",
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _CL = torch.channels_last
+_OP = "conv2d_fprop_int8"
 #: the most products one output sums (``C/groups * R * S``): 128 * 128 * this stays below 2**31
 INT8_MAX_REDUCTION = (2**31 - 1) // (128 * 128)
 
@@ -79,59 +80,29 @@ def _check_args(
     dilation: Sequence[int],
     groups: int,
 ) -> tuple[int, int, int, int]:
-    if x.dim() != 4 or weight.dim() != 4:
-        raise ValueError(
-            f"conv2d_fprop_int8: expected a 4-D input (N, C, H, W) and a 4-D weight (K, C/groups, R, S), "
-            f"got shapes {tuple(x.shape)} and {tuple(weight.shape)}"
-        )
+    _check_dims(x, weight, _OP)
     for name, t in (("x", x), ("weight", weight), ("residual", residual)):
         if t is not None and t.dtype != torch.int8:
             raise TypeError(
-                f"conv2d_fprop_int8: {name} must be int8, got {t.dtype}; quantize it first "
+                f"{_OP}: {name} must be int8, got {t.dtype}; quantize it first "
                 "(cutlass_resnet.ops.quantize_per_tensor, or cutlass_resnet.quantize for a whole model)"
             )
     k, c_per_group, r, s = weight.shape
     for name, t in (("alpha", alpha), ("beta", beta)):
         if t.dtype != torch.float32 or t.shape != (k,):
             raise ValueError(
-                f"conv2d_fprop_int8: {name} must be float32 of shape ({k},) (one per output channel), "
-                f"got {t.dtype} {tuple(t.shape)}"
+                f"{_OP}: {name} must be float32 of shape ({k},) (one per output channel), got {t.dtype} "
+                f"{tuple(t.shape)}"
             )
     for name, t in (("weight", weight), ("alpha", alpha), ("beta", beta), ("residual", residual)):
         if t is not None and t.device != x.device:
-            raise ValueError(
-                f"conv2d_fprop_int8: input is on {x.device} but {name} is on {t.device}; move both to one device"
-            )
-    _pair("stride", stride, 1)
-    _pair("padding", padding, 0)
-    _pair("dilation", dilation, 1)
-    n, c, h, w = x.shape
-    if groups < 1 or k % groups != 0 or c != c_per_group * groups:
-        raise ValueError(
-            f"conv2d_fprop_int8: input has {c} channels but weight {tuple(weight.shape)} with groups={groups} "
-            f"expects {c_per_group * groups} (and out channels {k} divisible by groups)"
-        )
+            raise ValueError(f"{_OP}: input is on {x.device} but {name} is on {t.device}; move both to one device")
     if c_per_group * r * s > INT8_MAX_REDUCTION:
         raise ValueError(
-            f"conv2d_fprop_int8: each output sums {c_per_group * r * s} products, more than an int32 accumulator "
-            f"holds for int8 operands ({INT8_MAX_REDUCTION}); split the conv's input channels"
+            f"{_OP}: each output sums {c_per_group * r * s} products, more than an int32 accumulator holds for "
+            f"int8 operands ({INT8_MAX_REDUCTION}); split the conv's input channels"
         )
-    p = output_size(h, r, stride[0], padding[0], dilation[0])
-    q = output_size(w, s, stride[1], padding[1], dilation[1])
-    if p < 1 or q < 1:
-        raise ValueError(
-            f"conv2d_fprop_int8: input of spatial size {h}x{w} is too small for a {r}x{s} kernel with "
-            f"padding {list(padding)} and dilation {list(dilation)}; the output would be {p}x{q}"
-        )
-    _check_layout("x", x)
-    _check_layout("weight", weight)
-    if residual is not None:
-        if residual.shape != (n, k, p, q):
-            raise ValueError(
-                f"conv2d_fprop_int8: residual has shape {tuple(residual.shape)} but the output is {(n, k, p, q)}"
-            )
-        _check_layout("residual", residual)
-    return n, k, p, q
+    return check_geometry(x, weight, residual, stride, padding, dilation, groups, _OP)
 
 
 def reference_conv2d_fprop_int8(
