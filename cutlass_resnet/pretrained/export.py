@@ -50,6 +50,10 @@ def export(
     local = str(weights).startswith(HUB_PREFIXES) or Path(weights).exists()
     if local:
         base = from_pretrained(weights, arch=arch).float()
+        if is_quantized(base):
+            raise ValueError(
+                f"{weights} holds an int8 model: it has no fp32/fp16/bf16 variants (export_onnx writes it as QDQ ONNX)"
+            )
         arch, tag, source = model_name_of(base), Path(str(weights).rstrip("/")).stem.split("@")[0], str(weights)
         how = f"cutlass-resnet export --arch {arch} --weights {weights}"
     else:

@@ -127,3 +127,14 @@ def test_a_quantized_model_saves_and_loads_with_its_scales(digits, tmp_path):
     x = digits.images[digits.test[:64]]
     with torch.no_grad():
         assert torch.equal(loaded(x), quantized(x))
+
+
+def test_an_int8_file_exports_as_qdq_onnx_not_as_float_variants(digits, tmp_path):
+    from cutlass_resnet.pretrained import export
+
+    folder = cr.save_pretrained(
+        cr.quantize(digits.model, digits.images[digits.calibration[:20]], "max"), tmp_path / "q"
+    )
+    with pytest.raises(ValueError, match="holds an int8 model"):
+        export(None, str(folder), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
