@@ -305,6 +305,16 @@ class Digits:
     calibration: Tensor
     test: Tensor
     model: nn.Module
+    _quantized: dict[str, nn.Module] = field(default_factory=dict)
+
+    def quantized(self, method: str) -> nn.Module:
+        """``model`` quantized from the calibration split (in batches of 50) by ``method``, made once a session:
+        do not change it."""
+        if method not in self._quantized:
+            from cutlass_resnet import quantize
+
+            self._quantized[method] = quantize(self.model, self.images[self.calibration].split(50), method)
+        return self._quantized[method]
 
     def accuracy(self, model: nn.Module, split: Tensor | None = None) -> float:
         split = self.test if split is None else split

@@ -15,9 +15,7 @@ from cutlass_resnet.nn import Dequantize, QuantizedConv2d, quantized_scales
 def test_int8_accuracy_on_digits_is_within_one_point_of_fp32(digits, method):
     fp32 = digits.accuracy(digits.model)
     assert fp32 >= 0.90
-    calibration = digits.images[digits.calibration].split(50)
-    quantized = cr.quantize(digits.model, calibration, method)
-    int8 = digits.accuracy(quantized)
+    int8 = digits.accuracy(digits.quantized(method))
     assert abs(int8 - fp32) <= 0.01, (method, fp32, int8)
 
 
@@ -132,9 +130,7 @@ def test_a_quantized_model_saves_and_loads_with_its_scales(digits, tmp_path):
 def test_an_int8_file_exports_as_qdq_onnx_not_as_float_variants(digits, tmp_path):
     from cutlass_resnet.pretrained import export
 
-    folder = cr.save_pretrained(
-        cr.quantize(digits.model, digits.images[digits.calibration[:20]], "max"), tmp_path / "q"
-    )
+    folder = cr.save_pretrained(digits.quantized("max"), tmp_path / "q")
     with pytest.raises(ValueError, match="holds an int8 model"):
         export(None, str(folder), tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -122,7 +122,7 @@ def test_onnx_export_from_the_command_line(tmp_path):
 @pytest.mark.parametrize("method", ["entropy", "percentile", "max"])
 def test_quantized_onnx_export_is_qdq_and_matches_the_int8_model_on_onnx_runtime(digits, tmp_path, method):
     onnx, ort = _onnx()
-    quantized = cutlass_resnet.quantize(digits.model, digits.images[digits.calibration].split(50), method)
+    quantized = digits.quantized(method)
     path = cutlass_resnet.export_onnx(quantized, tmp_path / "int8.onnx", image_size=32)
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph, full_check=True)
@@ -147,7 +147,6 @@ def test_quantized_onnx_export_is_qdq_and_matches_the_int8_model_on_onnx_runtime
 
 
 def test_quantized_models_export_with_the_torchscript_exporter_only(digits, tmp_path):
-    quantized = cutlass_resnet.quantize(digits.model, digits.images[digits.calibration[:20]], "max")
     with pytest.raises(ValueError, match="dynamo=False"):
-        cutlass_resnet.export_onnx(quantized, tmp_path / "int8.onnx", dynamo=True)
+        cutlass_resnet.export_onnx(digits.quantized("max"), tmp_path / "int8.onnx", dynamo=True)
     assert not (tmp_path / "int8.onnx").exists()
