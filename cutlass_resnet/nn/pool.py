@@ -18,12 +18,9 @@ class MaxPool2d(nn.MaxPool2d):
     reads them."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if input.dtype == torch.int8 and not self.return_indices:
-            # aten's int8 max-pool indexes in int8 (it refuses a map of more than 127 elements); int8 values are
-            # exact in fp16 and max commutes with the conversion
-            wide = torch.float16 if input.is_cuda else torch.float32
-            return self.forward(input.to(wide)).to(torch.int8)
         if not torch.jit.is_scripting():
+            if isinstance(input, Tensor) and input.dtype == torch.int8 and not self.return_indices:
+                return self._int8_forward(input)
             y = self._fast_forward(input)
             if y is not None:
                 return y
@@ -36,6 +33,13 @@ class MaxPool2d(nn.MaxPool2d):
             ceil_mode=self.ceil_mode,
             return_indices=self.return_indices,
         )
+
+    @torch.jit.unused
+    def _int8_forward(self, input: Tensor) -> Tensor:
+        """aten's int8 max-pool indexes in int8 (it refuses a map of more than 127 elements): pooled in fp16 (fp32 on
+        the CPU), where int8 values are exact and the maximum is the same."""
+        wide = torch.float16 if input.is_cuda else torch.float32
+        return self.forward(input.to(wide)).to(torch.int8)
 
     @torch.jit.unused
     def _fast_forward(self, input: Tensor) -> Tensor | None:

@@ -21,3 +21,11 @@ def test_resnet_pools_with_it():
     model = cutlass_resnet.resnet18()
     assert isinstance(model.maxpool, cutlass_resnet.nn.MaxPool2d)
     assert isinstance(model.maxpool, torch.nn.MaxPool2d)  # torchvision's code that looks for one still finds it
+
+
+def test_int8_maps_of_any_size_pool_as_their_float_values_do():
+    """aten's own int8 max-pool refuses maps of more than 127 elements."""
+    x = torch.randint(-128, 128, (2, 16, 56, 56), dtype=torch.int8).contiguous(memory_format=torch.channels_last)
+    y = cutlass_resnet.nn.MaxPool2d(3, 2, 1)(x)
+    assert y.dtype == torch.int8
+    assert torch.equal(y, F.max_pool2d(x.double(), 3, 2, 1).to(torch.int8))
