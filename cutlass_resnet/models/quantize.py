@@ -43,11 +43,11 @@ def _batches(calibration_data: Tensor | Iterable) -> Iterable[Tensor]:
 def _calibrate(model: ResNet, calibration_data: Tensor | Iterable, method: str, percentile: float) -> dict[str, float]:
     """The scale of the model's input (key ``""``) and of every conv's output, by conv name."""
     parameter = next(model.parameters())
-    calibrators = {name: Calibrator(method, percentile) for name, m in model.named_modules() if isinstance(m, Conv2d)}
-    calibrators[""] = Calibrator(method, percentile)
+    calibrators = {"": Calibrator(method, percentile)}
     hooks = [model.conv1.register_forward_pre_hook(lambda _m, args: calibrators[""].collect(args[0]))]
     for name, m in model.named_modules():
         if isinstance(m, Conv2d):
+            calibrators[name] = Calibrator(method, percentile)
             hooks.append(m.register_forward_hook(lambda _m, _args, y, name=name: calibrators[name].collect(y)))
     seen = 0
     try:

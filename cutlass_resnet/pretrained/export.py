@@ -110,12 +110,12 @@ def export_onnx(
     (``trtexec --onnx=FILE --int8``), and ONNX Runtime runs. Its logits differ from the int8 model's by the
     float accumulation's effect on rounding (a step here and there, compounding over the layers).
     """
-    if is_quantized(model) and dynamo:
+    if is_quantized(check_resnet(model, "export_onnx")) and dynamo:
         raise ValueError(
             "export_onnx: a quantized model is exported by the TorchScript-based exporter (dynamo=False), whose "
             "fake-quantize translation writes QuantizeLinear/DequantizeLinear pairs"
         )
-    model = copy.deepcopy(check_resnet(model, "export_onnx")).float().cpu().eval()
+    model = copy.deepcopy(model).float().cpu().eval()
     if not model.fused:
         fuse_bn(model)  # folded in float64, rounded once to fp32
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size

@@ -150,3 +150,8 @@ def test_quantized_models_export_with_the_torchscript_exporter_only(digits, tmp_
     with pytest.raises(ValueError, match="dynamo=False"):
         cutlass_resnet.export_onnx(digits.quantized("max"), tmp_path / "int8.onnx", dynamo=True)
     assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_export_onnx_names_what_it_takes(tmp_path):
+    with pytest.raises(TypeError, match="cutlass_resnet ResNet"):
+        cutlass_resnet.export_onnx(None, tmp_path / "x.onnx", dynamo=True)
