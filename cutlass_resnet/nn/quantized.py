@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
-from ..ops import epilogue_constants, quantize_per_tensor
+from ..ops import dequantize, epilogue_constants, quantize_per_tensor
 from . import conv as _conv
 from .conv import Conv2d
 
@@ -255,7 +255,7 @@ class Dequantize(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         if _conv._ATEN_FORWARD:  # the last conv's output as a quantize-dequantize pair (see QuantizedConv2d)
             return _fake_quantize(input.float(), self.scale).to(self.dtype)
-        return (input.float() * self.scale).to(self.dtype)  # ops.dequantize, without a device sync
+        return dequantize(input, self.scale, self.dtype)
 
 
 def quantized_scales(model: nn.Module) -> dict[str, dict[str, float | list[float] | None]]:

@@ -48,9 +48,10 @@ def quantize_per_tensor(x: Tensor, scale: float) -> Tensor:
     return q.clamp_(-128, 127).to(torch.int8)
 
 
-def dequantize(q: Tensor, scale: float, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``q * scale`` in fp32, then cast to ``dtype`` (ONNX DequantizeLinear)."""
-    return (q.float() * torch.tensor(scale, dtype=torch.float32)).to(dtype)
+def dequantize(q: Tensor, scale: float | Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``q * scale`` in fp32, then cast to ``dtype`` (ONNX DequantizeLinear); a tensor ``scale`` is not read on the
+    host."""
+    return (q.float() * torch.as_tensor(scale, dtype=torch.float32, device=q.device)).to(dtype)
 
 
 def epilogue_constants(
