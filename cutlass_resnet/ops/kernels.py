@@ -95,6 +95,20 @@ source and fp32 partial sums of a channel slice (non-packed activation and filte
 unit tests let shared memory decide (13 here: one CTA per SM); the slices and the reduction are ours, checked on
 the host by CUTLASS's host reference and on a GPU by the self-check."""
 
+_INT8 = """\
+Mainloop as CUTLASS's test/unit/conv/device/conv2d_fprop_implicit_gemm_s8nhwc_s8nhwc_s32nhwc_tensor_op_s32_sm80.cu:
+threadblock 128x128x64, warp 64x64x64, mma 16x8x32, 3 stages, OpMultiplyAddSaturate, optimized iterator, 16-byte
+accesses. The epilogue is ours (the int8 op's fp32 steps, per-channel alpha/beta as one broadcast vector of pairs),
+checked on the host against CUTLASS's int32 host reference and cutlass_resnet.ops' int8 reference
+(tests/ops/test_int8_kernel.py), not upstream."""
+
+_INT8_STEM = """\
+As cutlass_library/generator.py GenerateSM80_TensorOp_16832_TN emits for int8 with the fixed-channels iterator:
+TileDescription([64, 64, 64], 10, [2, 2, 1]) with CreateConv2dFixedChannelsOperator(..., [16, 8, 4]) (4 channels,
+4-byte loads: the stem's 3 padded to 4). The epilogue is ours, as the int8 kernel's (8 outputs a store); checked
+on the host against CUTLASS's int32 host reference and the int8 reference (tests/ops/test_int8_kernel.py), not
+upstream. 128x64 tiles spill registers on sm_90a with this iterator."""
+
 _ELEMENTS = {"f16": ("cutlass::half_t", "CR_FLOAT16"), "bf16": ("cutlass::bfloat16_t", "CR_BFLOAT16")}
 
 
@@ -104,7 +118,7 @@ class Instantiation:
     the upstream CUTLASS test or generator configuration it mirrors."""
 
     kind: str  #: a Kind's name
-    dtype: str  #: "f16" or "bf16"
+    dtype: str  #: "f16", "bf16" or "s8" (int8 in and out, int32 accumulation)
     tile: tuple[int, int, int]
     mirrors: str
     warp: tuple[int, int, int] | None = None  #: 2.x kernels
@@ -124,8 +138,8 @@ class Instantiation:
 
     @property
     def alignment(self) -> int:
-        """Elements per access of x and w: the fixed-channels stem's 4 (8 bytes), 8 (16 bytes) for the rest."""
-        return 4 if self.kind == "STEM" else 8
+        """Elements per access of x and w: the fixed-channels stem's 4 (8 bytes), 16 bytes for the rest."""
+        return 4 if self.kind == "STEM" else 16 if self.dtype == "s8" else 8
 
     @property
     def file(self) -> str:
@@ -133,8 +147,13 @@ class Instantiation:
 
     def source(self) -> str:
         """The translation unit: the comment saying what it mirrors, its header and its definition."""
-        element, dtype = _ELEMENTS[self.dtype]
         tile, warp = ", ".join(map(str, self.tile)), ", ".join(map(str, self.warp or ()))
+        comment = "".join(f"// {line}\n" for line in self.mirrors.splitlines())
+        if self.dtype == "s8":
+            macro = "CR_DEFINE_INT8_STEM_KERNEL80" if self.kind == "STEM" else "CR_DEFINE_INT8_KERNEL80"
+            line = f"{macro}({self.name}, {tile}, {warp}, {self.stages})"
+            return f'{comment}#include "conv80_int8.cuh"\n{line}\n'
+        element, dtype = _ELEMENTS[self.dtype]
         header, line = {
             "REGULAR": (
                 "conv80.cuh",
@@ -160,7 +179,6 @@ class Instantiation:
                 f"CR_DEFINE_SPLITK_KERNEL90({self.name}, {element}, {dtype}, {tile}, {self.stages})",
             ),
         }[self.kind]
-        comment = "".join(f"// {line}\n" for line in self.mirrors.splitlines())
         return f'{comment}#include "{header}"\n{line}\n'
 
 
@@ -181,7 +199,7 @@ def _sm90(kind: str, tile: tuple[int, int, int], mirrors: str, stages: int | Non
     return [Instantiation(kind, dtype, tile, mirrors, stages=stages) for dtype in ("f16", "bf16")]
 
 
-#: Every kernel, in the registry's order (an f16 kernel, then its bf16 twin, Hopper's last).
+#: Every kernel, in the registry's order (an f16 kernel, then its bf16 twin, the int8 kernels, Hopper's last).
 INSTANTIATIONS = (
     *_sm80_regular((128, 128, 64), (64, 64, 64), 3),
     *_sm80_regular((128, 64, 64), (64, 32, 64), 3),
@@ -189,6 +207,8 @@ INSTANTIATIONS = (
     *_sm80("STEM", (128, 64, 64), (64, 32, 64), 3, _STEM),
     *_sm80("GROUPED", (128, 32, 32), (64, 32, 32), 4, _GROUP),
     *_sm80("SPLITK", (64, 64, 64), (32, 32, 64), 5, _SPLITK80),
+    Instantiation("REGULAR", "s8", (128, 128, 64), _INT8, (64, 64, 64), 3),
+    Instantiation("STEM", "s8", (64, 64, 64), _INT8_STEM, (32, 32, 64), 10),
     *_sm90("REGULAR_SM90A", (128, 128, 64), _SM90),
     *_sm90("REGULAR_SM90A", (64, 128, 64), _SM90_64),
     *_sm90("REGULAR_SM90A", (128, 64, 64), _SM90_N64),
@@ -212,6 +232,8 @@ REGISTERS: dict[str, dict[str, int]] = {
     "sm80_bf16_group_t128x32_32x4": {"sm_80": 168, "sm_90a": 168},
     "sm80_f16_splitk_t64x64_64x5": {"sm_80": 118, "sm_90a": 118},
     "sm80_bf16_splitk_t64x64_64x5": {"sm_80": 118, "sm_90a": 118},
+    "sm80_s8_t128x128_64x3": {"sm_80": 242, "sm_90a": 248},
+    "sm80_s8_stem_t64x64_64x10": {"sm_80": 120, "sm_90a": 230},
     "sm90_f16_t128x128x64": {"sm_90a": 166},
     "sm90_bf16_t128x128x64": {"sm_90a": 166},
     "sm90_f16_t64x128x64": {"sm_90a": 96},

@@ -166,7 +166,7 @@ def test_an_empty_batch_returns_an_empty_output(extension):
     from cutlass_resnet.ops.select import kernel_table
 
     for k in kernel_table():
-        if k.kind.name in ("STEM", "GROUPED"):
+        if k.kind.name in ("STEM", "GROUPED") or k.dtype == torch.int8:  # int8: tests/ops/test_int8_kernel.py
             continue
         x, w = cl_zeros(0, 64, 8, 8, dtype=k.dtype), cl_zeros(64, 64, 3, 3, dtype=k.dtype)
         assert k.dry_run(x, w, None, None, [1, 1], [1, 1], [1, 1], 1, True) == 0

@@ -142,7 +142,7 @@ def test_kernel_table_describes_each_kernel(extension):
 def test_the_compiled_table_is_the_list_it_was_generated_from(extension):
     """Python describes each kernel from cutlass_resnet/ops/kernels.py; the C table the binding reads
     (``kernel_info``: dtype, min_sm, alignment, kind, tile, stages) must say the same of every kernel."""
-    dtypes = {torch.float16: 0, torch.bfloat16: 1}
+    dtypes = {torch.float16: 0, torch.bfloat16: 1, torch.int8: 2}
     for k in kernel_table():
         compiled = torch.ops.cutlass_resnet_C.kernel_info(k.index)
         assert compiled == [dtypes[k.dtype], k.min_sm, k.alignment, int(k.kind), k.tile_m, k.tile_n, k.tile_k, k.stages]

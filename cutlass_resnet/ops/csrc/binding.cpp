@@ -158,9 +158,10 @@ void check_operand(const Tensor& t, const char* name, const Tensor& x, ScalarTyp
 CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                    const std::optional<Tensor>& residual, const IntList& stride, const IntList& padding,
                    const IntList& dilation, int64_t groups, int64_t split_k, bool accepted = false) {
-  const auto dtype = k.dtype == CR_FLOAT16 ? ScalarType::Half : ScalarType::BFloat16;
+  const bool int8 = k.dtype == CR_INT8;
+  const auto dtype = k.dtype == CR_FLOAT16 ? ScalarType::Half : int8 ? ScalarType::Char : ScalarType::BFloat16;
   check_geometry(stride, padding, dilation);
-  const int64_t elem = 2;  // fp16 and bf16
+  const int64_t elem = int8 ? 1 : 2;
   check_operand(x, "x", x, dtype, k.alignment * elem, true);
   check_operand(weight, "weight", x, dtype, k.alignment * elem, true);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -175,7 +176,13 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
   CR_CHECK(split_k == 1 || (is_split_k(k) && split_k >= 1), "kernel ", k.name, " takes split_k=",
            is_split_k(k) ? ">= 1" : "1", ", got ", split_k);
   const int64_t out_align = 16;  // the epilogue's 128-bit accesses
-  if (bias) {
+  if (int8) {
+    // (alpha, beta) pairs, read as one broadcast vector in 16-pair (128-byte) accesses on the GPU
+    CR_CHECK(bias.has_value(), "kernel ", k.name, " needs its (", K, ", 2) float32 alpha/beta pairs");
+    check_operand(*bias, "scale_shift", x, ScalarType::Float, x.is_cpu() ? out_align : 128, false);
+    CR_CHECK(bias->dim() == 2 && bias->size(0) == K && bias->size(1) == 2, "scale_shift must have shape (", K,
+             ", 2)");
+  } else if (bias) {
     check_operand(*bias, "bias", x, dtype, out_align, false);
     CR_CHECK(bias->dim() == 1 && bias->size(0) == K, "bias must have shape (", K, ",)");
   }
@@ -219,7 +226,10 @@ Tensor empty_strided(const Tensor& x, std::vector<int64_t> sizes, std::vector<in
 
 // (N, C, H, W) in x's dtype, channels_last.
 Tensor empty_nhwc(const Tensor& x, int64_t N, int64_t C, int64_t H, int64_t W) {
-  const int32_t dtype = x.scalar_type() == ScalarType::Half ? aoti_torch_dtype_float16() : aoti_torch_dtype_bfloat16();
+  const ScalarType t = x.scalar_type();
+  const int32_t dtype = t == ScalarType::Half   ? aoti_torch_dtype_float16()
+                        : t == ScalarType::Char ? aoti_torch_dtype_int8()
+                                                : aoti_torch_dtype_bfloat16();
   return empty_strided(x, {N, C, H, W}, {H * W * C, 1, W * C, C}, dtype);
 }
 
@@ -234,7 +244,7 @@ std::optional<Tensor> workspace(const CrKernel& k, const Tensor& x, const CrProb
 
 // The operands of a launch: one place packs them for the GPU and for the host reference.
 CrOperands operands(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                    const std::optional<Tensor>& residual, const Tensor& y, bool relu, cudaStream_t stream,
+                    const std::optional<Tensor>& residual, const Tensor& y, bool relu, float gamma, cudaStream_t stream,
                     const std::optional<Tensor>& partials) {
   return {x.data_ptr(),
           weight.data_ptr(),
@@ -244,7 +254,8 @@ CrOperands operands(const Tensor& x, const Tensor& weight, const std::optional<T
           relu ? 0.f : 1.f,
           stream,
           partials ? static_cast<float*>(partials->data_ptr()) : nullptr,
-          0};
+          0,
+          gamma};
 }
 
 // CrDtype of a torch dtype, -1 for one no kernel takes.
@@ -280,6 +291,7 @@ struct ConvArgs {
   int64_t groups;
   bool relu;
   int64_t mode;
+  float gamma = 0.f;  // int8 kernels: the residual's scale
 };
 
 ConvArgs conv_args(const IntList& conv) {
@@ -371,7 +383,7 @@ Tensor run_decided(const Tensor& x, const Tensor& weight, const std::optional<Te
     if (!y) y = empty_nhwc(x, N, p.K, p.P, p.Q);
     const Tensor ys = part(*y);
     auto partials = workspace(k, xs, p);
-    CrOperands ops = operands(xs, wk, bias, rs, ys, a.relu, stream, partials);
+    CrOperands ops = operands(xs, wk, bias, rs, ys, a.relu, a.gamma, stream, partials);
     ops.accepted = 1;  // by validate or remember
     const int st = a.mode == kLaunch ? k.run(&p, &ops) : dry ? k.prepare(&p, &ops) : k.host_reference(&p, &ops);
     if (st != 0 && status != nullptr) {
@@ -391,6 +403,7 @@ Tensor kernel_call(const Tensor& x, const Tensor& weight, const std::optional<Te
                    int* status = nullptr) {
   check_geometry(stride, padding, dilation);
   CR_CHECK(split_k >= 1, "split_k must be >= 1, got ", split_k);
+  CR_CHECK(kernel_at(index).dtype != CR_INT8, "kernel ", kernel_at(index).name, " is an int8 kernel: call fprop_int8");
   const ConvArgs a{stride, padding, dilation, groups, relu, mode};
   const Decided d{index, 0, 0, 0, is_split_k(kernel_at(index)) ? split_k : 0};
   CR_CHECK(split_k == 1 || d.split_k, "kernel ", kernel_at(index).name, " takes split_k=1, got ", split_k);
@@ -420,11 +433,23 @@ int64_t dry_run(const Tensor& x, const Tensor& weight, const std::optional<Tenso
   return status;
 }
 
+// An int8 kernel (CR_INT8) on int8 NHWC x and KRSC weight, scale_shift the (K, 2) float32 (alpha, beta) pairs:
+// y = saturate(round(act(float(acc) * alpha + beta + float(residual) * gamma))). conv as conv2d's (with the mode).
+Tensor fprop_int8(const Tensor& x, const Tensor& weight, const Tensor& scale_shift,
+                  const std::optional<Tensor>& residual, double gamma, IntList conv, int64_t index) {
+  const CrKernel& k = kernel_at(index);
+  CR_CHECK(k.dtype == CR_INT8, "kernel ", k.name, " is not an int8 kernel");
+  ConvArgs a = conv_args(conv);
+  a.gamma = static_cast<float>(gamma);
+  return run_decided(x, weight, scale_shift, residual, a, Decided{index, 0, 0, 0, 0}, false);
+}
+
 // A conv with the choice Python made for it (its first call, and whatever the remembered choice cannot take).
 Tensor run(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
            const std::optional<Tensor>& residual, IntList conv, IntList choice) {
   const Decided d = decided_from(choice);
   CR_CHECK(d.kernel >= 0, "run takes a kernel, not aten's convolution");
+  CR_CHECK(kernel_at(d.kernel).dtype != CR_INT8, "kernel ", kernel_at(d.kernel).name, " is an int8 kernel: call fprop_int8");
   return run_decided(x, weight, bias, residual, conv_args(conv), d, false);
 }
 
@@ -586,6 +611,9 @@ STABLE_TORCH_LIBRARY(cutlass_resnet_C, m) {
       "host_reference(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, "
       "int[] dilation, int groups, bool relu, int index, int split_k=1) -> Tensor");
   m.def("run(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] conv, int[] choice) -> Tensor");
+  m.def(
+      "fprop_int8(Tensor x, Tensor weight, Tensor scale_shift, Tensor? residual, float gamma, int[] conv, "
+      "int index) -> Tensor");
   m.def("remember(int[] record, int dtype, int device, bool residual, int[] choice) -> ()");
   m.def("forget_choices() -> ()");
   m.def("remembered_choices() -> int");
@@ -607,6 +635,7 @@ STABLE_TORCH_LIBRARY_IMPL(cutlass_resnet_C, CompositeExplicitAutograd, m) {
   m.impl("dry_run", TORCH_BOX(&dry_run));
   m.impl("host_reference", TORCH_BOX(&host_reference));
   m.impl("run", TORCH_BOX(&run));
+  m.impl("fprop_int8", TORCH_BOX(&fprop_int8));
   m.impl("remember", TORCH_BOX(&remember));
   m.impl("forget_choices", TORCH_BOX(&forget_choices));
   m.impl("remembered_choices", TORCH_BOX(&remembered_choices));

@@ -19,7 +19,8 @@ typedef struct {
 
 // y = act(conv(x, w) + bias[k] + residual), act(z) = z > 0 ? z : leaky_alpha * z,
 // so leaky_alpha = 0 is ReLU and 1 the identity. bias and residual may be null
-// (grouped kernels take no residual).
+// (grouped kernels take no residual). int8 kernels (CR_INT8): bias is the (K, 2) float32 (alpha, beta) pairs and
+// y = saturate(round(act(float(acc) * alpha[k] + beta[k] + float(residual) * gamma))), act ReLU or the identity.
 typedef struct {
   const void* x;
   const void* w;
@@ -30,9 +31,10 @@ typedef struct {
   cudaStream_t stream;
   float* workspace;  // split-K kernels: split_k * N*P*Q*K floats of partial sums; null for the others
   int accepted;      // nonzero: the caller has had can_implement accept this very problem, run need not ask again
+  float gamma;       // int8 kernels: the residual's scale; unused by the others
 } CrOperands;
 
-enum CrDtype { CR_FLOAT16 = 0, CR_BFLOAT16 = 1 };
+enum CrDtype { CR_FLOAT16 = 0, CR_BFLOAT16 = 1, CR_INT8 = 2 };
 
 // What one launch of a kernel on a problem does, from the kernel's own parameters (host-only).
 typedef struct {

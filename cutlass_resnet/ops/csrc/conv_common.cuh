@@ -79,10 +79,20 @@ int cr_allow_shared_memory(const void* kernel, int bytes) {
   return st;
 }
 
-// A 2.x kernel's Params from arguments cr_check accepted: everything a launch does but the launch.
+// A 2.x kernel's Params from arguments cr_check accepted: everything a launch does but the launch. CUTLASS's
+// fused-epilogue (broadcast) kernel counts main-loop iterations as the optimized iterator walks the filter,
+// R*S*ceil(C/tile_k), whatever its iterators; the fixed-channels iterators take tile_k/C filter positions an
+// iteration, so they need ceil(R*S / (tile_k/C)) (what CUTLASS's plain kernel counts for them): the iterations
+// past that would add only zeros (the filter iterator's predicate is off beyond R), 12x the stem's work.
 template <class Op>
 typename Op::UnderlyingKernel::Params cr_params80(typename Op::Arguments const& args) {
-  return typename Op::UnderlyingKernel::Params(args, nullptr);
+  using Kernel = typename Op::UnderlyingKernel;
+  typename Kernel::Params params(args, nullptr);
+  if constexpr (Kernel::kIteratorAlgorithm == cutlass::conv::IteratorAlgorithm::kFixedChannels) {
+    params.gemm_k_iterations = cutlass::conv::implicit_gemm_k_iterations(
+        Kernel::kConvolutionalOperator, Kernel::Mma::Shape::kK, args.problem_size, Kernel::kIteratorAlgorithm);
+  }
+  return params;
 }
 
 // Launch a 2.x kernel on arguments cr_check accepted. CUTLASS's own run() reads the launch error itself
