@@ -89,6 +89,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=["fp16", "bf16", "int8"],
         default="fp16",
-        help="the kernels' dtype (default fp16); int8: the int8 kernel design's estimate (none is compiled yet)",
+        help="the kernels' dtype (default fp16); int8: the int8 kernels (quantized convs)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

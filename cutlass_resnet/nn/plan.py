@@ -102,8 +102,9 @@ def plan(
         model: the model, on any device (the meta device plans in no time).
         input_shape: ``(N, C, H, W)`` of its input.
         dtype: the dtype it would run in (the kernels take fp16 and bf16); ``torch.int8`` (implied by a model from
-            :func:`cutlass_resnet.quantize`) estimates each conv on the int8 kernel design of
-            :func:`cutlass_resnet.ops.select.select_int8`: int8 bytes and peak, no kernel named (none is built yet).
+            :func:`cutlass_resnet.quantize`) chooses each conv's int8 kernel with
+            :func:`cutlass_resnet.ops.select.select_int8` (int8 bytes and peak); a conv no int8 kernel takes (the
+            stem, grouped convs) is estimated on the int8 kernel design and runs the int8 reference.
         capability: the GPU's compute capability, ``(9, 0)``, ``"sm_90"``, ``"9.0"`` or ``"9.0a"``, or a CUDA
             ``torch.device`` or device index to plan for that GPU.
         sm_count: its SMs (default: the capability's usual GPU, e.g. 132 for an H100).
@@ -137,10 +138,10 @@ def plan(
     finally:
         for h in hooks:
             h.remove()
+    library.load_for(arch)
     if int8:
         entries = [(n, p, select_int8(p, arch, sm_count, r), r) for n, p, r in problems]
     else:
-        library.load_for(arch)
         entries = [(n, p, select(p, dtype, arch, sm_count, r), r) for n, p, r in problems]
     result = Plan(PlanEntry(n, p, c, r, roofline_us(p, arch, r, int8)) for n, p, c, r in entries)
     result.batch = input_shape[0]

@@ -11,7 +11,10 @@ Whatever has no kernel, or no kernel that passed its self-check on this GPU, fal
 (or raises, with ``CUTLASS_RESNET_STRICT=1``), to :func:`fallback_conv2d_fprop`: aten's convolution in the input's
 dtype with the bias, residual and ReLU applied after it, as torchvision computes a block.
 
-The same path runs without a GPU in two modes, on fp16/bf16 CPU tensors as on a GPU of a given capability:
+The int8 op (:mod:`.int8`) goes the same way through :func:`~.select.select_int8` and the binding's
+``fprop_int8``; what no int8 kernel takes (grouped convs) runs the int8 reference, with a one-time warning.
+
+The same path runs without a GPU in two modes, on fp16/bf16/int8 CPU tensors as on a GPU of a given capability:
 :func:`emulate` (or ``CUTLASS_RESNET_EMULATE=9.0`` in the environment) computes each launch with its kernel's
 CUTLASS host reference on the exact arguments the launch would get; :func:`dry_run` does everything but the
 launch and computes nothing (the host path, timed).
@@ -31,7 +34,9 @@ from torch import Tensor
 
 from . import library
 from .conv import _check_args, conv2d_fprop, reference_conv2d_fprop
-from .select import KERNEL_DTYPES, Choice, Problem, capability_of, device_info, kernel, select
+from .int8 import _check_args as _check_int8_args
+from .int8 import conv2d_fprop_int8, pad_channels, reference_conv2d_fprop_int8
+from .select import KERNEL_DTYPES, Choice, Problem, capability_of, device_info, kernel, select, select_int8
 from .selfcheck import RECHECK_HINT, NotYet, capturing, kernel_verdict
 
 __all__ = [
@@ -112,6 +117,8 @@ def _cached_select(
     residual: bool,
     exclude: frozenset[str],
 ) -> Choice:
+    if dtype == torch.int8:
+        return select_int8(problem, capability, sm_count, residual, exclude=exclude)
     return select(problem, dtype, capability, sm_count, residual, exclude=exclude)
 
 
@@ -194,7 +201,7 @@ def dry_run(capability: tuple[int, int] = (8, 0), sm_count: int | None = None) -
 
 
 def emulate(capability: object = (8, 0), sm_count: int | None = None) -> contextlib.AbstractContextManager:
-    """Inside, fp16 and bf16 convs on CPU tensors run as on a GPU of ``capability`` (``(9, 0)``, ``"9.0"``, ...):
+    """Inside, fp16, bf16 and int8 convs on CPU tensors run as on a GPU of ``capability`` (``(9, 0)``, ``"9.0"``, ...):
     the same kernel choice, packing, kernel-ready filters, batch split, split-K workspace and epilogue arguments,
     with each launch computed by that kernel's CUTLASS host reference on its exact arguments instead of launched.
     What it proves: everything but the kernel bodies (``docs/architecture.md``). ``CUTLASS_RESNET_EMULATE=9.0``
@@ -305,3 +312,49 @@ def _cpu_conv2d_fprop(x, weight, bias, residual, stride, padding, dilation, grou
     return _kernel_conv2d_fprop(
         x, weight, bias, residual, stride, padding, dilation, groups, relu, target.mode, gpu, None
     )
+
+
+def _kernel_conv2d_fprop_int8(
+    x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu, mode, gpu, device_index
+):
+    """The int8 op on a GPU (``gpu``: capability and SMs), real or emulated: its kernel, or the int8 reference."""
+    args = (x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu)
+    shape = _check_int8_args(x, weight, alpha, beta, residual, stride, padding, dilation, groups)
+    problem = Problem.from_conv(x.shape, weight.shape, stride, padding, dilation, groups)
+    choice = _choose(problem, torch.int8, *gpu, residual is not None, device_index)
+    if choice.kernel is None:
+        if mode == DRY_RUN:  # the reference would run: nothing to do in a dry run
+            return torch.empty(shape, dtype=torch.int8, device=x.device, memory_format=torch.channels_last)
+        fall_back(
+            f"cutlass_resnet: no CUTLASS int8 kernel for conv {problem}: {choice.reason}",
+            choice.reason,
+            "the int8 reference (exact sums in float64 with aten: the kernels' numbers, slowly)",
+        )
+        return reference_conv2d_fprop_int8(*args)
+    scale_shift = torch.stack((alpha, beta), 1)  # a fresh (K, 2) tensor: aligned as the kernel's vector loads need
+    if choice.pad_channels:  # from the live weight on every call, as the binding packs the fp16 stem
+        x, weight = pad_channels(x, choice.pad_channels), pad_channels(weight, choice.pad_channels)
+    x, weight, residual = (_aligned(t) for t in (x, weight, residual))
+    conv = [*stride, *padding, *dilation, groups, int(relu), mode]
+    return torch.ops.cutlass_resnet_C.fprop_int8(
+        x, weight, scale_shift, residual, gamma, conv, kernel(choice.kernel).index
+    )
+
+
+@conv2d_fprop_int8.register_kernel("cuda")
+def _cuda_conv2d_fprop_int8(x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu):
+    args = (x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu)
+    target = _target
+    if target is not None and target.mode == DRY_RUN:
+        return _kernel_conv2d_fprop_int8(*args, DRY_RUN, (target.capability, target.sm_count), None)
+    device_index = x.device.index or 0
+    return _kernel_conv2d_fprop_int8(*args, LAUNCH, device_info(device_index), device_index)
+
+
+@conv2d_fprop_int8.register_kernel("cpu")
+def _cpu_conv2d_fprop_int8(x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu):
+    args = (x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu)
+    target = _target
+    if target is None or not _library_for(target):
+        return reference_conv2d_fprop_int8(*args)
+    return _kernel_conv2d_fprop_int8(*args, target.mode, (target.capability, target.sm_count), None)

@@ -11,14 +11,14 @@ scales ``s_w[k]``: ``alpha = s_x * s_w / s_y``, ``beta = bias / s_y``, ``gamma =
 (:func:`epilogue_constants`, computed in float64 and rounded once to fp32), so that
 ``y * s_y = relu(acc * s_x * s_w[k] + bias + s_r * residual)``, requantized with the next layer's scale.
 
-The reference below is registered for CPU and, until the CUTLASS int8 kernels run there, for CUDA (with a
-one-time warning): the sums are exact in float64 for any conv whose ``C/groups * R * S`` products fit the int32
-accumulator, which :func:`conv2d_fprop_int8` checks.
+The reference below is the op's CPU implementation: the sums are exact in float64 for any conv whose
+``C/groups * R * S`` products fit the int32 accumulator, which :func:`conv2d_fprop_int8` checks. On CUDA (and on
+CPU tensors under :func:`~.dispatch.emulate`) :mod:`.dispatch` runs the CUTLASS int8 kernel
+(``csrc/conv80_int8.cuh``) where one takes the conv, else this reference with a one-time warning.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "conv2d_fprop_int8",
     "dequantize",
     "epilogue_constants",
+    "pad_channels",
     "quantize_per_tensor",
     "reference_conv2d_fprop_int8",
 ]
@@ -52,6 +53,14 @@ def dequantize(q: Tensor, scale: float | Tensor, dtype: torch.dtype = torch.floa
     """``q * scale`` in fp32, then cast to ``dtype`` (ONNX DequantizeLinear); a tensor ``scale`` is not read on the
     host."""
     return (q.float() * torch.as_tensor(scale, dtype=torch.float32, device=q.device)).to(dtype)
+
+
+def pad_channels(t: Tensor, channels: int) -> Tensor:
+    """``t`` (N, C, H, W) as NHWC with zero channels up to ``channels``: the int8 kernels' input and filter where C
+    is not what they load (the stem's 3 channels: 4)."""
+    out = t.new_zeros((t.shape[0], channels, *t.shape[2:])).contiguous(memory_format=_CL)
+    out[:, : t.shape[1]] = t
+    return out
 
 
 def epilogue_constants(
@@ -138,21 +147,6 @@ conv2d_fprop_int8 = torch.library.custom_op(
     device_types="cpu",
     tags=(torch.Tag.needs_exact_strides,),
 )(reference_conv2d_fprop_int8)
-
-_warned_cuda = False
-
-
-@conv2d_fprop_int8.register_kernel("cuda")
-def _(x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu):
-    global _warned_cuda
-    if not _warned_cuda:
-        _warned_cuda = True
-        warnings.warn(
-            "cutlass_resnet: no CUTLASS int8 kernel is built yet; int8 convs run the reference (exact sums in "
-            "float64 with aten), which gives the kernels' numbers slowly",
-            stacklevel=2,
-        )
-    return reference_conv2d_fprop_int8(x, weight, alpha, beta, residual, gamma, stride, padding, dilation, groups, relu)
 
 
 @conv2d_fprop_int8.register_fake

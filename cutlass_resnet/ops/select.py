@@ -34,13 +34,16 @@ __all__ = [
     "kernel_table",
     "launch_form",
     "not_supported_reasons",
+    "int8_not_supported_reasons",
     "select",
+    "select_int8",
 ]
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)  # CrDtype in conv_api.h, by value
 MAX_BYTES = 2**31  # CUTLASS 2.x indexes each tensor with 32-bit offsets
 STEM_CHANNELS = 4  # the fixed-channels kernel's C (8-byte loads)
 GROUP_TILE_N = 32  # the grouped kernel's tile N: each (merged) group's K must be a multiple
+INT8_ALIGNMENT = 16  # the int8 kernels' C and K: 16-byte loads and stores
 SPLITS = (2, 3, 4, 6, 8, 12, 16)  # split-K slices tried (the Hopper kernel takes up to 16)
 
 
@@ -226,7 +229,7 @@ def kernel_table() -> tuple[KernelInfo, ...]:
     return tuple(table)
 
 
-_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16, "s8": torch.int8}
 
 
 @cache
@@ -314,7 +317,8 @@ def estimate_us(
     """The time model's estimate of one launch of ``info`` on ``problem`` (its launch form), in microseconds:
     the kernel, and for a split-K kernel its fp32 partial sums and their reduction."""
     partials = 4 * split_k * problem.n * problem.p * problem.q * problem.k if info.split else 0
-    moved = _bytes(problem, residual)
+    int8 = info.dtype == torch.int8
+    moved = _bytes(problem, residual, 1 if int8 else 2)
     main = cost.estimate(
         tile=(info.tile_m, info.tile_n, info.tile_k),
         hopper=info.hopper,
@@ -326,6 +330,7 @@ def estimate_us(
         sm_count=sm_count,
         threads=launch.threads,
         registers=info.registers(capability),
+        int8=int8,
     )
     if not info.split:
         return main.us
@@ -345,10 +350,66 @@ INT8_DESIGNS = {False: (128, 128, 64, 3 * 2 * 128 * 64, 128), True: (128, 128, 1
 
 
 def select_int8(
-    problem: Problem, capability: tuple[int, int], sm_count: int | None = None, residual: bool = False
+    problem: Problem,
+    capability: tuple[int, int],
+    sm_count: int | None = None,
+    residual: bool = False,
+    *,
+    exclude: Collection[str] = (),
 ) -> Choice:
-    """The time model's estimate of ``problem`` in int8 on the int8 kernel design for ``capability``
-    (:data:`INT8_DESIGNS`); no int8 kernel is compiled yet, so the choice names none and the reference runs."""
+    """Choose the int8 kernel for ``problem`` (host-only), as :func:`select` does for fp16: the fixed-channels
+    kernel for up to 4 channels (the 3-channel stem zero-padded to 4), else C zero-padded to a multiple of 16 where
+    it is not; where none takes it,
+    a choice without a kernel (the int8 reference runs) with the reason and the time model's estimate on the int8
+    kernel design for ``capability`` (:data:`INT8_DESIGNS`)."""
+    reasons = int8_not_supported_reasons(problem, capability)
+    if not reasons and not library.load():
+        reasons = [f"the CUTLASS extension is unavailable: {library.load_error()}"]
+    kind = KernelKind.STEM if problem.c <= STEM_CHANNELS else KernelKind.REGULAR
+    if not reasons:
+        candidates = [
+            k for k in kernel_table() if k.dtype == torch.int8 and k.serves(kind, capability) and k.name not in exclude
+        ]
+        if not candidates:
+            reasons = [f"no compiled int8 kernel for sm_{capability[0]}{capability[1]}"]
+    if reasons:
+        return _no_int8_kernel(reasons[0], problem, capability, sm_count, residual)
+    step = STEM_CHANNELS if kind == KernelKind.STEM else INT8_ALIGNMENT
+    pad_channels = -(-problem.c // step) * step if problem.c % step else 0
+    launch_problem = replace(problem, c=pad_channels) if pad_channels else problem
+    sms = sm_count or cost.gpu_spec(capability).sms
+    options, refused = _options(candidates, launch_problem, capability, sms, residual)
+    if not options:
+        name, status = refused
+        reason = f"CUTLASS rejected it ({name}): {torch.ops.cutlass_resnet_C.status_string(status)}"
+        return _no_int8_kernel(reason, problem, capability, sm_count, residual)
+    us, _, info, launch = min(options, key=lambda o: (o[0], -o[2].tile_m * o[2].tile_n))
+    return Choice(info.name, None, pad_channels, launch=launch, estimate_us=us)
+
+
+def int8_not_supported_reasons(problem: Problem, capability: tuple[int, int]) -> list[str]:
+    """Why no int8 kernel takes ``problem``, every reason that holds; empty where one may (CUTLASS's
+    ``can_implement`` decides). Host-only."""
+    reasons = []
+    if tuple(capability) < (8, 0):
+        reasons.append(f"compute capability {capability[0]}.{capability[1]} is older than the int8 kernels' 8.0")
+    if problem.groups > 1:
+        reasons.append("grouped int8 convolution has no CUTLASS kernel")
+    if problem.k % INT8_ALIGNMENT:
+        reasons.append(f"K={problem.k} output channels is not a multiple of 16 (int8 128-bit epilogue)")
+    if (
+        problem.n * problem.h * problem.w * problem.c >= MAX_BYTES
+        or problem.n * problem.p * problem.q * problem.k >= MAX_BYTES
+    ):
+        reasons.append("a tensor of 2**31 bytes or more (CUTLASS 2.x's 32-bit offsets): split the batch")
+    return reasons
+
+
+def _no_int8_kernel(
+    reason: str, problem: Problem, capability: tuple[int, int], sm_count: int | None, residual: bool
+) -> Choice:
+    """No int8 kernel, and why: the time model's estimate of ``problem`` in int8 on the int8 kernel design for
+    ``capability`` (:data:`INT8_DESIGNS`)."""
     hopper = capability[0] == 9 and capability[1] == 0
     tile_m, tile_n, tile_k, shared, threads = INT8_DESIGNS[hopper]
     k_per_group, crs = problem.k // problem.groups, problem.c // problem.groups * problem.r * problem.s
@@ -366,8 +427,6 @@ def select_int8(
         threads=threads,
         int8=True,
     ).us
-    family = "sm90" if hopper else "sm80"
-    reason = f"no CUTLASS int8 kernel is compiled yet (estimate: the {family} {tile_m}x{tile_n}x{tile_k} int8 design)"
     return Choice(kernel=None, reason=reason, estimate_us=us)
 
 

@@ -31,6 +31,7 @@ import torch
 
 from .._io import file_lock, write_text
 from . import build, library
+from .int8 import pad_channels, reference_conv2d_fprop_int8
 from .select import SPLITS, KernelInfo, KernelKind, Problem, device_info, kernel, kernel_table, launch_form
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "verdicts_path",
 ]
 
+_CL = torch.channels_last
 RECHECK_HINT = "`cutlass-resnet selftest --recheck` checks the kernels again"
 
 
@@ -501,6 +503,8 @@ def check_kernel(
 
 
 def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | None:
+    if info.dtype == torch.int8:
+        return _check_int8_case(info, device, case)
     pr, dtype = case.problem, info.dtype
     g = torch.Generator().manual_seed(0)
 
@@ -549,6 +553,51 @@ def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | Non
     floor = 0.5 * torch.finfo(dtype).eps * expected.abs().max().item()
     if not error <= 2 * aten_error + floor:
         return f"error {error:.3g}, aten's {aten_error:.3g}"
+    return None
+
+
+def _check_int8_case(info: KernelInfo, device: torch.device, case: Case) -> str | None:
+    """An int8 kernel against the int8 reference (exact sums, the same fp32 epilogue steps): equal bit for bit, on
+    random int8 operands scaled so that a few percent of the outputs saturate."""
+    pr = case.problem
+    g = torch.Generator().manual_seed(0)
+
+    def operand(*shape: int) -> torch.Tensor:
+        return torch.randint(-128, 128, shape, generator=g, dtype=torch.int8).contiguous(memory_format=_CL)
+
+    reduction = pr.c // pr.groups * pr.r * pr.s
+    x, w = operand(pr.n, pr.c, pr.h, pr.w), operand(pr.k, pr.c // pr.groups, pr.r, pr.s)
+    alpha = (torch.rand(pr.k, generator=g) + 0.5) * (60 / (5500 * reduction**0.5))  # products' sd: about 5500
+    beta = torch.randn(pr.k, generator=g) * 8 if case.bias else torch.zeros(pr.k)
+    residual = operand(pr.n, pr.k, pr.p, pr.q)[case.offset :] if case.residual else None
+    gamma = 0.3759765625 if case.residual else 0.0
+    x = x[case.offset :]
+    conv = (list(pr.stride), list(pr.padding), list(pr.dilation), pr.groups)
+    expected = reference_conv2d_fprop_int8(x, w, alpha, beta, residual, gamma, *conv, case.relu)
+    on = [None if t is None else t.to(device) for t in (x, w, residual)]
+    if case.packed:  # the stem's 3 channels, padded as the dispatcher pads them
+        channels = launch_form(pr)[2]
+        on[:2] = [pad_channels(t, channels) for t in on[:2]]
+    before = [t.clone() for t in on if t is not None]
+    flat = [*conv[0], *conv[1], *conv[2], conv[3], int(case.relu), 0 if device.type == "cuda" else 2]
+    try:
+        scale_shift = torch.stack((alpha, beta), 1).to(device)
+        y = torch.ops.cutlass_resnet_C.fprop_int8(on[0], on[1], scale_shift, on[2], gamma, flat, info.index)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except torch.OutOfMemoryError as exc:
+        raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure disables the kernel, but a lack of memory
+        if "out of memory" in str(exc):
+            raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
+        return f"{type(exc).__name__}: {exc}"
+    if not all(torch.equal(a, b) for a, b in zip([t for t in on if t is not None], before, strict=True)):
+        return "it wrote into its inputs"
+    y = y.cpu()
+    if not torch.equal(y, expected):
+        wrong = (y != expected).sum().item()
+        error = (y.int() - expected.int()).abs().max().item()
+        return f"{wrong} of {y.numel()} outputs differ from the int8 reference (by up to {error})"
     return None
 
 

@@ -162,14 +162,21 @@ def test_the_kernel_share_weighs_convs_by_their_flops(extension):
     assert entries.kernel_share == pytest.approx(dense.problem.flops / (dense.problem.flops + odd.problem.flops))
 
 
-def test_int8_plans_use_int8_bytes_and_peaks_and_name_no_kernel(fused_models):
+def test_int8_plans_use_int8_bytes_and_peaks_and_the_int8_kernel(extension, fused_models):
     from cutlass_resnet.ops import cost
     from cutlass_resnet.ops.select import Problem, roofline_us
 
     entries = cutlass_resnet.plan(fused_models["resnet50"], (256, 3, 224, 224), torch.int8, (9, 0))
-    assert len(entries) == 53 and entries.kernel_share == 0.0
-    assert all(e.choice.kernel is None and "no CUTLASS int8 kernel" in e.choice.reason for e in entries)
-    assert entries.images_per_s is not None and entries.estimate_us >= entries.roofline_us
+    assert len(entries) == 53 and entries.kernel_share == 1.0
+    assert {e.choice.kernel for e in entries[1:]} == {"sm80_s8_t128x128_64x3"}
+    assert entries[0].choice.kernel == "sm80_s8_stem_t64x64_64x10" and entries[0].choice.pad_channels == 4
+    fp16 = cutlass_resnet.plan(fused_models["resnet50"], (256, 3, 224, 224), torch.float16, (9, 0))
+    assert entries.estimate_us >= entries.roofline_us and entries.images_per_s > 1.5 * fp16.images_per_s
+    assert entries[0].choice.launch.mainloop_iterations == 4  # the fixed-channels stem: 16 filter positions each
+    grouped = cutlass_resnet.plan(fused_models["resnext50_32x4d"], (8, 3, 224, 224), torch.int8, (8, 0))
+    reasons = {e.choice.reason for e in grouped if e.problem.groups > 1}
+    assert reasons == {"grouped int8 convolution has no CUTLASS kernel"}
+    assert all(e.choice.estimate_us > 0 for e in grouped)  # the int8 kernel design's estimate where none runs
     h100 = cost.GPUS[(9, 0)]
     # memory-bound: a 1x1 conv on a large map moves half the bytes; compute-bound: the int8 peak (datasheets)
     wide = Problem.from_conv((256, 256, 56, 56), (64, 256, 1, 1), (1, 1), (0, 0), (1, 1), 1)
