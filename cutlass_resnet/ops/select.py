@@ -358,14 +358,15 @@ def select_int8(
     exclude: Collection[str] = (),
 ) -> Choice:
     """Choose the int8 kernel for ``problem`` (host-only), as :func:`select` does for fp16: the fixed-channels
-    kernel for up to 4 channels (the 3-channel stem zero-padded to 4), else C zero-padded to a multiple of 16 where
-    it is not; where none takes it,
+    kernel for up to 4 channels (the 3-channel stem zero-padded to 4) without a residual, else C zero-padded to a
+    multiple of 16 where it is not; where none takes it,
     a choice without a kernel (the int8 reference runs) with the reason and the time model's estimate on the int8
     kernel design for ``capability`` (:data:`INT8_DESIGNS`)."""
     reasons = int8_not_supported_reasons(problem, capability)
     if not reasons and not library.load():
         reasons = [f"the CUTLASS extension is unavailable: {library.load_error()}"]
-    kind = KernelKind.STEM if problem.c <= STEM_CHANNELS else KernelKind.REGULAR
+    stem = problem.c <= STEM_CHANNELS and not (residual and not KINDS[KernelKind.STEM].residual)
+    kind = KernelKind.STEM if stem else KernelKind.REGULAR
     if not reasons:
         candidates = [
             k for k in kernel_table() if k.dtype == torch.int8 and k.serves(kind, capability) and k.name not in exclude

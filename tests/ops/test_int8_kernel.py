@@ -183,3 +183,29 @@ def test_the_fixed_channels_stem_walks_the_filter_once(extension):
     launch = stem.describe(problem)
     assert launch.mainloop_iterations == -(-7 * 7 // (stem.tile_k // 4))
     assert launch.ctas == -(-8 * 112 * 112 // stem.tile_m)
+
+
+@pytest.mark.parametrize(
+    "problem, residual",
+    [
+        (Problem(2, 15, 13, 3, 32, 7, 7, stride=(2, 2), padding=(3, 3)), False),  # the stem: padded to 4
+        (Problem(2, 15, 13, 3, 32, 3, 3, padding=(2, 2), dilation=(2, 2)), False),  # a dilated stem
+        (Problem(2, 9, 9, 3, 32, 3, 3, padding=(1, 1)), True),  # 3 channels and a residual
+        (Problem(2, 9, 9, 24, 48, 1, 1), True),  # C padded to 32
+        (Problem(2, 9, 9, 32, 24, 3, 3, padding=(1, 1)), False),  # K=24: no int8 kernel
+        (Problem(2, 9, 9, 32, 32, 3, 3, padding=(1, 1), groups=2), False),  # grouped: no int8 kernel
+    ],
+    ids=str,
+)
+def test_any_int8_conv_on_the_emulated_gpu_equals_the_reference(extension, monkeypatch, problem, residual):
+    """Through the dispatcher's whole int8 path: the choice, the channel padding, the binding and the kernel's host
+    reference, or the reference where no kernel takes the conv."""
+    monkeypatch.setattr(dispatch, "_warned", set())
+    args = (problem, *operands(problem, residual, 3), True)
+    expected = reference(*args)
+    with ops.emulate("8.0"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pr, x, w, alpha, beta, r, gamma, relu = args
+        conv = (list(pr.stride), list(pr.padding), list(pr.dilation), pr.groups)
+        y = ops.conv2d_fprop_int8(x, w, alpha, beta, r, gamma, *conv, relu)
+    assert torch.equal(y, expected)
