@@ -30,6 +30,7 @@ def kinds_h() -> str:
         trait("cr_kind_split", "Split-K: fp32 partial sums of split_k slices, then a reduction.", "split"),
         trait("cr_kind_residual", "Its epilogue adds a residual.", "residual"),
         trait("cr_kind_grouped", "It takes groups > 1.", "grouped"),
+        trait("cr_kind_hopper", "sm_90a code: it runs on Hopper only.", "hopper"),
     ]
     return f"{NOTICE}#pragma once\n\nenum CrKind {{\n{enum}}};\n\n" + "\n".join(traits)
 

@@ -109,6 +109,13 @@ TileDescription([64, 64, 64], 10, [2, 2, 1]) with CreateConv2dFixedChannelsOpera
 on the host against CUTLASS's int32 host reference and the int8 reference (tests/ops/test_int8_kernel.py), not
 upstream. 128x64 tiles spill registers on sm_90a with this iterator."""
 
+_INT8_SM90 = """\
+Data types as cutlass_library/generator.py GenerateSM90_Conv3x's s8_s32_s32_s32 (int8 in, int32 accumulation;
+test/unit/conv/device_3x/fprop/sm90_conv2d_fprop_implicit_gemm_s8_s8_s32_tensorop_s32.cu), with int8 output
+through our EVT (the int8 op's steps; alpha and beta as row broadcasts, the residual as the source) and the
+128x128x128 tile the time model assumes for Hopper int8, cluster (1, 1, 1); checked on the host against
+CUTLASS's int32 host reference and the int8 reference (tests/ops/test_int8_kernel.py), not upstream."""
+
 _ELEMENTS = {"f16": ("cutlass::half_t", "CR_FLOAT16"), "bf16": ("cutlass::bfloat16_t", "CR_BFLOAT16")}
 
 
@@ -149,6 +156,9 @@ class Instantiation:
         """The translation unit: the comment saying what it mirrors, its header and its definition."""
         tile, warp = ", ".join(map(str, self.tile)), ", ".join(map(str, self.warp or ()))
         comment = "".join(f"// {line}\n" for line in self.mirrors.splitlines())
+        if self.dtype == "s8" and self.sm == 90:
+            line = f"CR_DEFINE_INT8_KERNEL90({self.name}, {tile})"
+            return f'{comment}#include "conv90_int8.cuh"\n{line}\n'
         if self.dtype == "s8":
             macro = "CR_DEFINE_INT8_STEM_KERNEL80" if self.kind == "STEM" else "CR_DEFINE_INT8_KERNEL80"
             line = f"{macro}({self.name}, {tile}, {warp}, {self.stages})"
@@ -213,6 +223,7 @@ INSTANTIATIONS = (
     *_sm90("REGULAR_SM90A", (64, 128, 64), _SM90_64),
     *_sm90("REGULAR_SM90A", (128, 64, 64), _SM90_N64),
     *_sm90("SPLITK_SM90A", (64, 64, 64), _SPLITK90, stages=4),
+    Instantiation("REGULAR_SM90A", "s8", (128, 128, 128), _INT8_SM90),
 )
 
 
@@ -242,4 +253,5 @@ REGISTERS: dict[str, dict[str, int]] = {
     "sm90_bf16_t128x64x64": {"sm_90a": 101},
     "sm90_f16_splitk_t64x64x64": {"sm_90a": 58},
     "sm90_bf16_splitk_t64x64x64": {"sm_90a": 58},
+    "sm90_s8_t128x128x128": {"sm_90a": 178},
 }

@@ -177,11 +177,14 @@ CrProblem validate(const CrKernel& k, const Tensor& x, const Tensor& weight, con
            is_split_k(k) ? ">= 1" : "1", ", got ", split_k);
   const int64_t out_align = 16;  // the epilogue's 128-bit accesses
   if (int8) {
-    // (alpha, beta) pairs, read as one broadcast vector in 16-pair (128-byte) accesses on the GPU
-    CR_CHECK(bias.has_value(), "kernel ", k.name, " needs its (", K, ", 2) float32 alpha/beta pairs");
+    // Sm80: (alpha, beta) pairs, read as one broadcast vector in 16-pair (128-byte) accesses on the GPU;
+    // Hopper: alpha's row, then beta's (two row broadcasts).
+    const bool rows = cr_kind_hopper(k.kind);
+    const int64_t rows_of = rows ? 2 : K, columns = rows ? K : 2;
+    CR_CHECK(bias.has_value(), "kernel ", k.name, " needs its (", rows_of, ", ", columns, ") float32 alpha and beta");
     check_operand(*bias, "scale_shift", x, ScalarType::Float, x.is_cpu() ? out_align : 128, false);
-    CR_CHECK(bias->dim() == 2 && bias->size(0) == K && bias->size(1) == 2, "scale_shift must have shape (", K,
-             ", 2)");
+    CR_CHECK(bias->dim() == 2 && bias->size(0) == rows_of && bias->size(1) == columns, "scale_shift must have shape (",
+             rows_of, ", ", columns, ") for kernel ", k.name);
   } else if (bias) {
     check_operand(*bias, "bias", x, dtype, out_align, false);
     CR_CHECK(bias->dim() == 1 && bias->size(0) == K, "bias must have shape (", K, ",)");

@@ -40,23 +40,28 @@ struct CrInt8Step {
 #endif
   }
 
-  // residual: the source's value, added only where `has_residual`.
+  // z = float(acc), acc rounded to fp32; residual added only where `has_residual`.
+  CUTLASS_HOST_DEVICE static int8_t requantize(float z, float alpha, float beta, bool has_residual, float residual,
+                                               float gamma, bool relu) {
+    z = add(mul(z, alpha), beta);
+    if (has_residual) z = add(z, mul(residual, gamma));
+    if (relu && !(z > 0.f)) z = 0.f;
+    z = z < -128.f ? -128.f : z > 127.f ? 127.f : z;  // clamped before rounding: the same integer, never overflows
+#ifdef __CUDA_ARCH__
+    return int8_t(__float2int_rn(z));
+#else
+    return int8_t(std::nearbyint(z));  // the default rounding mode: to nearest even
+#endif
+  }
+
   CUTLASS_HOST_DEVICE static int8_t apply(int32_t acc, CrScaleShift v, bool has_residual, int8_t residual, float gamma,
                                           bool relu) {
 #ifdef __CUDA_ARCH__
-    float z = __int2float_rn(acc);
+    const float z = __int2float_rn(acc);
 #else
-    float z = float(acc);
+    const float z = float(acc);
 #endif
-    z = add(mul(z, v.alpha), v.beta);
-    if (has_residual) z = add(z, mul(float(residual), gamma));
-    if (relu && !(z > 0.f)) z = 0.f;
-#ifdef __CUDA_ARCH__
-    int q = __float2int_rn(z);
-#else
-    int q = int(std::nearbyint(z));  // the default rounding mode: to nearest even
-#endif
-    return int8_t(q < -128 ? -128 : q > 127 ? 127 : q);
+    return requantize(z, v.alpha, v.beta, has_residual, float(residual), gamma, relu);
   }
 };
 

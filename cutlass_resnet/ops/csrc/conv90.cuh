@@ -99,20 +99,21 @@ __global__ void __launch_bounds__(Kernel::MaxThreadsPerBlock, Kernel::MinBlocksP
 constexpr int cr_slice_room(int split) { return split <= 4 ? 4 : split <= 8 ? 8 : kCrMaxSlices; }
 
 // The CUTLASS types of one SM90 fprop kernel: output ElementD (alignment AlignD), source ElementC (void:
-// none), epilogue Fusion, Stages of the main loop's pipeline (0: as many as shared memory holds).
+// none), epilogue Fusion, Stages of the main loop's pipeline (0: as many as shared memory holds), the accumulator
+// (fp32; int32 for int8). The epilogue computes in fp32.
 template <typename Element, class TileShape, class Fusion, typename ElementC, typename ElementD, int AlignD,
-          int Stages = 0>
+          int Stages = 0, typename ElementAccumulator = float>
 struct Sm90Fprop {
   using Layout = cutlass::layout::TensorNHWC;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
-  static constexpr int kAlignment = 8;  // 16-byte TMA: C and K multiples of 8
+  static constexpr int kAlignment = 16 / int(sizeof(Element));  // 16-byte TMA: C and K multiples of it
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Layout, AlignD, ElementD, Layout,
-      AlignD, cutlass::epilogue::TmaWarpSpecialized, Fusion>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, ElementAccumulator, float, ElementC, Layout, AlignD, ElementD,
+      Layout, AlignD, cutlass::epilogue::TmaWarpSpecialized, Fusion>::CollectiveOp;
   using CollectiveMainloop = typename cutlass::conv::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::conv::Operator::kFprop, Element, Layout,
-      kAlignment, Element, Layout, kAlignment, float, TileShape, ClusterShape,
+      kAlignment, Element, Layout, kAlignment, ElementAccumulator, TileShape, ClusterShape,
       std::conditional_t<(Stages > 0), cutlass::conv::collective::StageCount<(Stages > 0 ? Stages : 1)>,
                          cutlass::conv::collective::StageCountAutoCarveout<static_cast<int>(
                              sizeof(typename CollectiveEpilogue::SharedStorage))>>,

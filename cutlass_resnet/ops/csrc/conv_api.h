@@ -19,7 +19,8 @@ typedef struct {
 
 // y = act(conv(x, w) + bias[k] + residual), act(z) = z > 0 ? z : leaky_alpha * z,
 // so leaky_alpha = 0 is ReLU and 1 the identity. bias and residual may be null
-// (grouped kernels take no residual). int8 kernels (CR_INT8): bias is the (K, 2) float32 (alpha, beta) pairs and
+// (grouped kernels take no residual). int8 kernels (CR_INT8): bias is alpha and beta in float32 ((K, 2) pairs for
+// the Sm80 kernels, (2, K) rows for Hopper's) and
 // y = saturate(round(act(float(acc) * alpha[k] + beta[k] + float(residual) * gamma))), act ReLU or the identity.
 typedef struct {
   const void* x;

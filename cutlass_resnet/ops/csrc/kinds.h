@@ -18,3 +18,6 @@ static inline int cr_kind_residual(int kind) { return kind == CR_REGULAR || kind
 
 // It takes groups > 1.
 static inline int cr_kind_grouped(int kind) { return kind == CR_GROUPED; }
+
+// sm_90a code: it runs on Hopper only.
+static inline int cr_kind_hopper(int kind) { return kind == CR_REGULAR_SM90A || kind == CR_SPLITK_SM90A; }

@@ -1,0 +1,168 @@
+// CUTLASS 3.x SM90 implicit-GEMM fprop for Hopper (sm_90a), int8 NHWC in and out, int32 accumulation (TMA im2col
+// loads, wgmma), with the int8 op's epilogue (cutlass_resnet/ops/int8.py) as one EVT node:
+//   y = saturate(round(act(float(acc) * alpha[k] + beta[k] + float(residual) * gamma))),
+// each step the same CrInt8Step code as the Sm80 int8 kernels. alpha and beta are two row broadcasts (the binding
+// passes them as a (2, K) float32 tensor); the residual is the source, loaded only where there is one.
+#pragma once
+#include "conv90.cuh"  // first: its driver wrappers must precede CUTLASS's TMA headers
+#include "conv80_int8.cuh"
+
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
+
+// The epilogue's compute: CUTLASS's EVT converts the accumulator (int32, rounded to nearest), alpha, beta and the
+// residual (int8, exact) to fp32 and calls this; it returns the int8 output.
+template <class T>
+struct CrInt8Requantize {
+  struct Arguments {
+    float gamma = 0.f;
+    int residual = 0;
+    int relu = 1;
+  };
+};
+
+template <int N>
+struct CrInt8Requantize<cutlass::Array<float, N>> {
+  using Arguments = typename CrInt8Requantize<float>::Arguments;
+
+  CUTLASS_HOST_DEVICE cutlass::Array<int8_t, N> operator()(
+      cutlass::Array<float, N> const& acc, cutlass::Array<float, N> const& alpha, cutlass::Array<float, N> const& beta,
+      cutlass::Array<float, N> const& residual, Arguments const& a) const {
+    cutlass::Array<int8_t, N> y;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) {
+      y[i] = CrInt8Step::requantize(acc[i], alpha[i], beta[i], a.residual != 0, residual[i], a.gamma, a.relu != 0);
+    }
+    return y;
+  }
+};
+
+// The source (the residual) as SrcFetch fetches it, but loaded only where the arguments say there is one: without,
+// its registers are never read.
+struct CrResidualFetch : cutlass::epilogue::fusion::Sm90SrcFetch<int8_t> {
+  struct Arguments {
+    int load = 0;
+  };
+  using Params = Arguments;
+  using SharedStorage = typename cutlass::epilogue::fusion::Sm90SrcFetch<int8_t>::SharedStorage;
+
+  template <class ProblemShape>
+  static constexpr Params to_underlying_arguments(ProblemShape const&, Arguments const& args, void*) {
+    return args;
+  }
+  template <class ProblemShape>
+  static bool can_implement(ProblemShape const&, Arguments const&) {
+    return true;
+  }
+  template <class ProblemShape>
+  static size_t get_workspace_size(ProblemShape const&, Arguments const&) {
+    return 0;
+  }
+  template <class ProblemShape>
+  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
+                                              cutlass::CudaHostAdapter* = nullptr) {
+    return cutlass::Status::kSuccess;
+  }
+
+  CUTLASS_HOST_DEVICE CrResidualFetch() {}
+  CUTLASS_HOST_DEVICE CrResidualFetch(Params const& params, SharedStorage const& storage)
+      : cutlass::epilogue::fusion::Sm90SrcFetch<int8_t>({}, storage), load(params.load) {}
+
+  int load = 0;
+
+  CUTLASS_DEVICE bool is_producer_load_needed() const { return load != 0; }
+  CUTLASS_DEVICE bool is_C_load_needed() const { return load != 0; }
+};
+
+template <class TileShape>
+struct ConvInt8_90 {
+  template <class Vector>
+  using Row = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, Vector, float>;
+  using Fusion = cutlass::epilogue::fusion::Sm90EVT<
+      cutlass::epilogue::fusion::Sm90Compute<CrInt8Requantize, int8_t, float, cutlass::FloatRoundStyle::round_to_nearest>,
+      cutlass::epilogue::fusion::Sm90AccFetch, Row<float>, Row<float>, CrResidualFetch>;
+  using F = Sm90Fprop<int8_t, TileShape, Fusion, int8_t, int8_t, 16, 0, int32_t>;
+
+  // No device query here: can_implement must work on a host without a GPU.
+  static typename F::Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
+    typename F::ProblemShape ps = F::problem_shape(p, p.C);
+    typename F::StrideC sC{};
+    typename F::StrideD sD{};
+    F::output_strides(ps, sC, sD);
+    cutlass::KernelHardwareInfo hw;
+    hw.sm_count = sm_count;
+    const int8_t* x = o ? (const int8_t*)o->x : nullptr;
+    const int8_t* w = o ? (const int8_t*)o->w : nullptr;
+    int8_t* y = o ? (int8_t*)o->y : nullptr;
+    const bool residual = o && o->residual;
+    const int8_t* c = residual ? (const int8_t*)o->residual : y;  // TMA needs a source to describe: y, never read
+    const float* alpha = o ? (const float*)o->bias : nullptr;
+    const float* beta = alpha ? alpha + p.K : nullptr;
+    typename F::Op::Arguments args{ps, {x, w}, {{}, c, sC, y, sD}, hw};
+    args.epilogue.thread = {{}, {alpha}, {beta}, {int(residual)}, {o ? o->gamma : 0.f, int(residual),
+                                                                   int(!o || o->leaky_alpha == 0.f)}};
+    return args;
+  }
+
+  static int can_implement(const CrProblem* p) {
+    if (p->split_k != 1) return int(cutlass::Status::kErrorNotSupported);
+    return F::check(*p, arguments(*p, nullptr, 1));
+  }
+
+  static int describe(const CrProblem* p, CrLaunchShape* shape) {
+    F::describe(int64_t(p->N) * p->P * p->Q, p->K, p->R * p->S * ((p->C + F::kTileK - 1) / F::kTileK), 1, shape);
+    return 0;
+  }
+
+  static int prepare(const CrProblem* p, const CrOperands* o) {
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    typename F::Params unused;
+    return F::params(CrParamsKey(*p, *o, -1), arguments(*p, o, 1), &unused);
+  }
+
+  static int run(const CrProblem* p, const CrOperands* o) {
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    int device = 0;
+    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
+    typename F::Params params;
+    if (int st = F::params(CrParamsKey(*p, *o, device), arguments(*p, o, cr_sm_count(device)), &params)) return st;
+    return F::launch(params, o->stream);
+  }
+
+  // CUTLASS's int32 host reference on the very pointers and strides a launch gets, then the EVT's step per output
+  // from the EVT's own arguments; the source is read only where the arguments load it.
+  static int host_reference(const CrProblem* p, const CrOperands* o) {
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    if (!o->bias || (o->leaky_alpha != 0.f && o->leaky_alpha != 1.f)) return int(cutlass::Status::kErrorInvalidProblem);
+    using Layout = cutlass::layout::TensorNHWC;
+    auto args = arguments(*p, o, 1);
+    const auto& shape = args.problem_shape;
+    auto layout = [](const auto& stride) { return Layout(cutlass::make_Coord(stride[2], stride[1], stride[0])); };
+    cutlass::TensorRef<int8_t, Layout> x(const_cast<int8_t*>(args.mainloop.ptr_A), layout(shape.stride_A));
+    cutlass::TensorRef<int8_t, Layout> w(const_cast<int8_t*>(args.mainloop.ptr_B), layout(shape.stride_B));
+    const int64_t size = int64_t(p->N) * p->P * p->Q * p->K;
+    std::vector<int32_t> acc(size_t(size), 0);
+    cutlass::TensorRef<int32_t, Layout> d(acc.data(), Layout::packed({p->N, p->P, p->Q, p->K}));
+    cutlass::reference::host::Conv2dFprop<int8_t, Layout, int8_t, Layout, int32_t, Layout, int32_t, int32_t>(
+        cr_problem_size(*p), x, w, d, d, 1, 0);
+    const auto& t = args.epilogue.thread;
+    const float* alpha = cute::get<1>(t).ptr_row;
+    const float* beta = cute::get<2>(t).ptr_row;
+    const bool load = cute::get<3>(t).load != 0;
+    const auto& f = cute::get<4>(t);
+    const int8_t* source = args.epilogue.ptr_C;
+    int8_t* y = const_cast<int8_t*>(args.epilogue.ptr_D);
+    for (int64_t i = 0; i < size; ++i) {
+      const int k = int(i % p->K);
+      const float residual = load ? float(source[i]) : 0.f;
+      y[i] = CrInt8Step::requantize(float(acc[size_t(i)]), alpha[k], beta[k], f.residual != 0, residual, f.gamma,
+                                    f.relu != 0);
+    }
+    return 0;
+  }
+};
+
+#define CR_DEFINE_INT8_KERNEL90(NAME, TM, TN, TK)                                                  \
+  using NAME##_t = ConvInt8_90<CR_SM90_TILE(TM, TN, TK)>;                                          \
+  extern "C" const CrKernel NAME = {#NAME, CR_INT8, 90, 16, CR_REGULAR_SM90A, TM, TN, TK, 0,       \
+                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe, \
+                                    &NAME##_t::host_reference, &NAME##_t::prepare};
