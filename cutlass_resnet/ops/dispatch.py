@@ -331,14 +331,13 @@ def _kernel_conv2d_fprop_int8(
             "the int8 reference (exact sums in float64 with aten: the kernels' numbers, slowly)",
         )
         return reference_conv2d_fprop_int8(*args)
-    scale_shift = torch.stack((alpha, beta), 1)  # a fresh (K, 2) tensor: aligned as the kernel's vector loads need
+    info = kernel(choice.kernel)
+    scale_shift = info.scale_shift(alpha, beta)
     if choice.pad_channels:  # from the live weight on every call, as the binding packs the fp16 stem
         x, weight = pad_channels(x, choice.pad_channels), pad_channels(weight, choice.pad_channels)
     x, weight, residual = (_aligned(t) for t in (x, weight, residual))
     conv = [*stride, *padding, *dilation, groups, int(relu), mode]
-    return torch.ops.cutlass_resnet_C.fprop_int8(
-        x, weight, scale_shift, residual, gamma, conv, kernel(choice.kernel).index
-    )
+    return torch.ops.cutlass_resnet_C.fprop_int8(x, weight, scale_shift, residual, gamma, conv, info.index)
 
 
 @conv2d_fprop_int8.register_kernel("cuda")

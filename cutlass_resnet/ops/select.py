@@ -30,11 +30,11 @@ __all__ = [
     "Problem",
     "capability_of",
     "device_info",
+    "int8_not_supported_reasons",
     "kernel",
     "kernel_table",
     "launch_form",
     "not_supported_reasons",
-    "int8_not_supported_reasons",
     "select",
     "select_int8",
 ]
@@ -196,6 +196,11 @@ class KernelInfo(NamedTuple):
         binding's checks, the output, the kernel's Params and TMA descriptors). 0 when a launch would follow, else
         the kernel's status (``torch.ops.cutlass_resnet_C.status_string`` names it)."""
         return int(torch.ops.cutlass_resnet_C.dry_run(*args, self.index, split_k))
+
+    def scale_shift(self, alpha: Tensor, beta: Tensor) -> Tensor:
+        """An int8 kernel's per-channel ``alpha`` and ``beta`` as it reads them (a fresh tensor, aligned for its
+        vector loads): (K, 2) pairs for the Sm80 kernels, (2, K) rows for Hopper's."""
+        return torch.stack((alpha, beta), 0 if self.hopper else 1)
 
     def launch(
         self,
@@ -359,9 +364,8 @@ def select_int8(
 ) -> Choice:
     """Choose the int8 kernel for ``problem`` (host-only), as :func:`select` does for fp16: the fixed-channels
     kernel for up to 4 channels (the 3-channel stem zero-padded to 4) without a residual, else C zero-padded to a
-    multiple of 16 where it is not; where none takes it,
-    a choice without a kernel (the int8 reference runs) with the reason and the time model's estimate on the int8
-    kernel design for ``capability`` (:data:`INT8_DESIGNS`)."""
+    multiple of 16 where it is not. Where none takes it, a choice without a kernel (the int8 reference runs), with
+    the reason and the time model's estimate on the int8 kernel design for ``capability`` (:data:`INT8_DESIGNS`)."""
     reasons = int8_not_supported_reasons(problem, capability)
     if not reasons and not library.load():
         reasons = [f"the CUTLASS extension is unavailable: {library.load_error()}"]

@@ -570,7 +570,7 @@ def _check_int8_case(info: KernelInfo, device: torch.device, case: Case) -> str 
     alpha = (torch.rand(pr.k, generator=g) + 0.5) * (60 / (5500 * reduction**0.5))  # products' sd: about 5500
     beta = torch.randn(pr.k, generator=g) * 8 if case.bias else torch.zeros(pr.k)
     residual = operand(pr.n, pr.k, pr.p, pr.q)[case.offset :] if case.residual else None
-    gamma = 0.3759765625 if case.residual else 0.0
+    gamma = 0.3759765625 if case.residual else 0.0  # 385/1024: exact in fp32, as epilogue_constants rounds it
     x = x[case.offset :]
     conv = (list(pr.stride), list(pr.padding), list(pr.dilation), pr.groups)
     expected = reference_conv2d_fprop_int8(x, w, alpha, beta, residual, gamma, *conv, case.relu)
@@ -581,7 +581,7 @@ def _check_int8_case(info: KernelInfo, device: torch.device, case: Case) -> str 
     before = [t.clone() for t in on if t is not None]
     flat = [*conv[0], *conv[1], *conv[2], conv[3], int(case.relu), 0 if device.type == "cuda" else 2]
     try:
-        scale_shift = torch.stack((alpha, beta), 1).to(device)
+        scale_shift = info.scale_shift(alpha, beta).to(device)
         y = torch.ops.cutlass_resnet_C.fprop_int8(on[0], on[1], scale_shift, on[2], gamma, flat, info.index)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

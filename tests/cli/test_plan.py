@@ -42,8 +42,11 @@ def test_bad_names_are_usage_errors(capsys):
     assert main(["plan"]) == 2 and "name one model: plan ARCH or plan --arch ARCH" in capsys.readouterr().err
 
 
-def test_an_int8_plan_estimates_the_int8_design_and_names_no_kernel(capsys):
+def test_an_int8_plan_names_the_int8_kernels(extension, capsys):
     assert main(["plan", "resnet50", "--gpu-arch", "9.0", "--batch-size", "256", "--dtype", "int8", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert (plan["convs"], plan["convs_on_kernels"], plan["kernel_share"], plan["dtype"]) == (53, 0, 0.0, "int8")
-    assert plan["images_per_s"] > 0 and all("int8 design" in e["reason"] for e in plan["entries"])
+    assert (plan["convs"], plan["convs_on_kernels"], plan["kernel_share"], plan["dtype"]) == (53, 53, 1.0, "int8")
+    assert plan["images_per_s"] > 0 and all("_s8_" in e["kernel"] for e in plan["entries"])
+    assert main(["plan", "resnext50_32x4d", "--gpu-arch", "8.0", "--dtype", "int8", "--json"]) == 0
+    grouped = [e for e in json.loads(capsys.readouterr().out)["entries"] if e["kernel"] is None]
+    assert grouped and all("grouped int8 convolution" in e["reason"] for e in grouped)

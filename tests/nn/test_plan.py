@@ -168,7 +168,7 @@ def test_int8_plans_use_int8_bytes_and_peaks_and_the_int8_kernel(extension, fuse
 
     entries = cutlass_resnet.plan(fused_models["resnet50"], (256, 3, 224, 224), torch.int8, (9, 0))
     assert len(entries) == 53 and entries.kernel_share == 1.0
-    assert {e.choice.kernel for e in entries[1:]} == {"sm80_s8_t128x128_64x3"}
+    assert {e.choice.kernel for e in entries[1:]} == {"sm80_s8_t128x128_64x3", "sm90_s8_t128x128x128"}
     assert entries[0].choice.kernel == "sm80_s8_stem_t64x64_64x10" and entries[0].choice.pad_channels == 4
     fp16 = cutlass_resnet.plan(fused_models["resnet50"], (256, 3, 224, 224), torch.float16, (9, 0))
     assert entries.estimate_us >= entries.roofline_us and entries.images_per_s > 1.5 * fp16.images_per_s

@@ -6,6 +6,7 @@ the epilogue's edges, and whole quantized models in the emulated GPU."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from cutlass_resnet.ops.select import Problem, kernel
 
 INT8_KERNEL = "sm80_s8_t128x128_64x3"
 STEM_KERNEL = "sm80_s8_stem_t64x64_64x10"
+HOPPER_KERNEL = "sm90_s8_t128x128x128"
+INT8_KERNELS = (INT8_KERNEL, STEM_KERNEL, HOPPER_KERNEL)
 EMULATE = 2  # the binding's mode: CUTLASS's host reference on the launch's arguments
 
 
@@ -68,8 +71,8 @@ def host_reference(
     if pad:
         x, w = pad_channels(x, pad), pad_channels(w, pad)
     conv = [*problem.stride, *problem.padding, *problem.dilation, problem.groups, int(relu), EMULATE]
-    scale_shift = torch.stack((alpha, beta), 1)
-    return torch.ops.cutlass_resnet_C.fprop_int8(x, w, scale_shift, r, gamma, conv, kernel(name).index)
+    info = kernel(name)
+    return torch.ops.cutlass_resnet_C.fprop_int8(x, w, info.scale_shift(alpha, beta), r, gamma, conv, info.index)
 
 
 def reference(problem: Problem, x, w, alpha, beta, r, gamma, relu: bool) -> torch.Tensor:
@@ -79,22 +82,33 @@ def reference(problem: Problem, x, w, alpha, beta, r, gamma, relu: bool) -> torc
 
 @pytest.mark.parametrize("arch", ["resnet50", "resnext50_32x4d"])
 def test_every_int8_conv_of_a_quantized_network_through_cutlass_s_host_reference(extension, arch):
-    """Every conv an int8 kernel takes equals the int8 reference bit for bit, the 3-channel stem zero-padded to 4
-    channels for the fixed-channels kernel as the choice says; the only convs none takes (which run the reference)
-    are ResNeXt's grouped convs."""
-    checked, refused = [], []
-    for index, ((problem, residual, relu), choice) in enumerate(int8_convs(arch).items()):
+    """Every int8 kernel on every conv it takes equals the int8 reference bit for bit (the 3-channel stem
+    zero-padded to 4 channels for the fixed-channels kernel, as the choice says); the only convs none takes (which
+    run the reference) are ResNeXt's grouped convs."""
+    checked, refused = set(), []
+    for index, ((problem, residual, relu), choice) in enumerate(int8_convs(arch, "9.0").items()):
         if choice.kernel is None:
             refused.append((problem, choice.reason))
             continue
-        assert choice.kernel == (STEM_KERNEL if problem.c == 3 else INT8_KERNEL) and choice.estimate_us > 0
+        assert choice.estimate_us > 0
         assert choice.pad_channels == (4 if problem.c == 3 else 0)
+        assert (choice.kernel == STEM_KERNEL) == (problem.c == 3)
         args = (problem, *operands(problem, residual, index), relu)
-        y = host_reference(*args, pad=choice.pad_channels, name=choice.kernel)
-        assert y.dtype == torch.int8 and y.is_contiguous(memory_format=CL)
-        assert torch.equal(y, reference(*args)), problem
-        checked.append(problem)
-    assert len(checked) >= 15 and any(p.c == 3 for p in checked)
+        expected = reference(*args)
+        for name in INT8_KERNELS:
+            info = kernel(name)
+            stem = info.kind.name == "STEM"
+            pad = (4 if stem else 16) if problem.c % (4 if stem else 16) else 0  # C: 3 (the stem) or a multiple of 16
+            if (stem and problem.c > 4) or (residual and not info.takes_residual):
+                continue
+            if info.can_implement(replace(problem, c=pad or problem.c)):
+                continue
+            y = host_reference(*args, pad=pad, name=name)
+            assert y.dtype == torch.int8 and y.is_contiguous(memory_format=CL)
+            assert torch.equal(y, expected), (name, problem)
+            checked.add((name, problem))
+    assert {name for name, _ in checked} == set(INT8_KERNELS)
+    assert len(checked) >= 30 and any(p.c == 3 for _, p in checked)
     assert all(p.groups > 1 and "grouped int8 convolution" in reason for p, reason in refused)
     assert bool(refused) == (arch == "resnext50_32x4d")
 
@@ -108,10 +122,11 @@ def test_every_int8_conv_of_a_quantized_network_through_cutlass_s_host_reference
     ],
 )
 @pytest.mark.parametrize("residual, relu", [(False, False), (True, True), (True, False)])
-def test_the_kernel_s_epilogue_edges(extension, regime, problem, residual, relu):
+@pytest.mark.parametrize("name", [INT8_KERNEL, HOPPER_KERNEL])
+def test_the_kernel_s_epilogue_edges(extension, regime, problem, residual, relu, name):
     """Halves rounded to even, saturation, and sums past 2**24 (rounded to fp32 first): as the reference."""
     args = (problem, *operands(problem, residual, 7, regime), relu)
-    y, expected = host_reference(*args), reference(*args)
+    y, expected = host_reference(*args, name=name), reference(*args)
     assert torch.equal(y, expected)
     if regime == "ties":  # odd sums: alpha * acc lands halfway between two integers
         x, w = args[1], args[2]
@@ -138,6 +153,8 @@ def test_the_binding_refuses_what_the_int8_kernel_cannot_take(extension):
         torch.ops.cutlass_resnet_C.fprop_int8(x.float(), w, scale_shift, r, gamma, conv, index)
     with pytest.raises(RuntimeError, match=r"scale_shift must have shape \(32, 2\)"):
         torch.ops.cutlass_resnet_C.fprop_int8(x, w, alpha.contiguous(), r, gamma, conv, index)
+    with pytest.raises(RuntimeError, match=r"scale_shift must have shape \(2, 32\) for kernel sm90"):
+        torch.ops.cutlass_resnet_C.fprop_int8(x, w, scale_shift, r, gamma, conv, kernel(HOPPER_KERNEL).index)
     with pytest.raises(RuntimeError, match="is an int8 kernel: call fprop_int8"):
         torch.ops.cutlass_resnet_C.host_reference(x, w, None, None, [1, 1], [1, 1], [1, 1], 1, True, index)
     odd = Problem(1, 6, 6, 24, 32, 3, 3, padding=(1, 1))
@@ -146,8 +163,11 @@ def test_the_binding_refuses_what_the_int8_kernel_cannot_take(extension):
         torch.ops.cutlass_resnet_C.fprop_int8(xo, wo, scale_shift, None, 0.0, conv, index)
 
 
+@pytest.mark.parametrize("capability", ["8.0", "9.0"])
 @pytest.mark.parametrize("arch, on_reference", [("resnet50", 0), ("resnext50_32x4d", 16)])
-def test_a_quantized_model_in_the_emulated_gpu_equals_the_int8_reference(extension, monkeypatch, arch, on_reference):
+def test_a_quantized_model_in_the_emulated_gpu_equals_the_int8_reference(
+    extension, monkeypatch, arch, on_reference, capability
+):
     """Every conv an int8 kernel takes (the stem padded to 4 channels by the dispatcher) runs through the binding
     and CUTLASS's host reference; grouped convs run the reference (with the fallback's warning); the logits equal
     the CPU reference's."""
@@ -166,7 +186,7 @@ def test_a_quantized_model_in_the_emulated_gpu_equals_the_int8_reference(extensi
 
     monkeypatch.setattr(dispatch, "reference_conv2d_fprop_int8", counted)
     monkeypatch.setattr(dispatch, "_warned", set())
-    with ops.emulate("8.0"), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+    with ops.emulate(capability), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         y = quantized(x)
     assert torch.equal(y, expected)
