@@ -196,6 +196,46 @@ struct Sm90Fprop {
   }
 };
 
+// The CrKernel functions of an unsplit SM90 wrapper W, from its Sm90Fprop (W::F) and its arguments for a problem
+// (W::arguments; operands may be null, and no device is queried there: can_implement runs on a host without a GPU).
+template <class W>
+struct CrKernel90 {
+  using F = typename W::F;
+
+  static int can_implement(const CrProblem* p) {
+    if (p->split_k != 1) return int(cutlass::Status::kErrorNotSupported);
+    return F::check(*p, W::arguments(*p, nullptr, 1));
+  }
+
+  // A tile per CTA (no persistent scheduling); the im2col main loop steps through tile K channels at each of
+  // the R*S filter positions.
+  static int describe(const CrProblem* p, CrLaunchShape* shape) {
+    F::describe(int64_t(p->N) * p->P * p->Q, p->K, p->R * p->S * ((p->C + F::kTileK - 1) / F::kTileK), 1, shape);
+    return 0;
+  }
+
+  static int prepare(const CrProblem* p, const CrOperands* o) {
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    typename F::Params unused;
+    return F::params(CrParamsKey(*p, *o, -1), W::arguments(*p, o, 1), &unused);
+  }
+
+  static int run(const CrProblem* p, const CrOperands* o) {
+    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    int device = 0;
+    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
+    typename F::Params params;
+    if (int st = F::params(CrParamsKey(*p, *o, device), W::arguments(*p, o, cr_sm_count(device)), &params)) return st;
+    return F::launch(params, o->stream);
+  }
+};
+
+// The registry entry NAME of unsplit SM90 wrapper W.
+#define CR_KERNEL90_ENTRY(NAME, W, DTYPE, ALIGN, TM, TN, TK)                                                  \
+  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, ALIGN, CR_REGULAR_SM90A, TM, TN, TK, 0,                 \
+                                    &CrKernel90<W>::can_implement, &CrKernel90<W>::run, &CrKernel90<W>::describe, \
+                                    &W::host_reference, &CrKernel90<W>::prepare};
+
 template <typename Element, class TileShape>
 struct Conv90 {
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<CrLeakyReLU, Element /*out*/, float /*compute*/,
@@ -224,38 +264,11 @@ struct Conv90 {
     return args;
   }
 
-  static int can_implement(const CrProblem* p) {
-    if (p->split_k != 1) return int(cutlass::Status::kErrorNotSupported);
-    return F::check(*p, arguments(*p, nullptr, 1));
-  }
-
-  // A tile per CTA (no persistent scheduling); the im2col main loop steps through tile K channels at each of
-  // the R*S filter positions.
-  static int describe(const CrProblem* p, CrLaunchShape* shape) {
-    F::describe(int64_t(p->N) * p->P * p->Q, p->K, p->R * p->S * ((p->C + F::kTileK - 1) / F::kTileK), 1, shape);
-    return 0;
-  }
-
-  static int prepare(const CrProblem* p, const CrOperands* o) {
-    if (int st = o->accepted ? 0 : can_implement(p)) return st;
-    typename F::Params unused;
-    return F::params(CrParamsKey(*p, *o, -1), arguments(*p, o, 1), &unused);
-  }
-
-  static int run(const CrProblem* p, const CrOperands* o) {
-    if (int st = o->accepted ? 0 : can_implement(p)) return st;
-    int device = 0;
-    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
-    typename F::Params params;
-    if (int st = F::params(CrParamsKey(*p, *o, device), arguments(*p, o, cr_sm_count(device)), &params)) return st;
-    return F::launch(params, o->stream);
-  }
-
   // CUTLASS's host reference on the very pointers, strides and epilogue arguments a launch gets, then the
   // fusion's epilogue, activation(beta * C + (alpha * acc + bias[k])), in fp32 and rounded once. The source is
   // read only where beta is nonzero, as the kernel reads it.
   static int host_reference(const CrProblem* p, const CrOperands* o) {
-    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    if (int st = o->accepted ? 0 : CrKernel90<Conv90>::can_implement(p)) return st;
     using Layout = cutlass::layout::TensorNHWC;
     auto args = arguments(*p, o, 1);
     const auto& shape = args.problem_shape;
@@ -399,11 +412,9 @@ struct Conv90SplitK {
 
 #define CR_SM90_TILE(TM, TN, TK) cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Shape<cute::Int<TK>>>
 
-#define CR_DEFINE_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)                                                  \
-  using NAME##_t = Conv90<ELEMENT, CR_SM90_TILE(TM, TN, TK)>;                                                 \
-  extern "C" const CrKernel NAME = {#NAME, DTYPE, 90, 8, CR_REGULAR_SM90A, TM, TN, TK, 0,                     \
-                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe,        \
-                                    &NAME##_t::host_reference, &NAME##_t::prepare};
+#define CR_DEFINE_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK)     \
+  using NAME##_t = Conv90<ELEMENT, CR_SM90_TILE(TM, TN, TK)>;    \
+  CR_KERNEL90_ENTRY(NAME, NAME##_t, DTYPE, 8, TM, TN, TK)
 
 #define CR_DEFINE_SPLITK_KERNEL90(NAME, ELEMENT, DTYPE, TM, TN, TK, STAGES)                               \
   using NAME##_t = Conv90SplitK<ELEMENT, CR_SM90_TILE(TM, TN, TK), STAGES>;                               \

@@ -82,7 +82,6 @@ struct ConvInt8_90 {
       cutlass::epilogue::fusion::Sm90AccFetch, Row<float>, Row<float>, CrResidualFetch>;
   using F = Sm90Fprop<int8_t, TileShape, Fusion, int8_t, int8_t, 16, 0, int32_t>;
 
-  // No device query here: can_implement must work on a host without a GPU.
   static typename F::Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
     typename F::ProblemShape ps = F::problem_shape(p, p.C);
     typename F::StrideC sC{};
@@ -103,35 +102,10 @@ struct ConvInt8_90 {
     return args;
   }
 
-  static int can_implement(const CrProblem* p) {
-    if (p->split_k != 1) return int(cutlass::Status::kErrorNotSupported);
-    return F::check(*p, arguments(*p, nullptr, 1));
-  }
-
-  static int describe(const CrProblem* p, CrLaunchShape* shape) {
-    F::describe(int64_t(p->N) * p->P * p->Q, p->K, p->R * p->S * ((p->C + F::kTileK - 1) / F::kTileK), 1, shape);
-    return 0;
-  }
-
-  static int prepare(const CrProblem* p, const CrOperands* o) {
-    if (int st = o->accepted ? 0 : can_implement(p)) return st;
-    typename F::Params unused;
-    return F::params(CrParamsKey(*p, *o, -1), arguments(*p, o, 1), &unused);
-  }
-
-  static int run(const CrProblem* p, const CrOperands* o) {
-    if (int st = o->accepted ? 0 : can_implement(p)) return st;
-    int device = 0;
-    if (int st = cr_cuda_status(cudaGetDevice(&device))) return st;
-    typename F::Params params;
-    if (int st = F::params(CrParamsKey(*p, *o, device), arguments(*p, o, cr_sm_count(device)), &params)) return st;
-    return F::launch(params, o->stream);
-  }
-
   // CUTLASS's int32 host reference on the very pointers and strides a launch gets, then the EVT's step per output
   // from the EVT's own arguments; the source is read only where the arguments load it.
   static int host_reference(const CrProblem* p, const CrOperands* o) {
-    if (int st = o->accepted ? 0 : can_implement(p)) return st;
+    if (int st = o->accepted ? 0 : CrKernel90<ConvInt8_90>::can_implement(p)) return st;
     if (!o->bias || (o->leaky_alpha != 0.f && o->leaky_alpha != 1.f)) return int(cutlass::Status::kErrorInvalidProblem);
     using Layout = cutlass::layout::TensorNHWC;
     auto args = arguments(*p, o, 1);
@@ -161,8 +135,6 @@ struct ConvInt8_90 {
   }
 };
 
-#define CR_DEFINE_INT8_KERNEL90(NAME, TM, TN, TK)                                                  \
-  using NAME##_t = ConvInt8_90<CR_SM90_TILE(TM, TN, TK)>;                                          \
-  extern "C" const CrKernel NAME = {#NAME, CR_INT8, 90, 16, CR_REGULAR_SM90A, TM, TN, TK, 0,       \
-                                    &NAME##_t::can_implement, &NAME##_t::run, &NAME##_t::describe, \
-                                    &NAME##_t::host_reference, &NAME##_t::prepare};
+#define CR_DEFINE_INT8_KERNEL90(NAME, TM, TN, TK)            \
+  using NAME##_t = ConvInt8_90<CR_SM90_TILE(TM, TN, TK)>;    \
+  CR_KERNEL90_ENTRY(NAME, NAME##_t, CR_INT8, 16, TM, TN, TK)
