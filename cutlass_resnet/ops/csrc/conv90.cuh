@@ -187,6 +187,24 @@ struct Sm90Fprop {
     return cr_cuda_status(cudaGetLastError());
   }
 
+  // The arguments of an unsplit launch over all of x's channels, the epilogue's own (thread) arguments left to the
+  // wrapper: the source is the residual, else y (TMA needs a tensor to describe; the epilogue then reads none).
+  // Operands may be null (host-only checks); no device is queried, so can_implement runs without a GPU.
+  static typename Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
+    static_assert(!std::is_void_v<ElementC>, "unsplit kernels have a source");
+    ProblemShape ps = problem_shape(p, p.C);
+    StrideC sC{};
+    StrideD sD{};
+    output_strides(ps, sC, sD);
+    cutlass::KernelHardwareInfo hw;
+    hw.sm_count = sm_count;
+    const Element* x = o ? (const Element*)o->x : nullptr;
+    const Element* w = o ? (const Element*)o->w : nullptr;
+    ElementD* y = o ? (ElementD*)o->y : nullptr;
+    const ElementC* c = (o && o->residual) ? (const ElementC*)o->residual : y;
+    return typename Op::Arguments{ps, {x, w}, {{}, c, sC, y, sD}, hw};
+  }
+
   static void describe(int64_t m, int n, int iterations, int splits, CrLaunchShape* shape) {
     shape->ctas = ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN) * splits;
     shape->mainloop_iterations = iterations;
@@ -243,19 +261,8 @@ struct Conv90 {
                                                                     float /*scalar*/>;
   using F = Sm90Fprop<Element, TileShape, Fusion, Element, Element, 8>;
 
-  // No device query here: can_implement must work on a host without a GPU.
   static typename F::Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
-    typename F::ProblemShape ps = F::problem_shape(p, p.C);
-    typename F::StrideC sC{};
-    typename F::StrideD sD{};
-    F::output_strides(ps, sC, sD);
-    cutlass::KernelHardwareInfo hw;
-    hw.sm_count = sm_count;
-    const Element* x = o ? (const Element*)o->x : nullptr;
-    const Element* w = o ? (const Element*)o->w : nullptr;
-    Element* y = o ? (Element*)o->y : nullptr;
-    const Element* c = (o && o->residual) ? (const Element*)o->residual : y;
-    typename F::Op::Arguments args{ps, {x, w}, {{}, c, sC, y, sD}, hw};
+    auto args = F::arguments(p, o, sm_count);
     auto& f = args.epilogue.thread;
     f.alpha = 1.f;
     f.beta = (o && o->residual) ? 1.f : 0.f;

@@ -77,26 +77,17 @@ template <class TileShape>
 struct ConvInt8_90 {
   template <class Vector>
   using Row = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, Vector, float>;
-  using Fusion = cutlass::epilogue::fusion::Sm90EVT<
-      cutlass::epilogue::fusion::Sm90Compute<CrInt8Requantize, int8_t, float, cutlass::FloatRoundStyle::round_to_nearest>,
-      cutlass::epilogue::fusion::Sm90AccFetch, Row<float>, Row<float>, CrResidualFetch>;
+  using Requantize =
+      cutlass::epilogue::fusion::Sm90Compute<CrInt8Requantize, int8_t, float, cutlass::FloatRoundStyle::round_to_nearest>;
+  using Fusion = cutlass::epilogue::fusion::Sm90EVT<Requantize, cutlass::epilogue::fusion::Sm90AccFetch, Row<float>,
+                                                    Row<float>, CrResidualFetch>;
   using F = Sm90Fprop<int8_t, TileShape, Fusion, int8_t, int8_t, 16, 0, int32_t>;
 
   static typename F::Op::Arguments arguments(const CrProblem& p, const CrOperands* o, int sm_count) {
-    typename F::ProblemShape ps = F::problem_shape(p, p.C);
-    typename F::StrideC sC{};
-    typename F::StrideD sD{};
-    F::output_strides(ps, sC, sD);
-    cutlass::KernelHardwareInfo hw;
-    hw.sm_count = sm_count;
-    const int8_t* x = o ? (const int8_t*)o->x : nullptr;
-    const int8_t* w = o ? (const int8_t*)o->w : nullptr;
-    int8_t* y = o ? (int8_t*)o->y : nullptr;
+    auto args = F::arguments(p, o, sm_count);
     const bool residual = o && o->residual;
-    const int8_t* c = residual ? (const int8_t*)o->residual : y;  // TMA needs a source to describe: y, never read
     const float* alpha = o ? (const float*)o->bias : nullptr;
     const float* beta = alpha ? alpha + p.K : nullptr;
-    typename F::Op::Arguments args{ps, {x, w}, {{}, c, sC, y, sD}, hw};
     args.epilogue.thread = {{}, {alpha}, {beta}, {int(residual)}, {o ? o->gamma : 0.f, int(residual),
                                                                    int(!o || o->leaky_alpha == 0.f)}};
     return args;
