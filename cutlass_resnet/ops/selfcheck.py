@@ -502,6 +502,22 @@ def check_kernel(
     return None
 
 
+def _guarded(device: torch.device, run: Callable[[], object]) -> tuple[object, str | None]:
+    """``run()``'s result with its kernels finished, and None; or None and why it failed. Any failure disables the
+    kernel, but a lack of memory, which says nothing about it: that raises :class:`SelfCheckUnavailable`."""
+    try:
+        result = run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except torch.OutOfMemoryError as exc:
+        raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever else it is, the kernel is not to be trusted
+        if "out of memory" in str(exc):  # a launch's CUDA error, as the binding names it
+            raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
+        return None, f"{type(exc).__name__}: {exc}"
+    return result, None
+
+
 def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | None:
     if info.dtype == torch.int8:
         return _check_int8_case(info, device, case)
@@ -525,7 +541,8 @@ def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | Non
         return y.relu() if case.relu else y
 
     inputs = [t for t in (x, w, bias, residual) if t is not None]
-    try:
+
+    def run() -> tuple:
         before = [t.clone() for t in inputs]
         aten = epilogue(F.conv2d(x, w, bias, *conv), residual)
         expected = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), *conv)
@@ -535,17 +552,13 @@ def _check_case(info: KernelInfo, device: torch.device, case: Case) -> str | Non
             choice = [info.index, pad_channels, merge, 0, case.split_k if info.split else 0]
             mode = 0 if device.type == "cuda" else 2  # a launch, or CUTLASS's host reference on the CPU
             flat = [*conv[0], *conv[1], *conv[2], conv[3], int(case.relu), mode]
-            y = torch.ops.cutlass_resnet_C.run(x, w, bias, residual, flat, choice)
-        else:
-            y = info.launch(x, w, bias, residual, *conv, case.relu, case.split_k)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    except torch.OutOfMemoryError as exc:
-        raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any other failure disables the kernel, but a lack of memory
-        if "out of memory" in str(exc):  # a launch's CUDA error, as the binding names it
-            raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
-        return f"{type(exc).__name__}: {exc}"
+            return before, aten, expected, torch.ops.cutlass_resnet_C.run(x, w, bias, residual, flat, choice)
+        return before, aten, expected, info.launch(x, w, bias, residual, *conv, case.relu, case.split_k)
+
+    result, reason = _guarded(device, run)
+    if reason is not None:
+        return reason
+    before, aten, expected, y = result
     if not all(torch.equal(a, b) for a, b in zip(inputs, before, strict=True)):
         return "it wrote into its inputs"
     error = (y.double() - expected).abs().max().item()
@@ -580,17 +593,14 @@ def _check_int8_case(info: KernelInfo, device: torch.device, case: Case) -> str 
         on[:2] = [pad_channels(t, channels) for t in on[:2]]
     before = [t.clone() for t in on if t is not None]
     flat = [*conv[0], *conv[1], *conv[2], conv[3], int(case.relu), 0 if device.type == "cuda" else 2]
-    try:
+
+    def run() -> torch.Tensor:
         scale_shift = info.scale_shift(alpha, beta).to(device)
-        y = torch.ops.cutlass_resnet_C.fprop_int8(on[0], on[1], scale_shift, on[2], gamma, flat, info.index)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    except torch.OutOfMemoryError as exc:
-        raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any other failure disables the kernel, but a lack of memory
-        if "out of memory" in str(exc):
-            raise SelfCheckUnavailable(f"out of memory: {exc}") from exc
-        return f"{type(exc).__name__}: {exc}"
+        return torch.ops.cutlass_resnet_C.fprop_int8(on[0], on[1], scale_shift, on[2], gamma, flat, info.index)
+
+    y, reason = _guarded(device, run)
+    if reason is not None:
+        return reason
     if not all(torch.equal(a, b) for a, b in zip([t for t in on if t is not None], before, strict=True)):
         return "it wrote into its inputs"
     y = y.cpu()
