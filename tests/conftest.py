@@ -21,6 +21,12 @@ from cutlass_resnet.testing import ARCHS, torchvision_model_with_statistics
 CL = torch.channels_last
 
 
+def pad_channels(t: Tensor, channels: int) -> Tensor:
+    """``t`` with zero channels up to ``channels``, NHWC: the tests' own padding, beside the package's."""
+    shape = (t.shape[0], channels - t.shape[1], *t.shape[2:])
+    return torch.cat([t, t.new_zeros(shape)], dim=1).contiguous(memory_format=CL)
+
+
 def max_error(actual: Tensor, expected: Tensor) -> float:
     """max|actual - expected| in float64 (0 for empty tensors)."""
     if expected.numel() == 0:

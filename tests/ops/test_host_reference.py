@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CL, assert_within_twice_aten
+from conftest import CL, assert_within_twice_aten, pad_channels
 
 import cutlass_resnet
 from cutlass_resnet.ops.select import KernelKind, Problem, kernel_table, launch_form
@@ -33,12 +33,6 @@ ASYMMETRIC = [  # a swapped pair of extents would change the result
     (Problem(1, 17, 10, 3, 16, 7, 5, stride=(2, 3), padding=(3, 1), dilation=(2, 1)), False, True),
     (Problem(2, 10, 6, 64, 64, 3, 1, padding=(1, 0), groups=8), False, True),
 ]
-
-
-def pad_channels(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """``t`` with zero channels up to ``channels``, NHWC."""
-    shape = (t.shape[0], channels - t.shape[1], *t.shape[2:])
-    return torch.cat([t, t.new_zeros(shape)], dim=1).contiguous(memory_format=CL)
 
 
 def block_diagonal(weight: torch.Tensor, groups: int, merge: int) -> torch.Tensor:

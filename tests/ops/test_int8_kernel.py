@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import CL
+from conftest import CL, pad_channels
 
 import cutlass_resnet
 from cutlass_resnet import ops
@@ -56,12 +56,6 @@ def operands(problem: Problem, residual: bool, seed: int, regime: str = "random"
     beta = torch.zeros(pr.k) if regime == "ties" else torch.randn(pr.k, generator=g) * 8
     r = q(pr.n, pr.k, pr.p, pr.q) if residual else None
     return x, w, alpha, beta, r, 0.3759765625 if residual else 0.0
-
-
-def pad_channels(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """``t`` with zero channels up to ``channels``, NHWC."""
-    shape = (t.shape[0], channels - t.shape[1], *t.shape[2:])
-    return torch.cat([t, t.new_zeros(shape)], dim=1).contiguous(memory_format=CL)
 
 
 def host_reference(
