@@ -103,8 +103,8 @@ def plan(
         input_shape: ``(N, C, H, W)`` of its input.
         dtype: the dtype it would run in (the kernels take fp16 and bf16); ``torch.int8`` (implied by a model from
             :func:`cutlass_resnet.quantize`) chooses each conv's int8 kernel with
-            :func:`cutlass_resnet.ops.select.select_int8` (int8 bytes and peak); a conv no int8 kernel takes (the
-            stem, grouped convs) is estimated on the int8 kernel design and runs the int8 reference.
+            :func:`cutlass_resnet.ops.select.select_int8` (int8 bytes and peak); a conv no int8 kernel takes (a
+            grouped one) is estimated on the int8 kernel design and runs the int8 reference.
         capability: the GPU's compute capability, ``(9, 0)``, ``"sm_90"``, ``"9.0"`` or ``"9.0a"``, or a CUDA
             ``torch.device`` or device index to plan for that GPU.
         sm_count: its SMs (default: the capability's usual GPU, e.g. 132 for an H100).

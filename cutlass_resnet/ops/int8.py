@@ -13,8 +13,8 @@ scales ``s_w[k]``: ``alpha = s_x * s_w / s_y``, ``beta = bias / s_y``, ``gamma =
 
 The reference below is the op's CPU implementation: the sums are exact in float64 for any conv whose
 ``C/groups * R * S`` products fit the int32 accumulator, which :func:`conv2d_fprop_int8` checks. On CUDA (and on
-CPU tensors under :func:`~.dispatch.emulate`) :mod:`.dispatch` runs the CUTLASS int8 kernel
-(``csrc/conv80_int8.cuh``) where one takes the conv, else this reference with a one-time warning.
+CPU tensors under :func:`~.dispatch.emulate`) :mod:`.dispatch` runs a CUTLASS int8 kernel (``csrc/conv80_int8.cuh``,
+Hopper's ``csrc/conv90_int8.cuh``) where one takes the conv, else this reference with a one-time warning.
 """
 
 from __future__ import annotations

@@ -110,11 +110,11 @@ on the host against CUTLASS's int32 host reference and the int8 reference (tests
 upstream. 128x64 tiles spill registers on sm_90a with this iterator."""
 
 _INT8_SM90 = """\
-Data types as cutlass_library/generator.py GenerateSM90_Conv3x's s8_s32_s32_s32 (int8 in, int32 accumulation;
-test/unit/conv/device_3x/fprop/sm90_conv2d_fprop_implicit_gemm_s8_s8_s32_tensorop_s32.cu), with int8 output
-through our EVT (the int8 op's steps; alpha and beta as row broadcasts, the residual as the source) and the
-128x128x128 tile the time model assumes for Hopper int8, cluster (1, 1, 1); checked on the host against
-CUTLASS's int32 host reference and the int8 reference (tests/ops/test_int8_kernel.py), not upstream."""
+Data types as cutlass_library/generator.py GenerateSM90_Conv3x's s8_s32_s32_s32 (int8 in, int32 accumulation,
+which it lists among the unit tests' kernels), with int8 output through our EVT (the int8 op's steps; alpha and
+beta as row broadcasts, the residual as the source) and the 128x128x128 tile the time model assumes for Hopper
+int8, cluster (1, 1, 1); checked on the host against CUTLASS's int32 host reference and the int8 reference
+(tests/ops/test_int8_kernel.py), not upstream."""
 
 _ELEMENTS = {"f16": ("cutlass::half_t", "CR_FLOAT16"), "bf16": ("cutlass::bfloat16_t", "CR_BFLOAT16")}
 
@@ -145,7 +145,8 @@ class Instantiation:
 
     @property
     def alignment(self) -> int:
-        """Elements per access of x and w: the fixed-channels stem's 4 (8 bytes), 16 bytes for the rest."""
+        """Elements per access of x and w: the fixed-channels stems' 4 (8 bytes in fp16, 4 in int8), 16 bytes for the
+        rest."""
         return 4 if self.kind == "STEM" else 16 if self.dtype == "s8" else 8
 
     @property

@@ -436,8 +436,9 @@ int64_t dry_run(const Tensor& x, const Tensor& weight, const std::optional<Tenso
   return status;
 }
 
-// An int8 kernel (CR_INT8) on int8 NHWC x and KRSC weight, scale_shift the (K, 2) float32 (alpha, beta) pairs:
-// y = saturate(round(act(float(acc) * alpha + beta + float(residual) * gamma))). conv as conv2d's (with the mode).
+// An int8 kernel (CR_INT8) on int8 NHWC x and KRSC weight, scale_shift alpha and beta in float32 ((K, 2) pairs for
+// the Sm80 kernels, (2, K) rows for Hopper's): y = saturate(round(act(float(acc) * alpha + beta + float(residual) *
+// gamma))). conv as conv2d's (with the mode).
 Tensor fprop_int8(const Tensor& x, const Tensor& weight, const Tensor& scale_shift,
                   const std::optional<Tensor>& residual, double gamma, IntList conv, int64_t index) {
   const CrKernel& k = kernel_at(index);
@@ -452,7 +453,8 @@ Tensor run(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& b
            const std::optional<Tensor>& residual, IntList conv, IntList choice) {
   const Decided d = decided_from(choice);
   CR_CHECK(d.kernel >= 0, "run takes a kernel, not aten's convolution");
-  CR_CHECK(kernel_at(d.kernel).dtype != CR_INT8, "kernel ", kernel_at(d.kernel).name, " is an int8 kernel: call fprop_int8");
+  const CrKernel& k = kernel_at(d.kernel);
+  CR_CHECK(k.dtype != CR_INT8, "kernel ", k.name, " is an int8 kernel: call fprop_int8");
   return run_decided(x, weight, bias, residual, conv_args(conv), d, false);
 }
 

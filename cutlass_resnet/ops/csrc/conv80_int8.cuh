@@ -1,5 +1,6 @@
 // CUTLASS 2.x implicit-GEMM fprop, Sm80 tag, int8 NHWC in and out, int32 accumulation (mma.sync s8 with
-// saturation), groups == 1 and C a multiple of 16 (or the stem's 4 channels). The epilogue is the int8 op's (cutlass_resnet/ops/int8.py):
+// saturation), groups == 1 and C a multiple of 16 (or the stem's 4 channels). The epilogue is the int8 op's
+// (cutlass_resnet/ops/int8.py):
 //   y = saturate(round(act(float(acc) * alpha[k] + beta[k] + float(residual) * gamma))),
 // each step one fp32 operation rounded to nearest even, none fused. alpha[k] and beta[k] reach it as ONE broadcast
 // vector of (alpha, beta) pairs (CrScaleShift): the broadcast epilogue brings a single per-channel vector.
