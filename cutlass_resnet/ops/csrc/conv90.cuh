@@ -205,6 +205,22 @@ struct Sm90Fprop {
     return typename Op::Arguments{ps, {x, w}, {{}, c, sC, y, sD}, hw};
   }
 
+  // CUTLASS's host reference convolution of an unsplit launch's x and w (its own pointers and strides) in the
+  // accumulator type, unscaled: what the main loop hands the epilogue, NPQK.
+  static std::vector<ElementAccumulator> host_accumulate(const CrProblem& p, const typename Op::Arguments& args) {
+    using L = cutlass::layout::TensorNHWC;
+    const auto& shape = args.problem_shape;
+    auto layout = [](const auto& stride) { return L(cutlass::make_Coord(stride[2], stride[1], stride[0])); };
+    cutlass::TensorRef<Element, L> x(const_cast<Element*>(args.mainloop.ptr_A), layout(shape.stride_A));
+    cutlass::TensorRef<Element, L> w(const_cast<Element*>(args.mainloop.ptr_B), layout(shape.stride_B));
+    std::vector<ElementAccumulator> acc(size_t(p.N) * p.P * p.Q * p.K, ElementAccumulator(0));
+    cutlass::TensorRef<ElementAccumulator, L> d(acc.data(), L::packed({p.N, p.P, p.Q, p.K}));
+    cutlass::reference::host::Conv2dFprop<Element, L, Element, L, ElementAccumulator, L, ElementAccumulator,
+                                          ElementAccumulator>(cr_problem_size(p), x, w, d, d, ElementAccumulator(1),
+                                                              ElementAccumulator(0));
+    return acc;
+  }
+
   static void describe(int64_t m, int n, int iterations, int splits, CrLaunchShape* shape) {
     shape->ctas = ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN) * splits;
     shape->mainloop_iterations = iterations;
@@ -276,17 +292,9 @@ struct Conv90 {
   // read only where beta is nonzero, as the kernel reads it.
   static int host_reference(const CrProblem* p, const CrOperands* o) {
     if (int st = o->accepted ? 0 : CrKernel90<Conv90>::can_implement(p)) return st;
-    using Layout = cutlass::layout::TensorNHWC;
     auto args = arguments(*p, o, 1);
-    const auto& shape = args.problem_shape;
-    auto layout = [](const auto& stride) { return Layout(cutlass::make_Coord(stride[2], stride[1], stride[0])); };
-    cutlass::TensorRef<Element, Layout> x(const_cast<Element*>(args.mainloop.ptr_A), layout(shape.stride_A));
-    cutlass::TensorRef<Element, Layout> w(const_cast<Element*>(args.mainloop.ptr_B), layout(shape.stride_B));
-    const int64_t size = int64_t(p->N) * p->P * p->Q * p->K;
-    std::vector<float> acc(size_t(size), 0.f);
-    cutlass::TensorRef<float, Layout> d(acc.data(), Layout::packed({p->N, p->P, p->Q, p->K}));
-    cutlass::reference::host::Conv2dFprop<Element, Layout, Element, Layout, float, Layout, float, float, float>(
-        cr_problem_size(*p), x, w, d, d, 1.f, 0.f);
+    const std::vector<float> acc = F::host_accumulate(*p, args);
+    const int64_t size = int64_t(acc.size());
     const auto& f = args.epilogue.thread;
     const Element* source = args.epilogue.ptr_C;
     Element* y = const_cast<Element*>(args.epilogue.ptr_D);

@@ -98,17 +98,9 @@ struct ConvInt8_90 {
   static int host_reference(const CrProblem* p, const CrOperands* o) {
     if (int st = o->accepted ? 0 : CrKernel90<ConvInt8_90>::can_implement(p)) return st;
     if (!o->bias || (o->leaky_alpha != 0.f && o->leaky_alpha != 1.f)) return int(cutlass::Status::kErrorInvalidProblem);
-    using Layout = cutlass::layout::TensorNHWC;
     auto args = arguments(*p, o, 1);
-    const auto& shape = args.problem_shape;
-    auto layout = [](const auto& stride) { return Layout(cutlass::make_Coord(stride[2], stride[1], stride[0])); };
-    cutlass::TensorRef<int8_t, Layout> x(const_cast<int8_t*>(args.mainloop.ptr_A), layout(shape.stride_A));
-    cutlass::TensorRef<int8_t, Layout> w(const_cast<int8_t*>(args.mainloop.ptr_B), layout(shape.stride_B));
-    const int64_t size = int64_t(p->N) * p->P * p->Q * p->K;
-    std::vector<int32_t> acc(size_t(size), 0);
-    cutlass::TensorRef<int32_t, Layout> d(acc.data(), Layout::packed({p->N, p->P, p->Q, p->K}));
-    cutlass::reference::host::Conv2dFprop<int8_t, Layout, int8_t, Layout, int32_t, Layout, int32_t, int32_t>(
-        cr_problem_size(*p), x, w, d, d, 1, 0);
+    const std::vector<int32_t> acc = F::host_accumulate(*p, args);
+    const int64_t size = int64_t(acc.size());
     const auto& t = args.epilogue.thread;
     const float* alpha = cute::get<1>(t).ptr_row;
     const float* beta = cute::get<2>(t).ptr_row;
